@@ -1,0 +1,171 @@
+//! First start: create the admin, a project, an app and a service account, and write
+//! `service-account.json` and `bootstrap.json` into the data directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use herald_proto::keyfile::KeyFile;
+use herald_store::{App, Bootstrap, Project, ServiceAccount, Store};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::ids;
+use crate::keys;
+
+/// `bootstrap.json`: exactly these fields, for people and scripts.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BootstrapInfo {
+    pub push_api_url: String,
+    pub console_url: String,
+    pub admin_username: String,
+    pub admin_password: String,
+    pub admin_token: String,
+    pub project_id: String,
+    pub client_id: String,
+    pub package_name: String,
+    pub service_account_file: String,
+}
+
+impl std::fmt::Debug for BootstrapInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapInfo")
+            .field("push_api_url", &self.push_api_url)
+            .field("project_id", &self.project_id)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bootstrap failed; the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("store: {0}")]
+    Store(#[from] herald_store::StoreError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Key(#[from] keys::KeyGenError),
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+pub const SERVICE_ACCOUNT_FILE: &str = "service-account.json";
+pub const BOOTSTRAP_FILE: &str = "bootstrap.json";
+pub const PACKAGE_NAME: &str = "com.example.herald.demo";
+
+/// The `token_uri` Herald writes into key files it issues.
+pub fn token_uri(public_url: &str) -> String {
+    format!("{}/oauth2/v3/token", public_url.trim_end_matches('/'))
+}
+
+/// Run the first-start bootstrap if the store is empty. Returns the info when it ran.
+pub async fn ensure(
+    store: &dyn Store,
+    data_dir: &Path,
+    public_url: &str,
+    now_ms: i64,
+) -> Result<Option<BootstrapInfo>, BootstrapError> {
+    if store.is_bootstrapped().await? {
+        return Ok(None);
+    }
+    let project_id = ids::numeric_id(18);
+    let client_id = ids::numeric_id(19);
+    let key_id = ids::hex_id(32);
+    let sub_account = ids::numeric_id(17);
+    let key = keys::generate()?;
+    let admin_password = ids::secret(18);
+    let admin_token = ids::secret(32);
+    let password_hash = argon2::Argon2::default()
+        .hash_password(
+            admin_password.as_bytes(),
+            &SaltString::encode_b64(&rand::rng().random::<[u8; 16]>())
+                .map_err(|e| BootstrapError::Hash(e.to_string()))?,
+        )
+        .map_err(|e| BootstrapError::Hash(e.to_string()))?
+        .to_string();
+    let token_uri = token_uri(public_url);
+
+    let key_file = KeyFile {
+        project_id: project_id.clone(),
+        key_id: key_id.clone(),
+        private_key: key.private_key_pem.clone(),
+        sub_account: sub_account.clone(),
+        auth_uri: format!("{}/oauth2/v3/authorize", public_url.trim_end_matches('/')),
+        token_uri: token_uri.clone(),
+        auth_provider_cert_uri: format!("{}/oauth2/v3/certs", public_url.trim_end_matches('/')),
+        client_cert_uri: format!(
+            "{}/oauth2/v3/x509?client_id=",
+            public_url.trim_end_matches('/')
+        ),
+    };
+    let key_path = data_dir.join(SERVICE_ACCOUNT_FILE);
+    write_private_json(&key_path, &key_file)?;
+
+    store
+        .bootstrap(Bootstrap {
+            admin_username: "admin".into(),
+            admin_password_hash: password_hash,
+            admin_token_hash: ids::sha256_hex(&admin_token),
+            project: Project {
+                project_id: project_id.clone(),
+                name: "Default project".into(),
+                created_at: now_ms,
+            },
+            app: App {
+                client_id: client_id.clone(),
+                project_id: project_id.clone(),
+                package_name: PACKAGE_NAME.into(),
+                name: "Demo app".into(),
+                created_at: now_ms,
+            },
+            service_account: ServiceAccount {
+                key_id,
+                project_id: project_id.clone(),
+                sub_account,
+                public_key_pem: key.public_key_pem,
+                token_uri,
+                created_at: now_ms,
+            },
+        })
+        .await?;
+
+    let info = BootstrapInfo {
+        push_api_url: public_url.trim_end_matches('/').to_owned(),
+        console_url: format!("{}/console", public_url.trim_end_matches('/')),
+        admin_username: "admin".into(),
+        admin_password,
+        admin_token,
+        project_id,
+        client_id,
+        package_name: PACKAGE_NAME.into(),
+        service_account_file: absolute(&key_path).display().to_string(),
+    };
+    write_private_json(&data_dir.join(BOOTSTRAP_FILE), &info)?;
+    Ok(Some(info))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Write JSON readable by the owner only (it holds a private key or a password).
+fn write_private_json(path: &Path, value: &impl Serialize) -> Result<(), BootstrapError> {
+    let err = |source| BootstrapError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| err(e.into()))?;
+    text.push('\n');
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(err)?;
+    file.write_all(text.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    Ok(())
+}

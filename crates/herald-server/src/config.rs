@@ -1,0 +1,175 @@
+//! Typed, layered configuration: defaults → TOML file → `HERALD_*` environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `herald serve` can be told. `Debug` never prints secrets (there are none
+/// here yet; keys and passwords live in the data directory, not the config).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded database, key file and bootstrap file live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Base URL that backends and devices use to reach this server. Empty: derived from
+    /// the bound address (`http://127.0.0.1:PORT` for a wildcard bind).
+    pub public_url: String,
+    /// `full` (survives power loss) or `normal` (survives a process crash).
+    pub sqlite_synchronous: String,
+    /// Seconds between WebSocket pings to each device.
+    pub ping_interval_secs: u64,
+    /// Seconds a device may stay silent (no pong, no frame) before it is dropped.
+    pub idle_timeout_secs: u64,
+    /// Seconds between sweeps that expire queued messages whose TTL ended.
+    pub expiry_sweep_secs: u64,
+    /// Messages buffered per connected device before the gateway falls back to the store.
+    pub device_queue: usize,
+    /// Seconds a graceful shutdown waits for in-flight work.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./herald-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            sqlite_synchronous: "full".into(),
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
+            expiry_sweep_secs: 5,
+            device_queue: 256,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// A configuration file or variable could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid value for {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `HERALD_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        for (var, value) in env {
+            config.apply_env(&var, &value)?;
+        }
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, var: &str, value: &str) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                var: var.to_owned(),
+                message: e.to_string(),
+            })
+        }
+        match var {
+            "HERALD_DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "HERALD_LISTEN" => self.listen = parse(var, value)?,
+            "HERALD_PUBLIC_URL" => self.public_url = value.to_owned(),
+            "HERALD_SQLITE_SYNCHRONOUS" => self.sqlite_synchronous = value.to_owned(),
+            "HERALD_PING_INTERVAL_SECS" => self.ping_interval_secs = parse(var, value)?,
+            "HERALD_IDLE_TIMEOUT_SECS" => self.idle_timeout_secs = parse(var, value)?,
+            "HERALD_EXPIRY_SWEEP_SECS" => self.expiry_sweep_secs = parse(var, value)?,
+            "HERALD_DEVICE_QUEUE" => self.device_queue = parse(var, value)?,
+            "HERALD_SHUTDOWN_GRACE_SECS" => self.shutdown_grace_secs = parse(var, value)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The annotated default configuration, as `herald config default` prints it.
+    pub fn annotated_default() -> String {
+        let d = Config::default();
+        format!(
+            r#"# Herald configuration. Every key may also be set as HERALD_<KEY> in the environment
+# (e.g. HERALD_LISTEN=0.0.0.0:8080); the environment wins over this file.
+
+# Where the embedded database, the service-account key file and bootstrap.json live.
+data_dir = "{data_dir}"
+# Address to listen on.
+listen = "{listen}"
+# Base URL backends and devices use; empty = derived from the bound address.
+public_url = ""
+# "full": a commit survives power loss; "normal": it survives a process crash only.
+sqlite_synchronous = "{sync}"
+# Seconds between WebSocket pings to each device.
+ping_interval_secs = {ping}
+# Seconds a silent device connection is kept before it is dropped.
+idle_timeout_secs = {idle}
+# Seconds between sweeps that expire queued messages whose TTL ended.
+expiry_sweep_secs = {sweep}
+# Messages buffered in memory per connected device before falling back to the store.
+device_queue = {queue}
+# Seconds a graceful shutdown waits for in-flight work.
+shutdown_grace_secs = {grace}
+"#,
+            data_dir = d.data_dir.display(),
+            listen = d.listen,
+            sync = d.sqlite_synchronous,
+            ping = d.ping_interval_secs,
+            idle = d.idle_timeout_secs,
+            sweep = d.expiry_sweep_secs,
+            queue = d.device_queue,
+            grace = d.shutdown_grace_secs,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotated_default_parses_to_the_default() {
+        let parsed: Config = toml::from_str(&Config::annotated_default()).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn environment_wins() {
+        let c = Config::load(
+            None,
+            [("HERALD_LISTEN".to_owned(), "0.0.0.0:9000".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert!(Config::load(None, [("HERALD_LISTEN".to_owned(), "nope".to_owned())]).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! The device gateway: the WebSocket endpoint and the socket loop around the session
+//! state machine in [`sm`].
+
+pub mod sm;
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use herald_proto::device::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, close};
+use tokio::time::{Instant, timeout};
+
+use crate::state::Shared;
+use sm::{Close, Identified, Unidentified};
+
+/// How long a new connection may take to say `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write may block before the device is considered dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /device/ws`: upgrade with buffers sized for 4 KiB messages, not the library's
+/// 128 KiB defaults (see `shared/reference/dependencies.md` §3.1).
+pub async fn upgrade(State(app): State<Shared>, ws: WebSocketUpgrade) -> Response {
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_FRAME_BYTES * 4)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| connection(app, socket))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+/// What the next inbound WebSocket message means to the session.
+enum Inbound {
+    Frame(ClientFrame),
+    /// JSON, but not a frame we know: answered with an error frame.
+    Unknown(String),
+    /// Ping/pong or other control traffic: proof of life only.
+    Alive,
+    Close(Close),
+    Gone,
+}
+
+fn classify(msg: Option<Result<Message, axum::Error>>) -> Inbound {
+    match msg {
+        None => Inbound::Gone,
+        Some(Err(e)) => {
+            let text = e.to_string();
+            if text.contains("Space limit exceeded") || text.contains("too long") {
+                Inbound::Close(Close::new(close::TOO_BIG, "frame too large"))
+            } else {
+                Inbound::Gone
+            }
+        }
+        Some(Ok(Message::Text(text))) => parse_frame(text.as_str()),
+        Some(Ok(Message::Binary(_))) => Inbound::Close(Close::new(
+            close::UNSUPPORTED_DATA,
+            "binary frames are not supported",
+        )),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Alive,
+        Some(Ok(Message::Close(_))) => Inbound::Gone,
+    }
+}
+
+fn parse_frame(text: &str) -> Inbound {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return Inbound::Close(Close::new(close::INVALID_FRAME, "frame is not JSON")),
+    };
+    if value.get("type").and_then(|t| t.as_str()).is_none() {
+        return Inbound::Close(Close::new(
+            close::INVALID_FRAME,
+            "frame is not an object with a type",
+        ));
+    }
+    match serde_json::from_value::<ClientFrame>(value) {
+        Ok(f) => Inbound::Frame(f),
+        Err(e) => Inbound::Unknown(e.to_string()),
+    }
+}
+
+async fn send_frames(sink: &mut Sink, frames: Vec<ServerFrame>) -> bool {
+    for frame in frames {
+        let text = match serde_json::to_string(&frame) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not serialise a frame.");
+                continue;
+            }
+        };
+        match timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+async fn close_with(sink: &mut Sink, c: Close) {
+    let frame = CloseFrame {
+        code: c.code,
+        reason: Utf8Bytes::from_static(c.reason),
+    };
+    let _ = timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+}
+
+async fn connection(app: Shared, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let session = match timeout(HELLO_TIMEOUT, stream.next()).await {
+        Err(_) => Err(Close::new(close::HELLO_TIMEOUT, "no hello in time")),
+        Ok(msg) => match classify(msg) {
+            Inbound::Frame(f) => Unidentified.on_frame(&app, f).await,
+            Inbound::Close(c) => Err(c),
+            Inbound::Gone => return,
+            Inbound::Alive | Inbound::Unknown(_) => {
+                Err(Close::new(close::POLICY_VIOLATION, "hello must come first"))
+            }
+        },
+    };
+    let (session, frames) = match session {
+        Ok(s) => s,
+        Err(c) => {
+            close_with(&mut sink, c).await;
+            return;
+        }
+    };
+    if !send_frames(&mut sink, frames).await {
+        return;
+    }
+    serve_device(app, session, sink, stream).await;
+}
+
+async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut stream: Stream) {
+    let device_id = session.device_id.clone();
+    let mut reg = app.registry.register(&device_id, app.config.device_queue);
+    tracing::debug!(%device_id, "Device connected.");
+    let ping_every = Duration::from_secs(app.config.ping_interval_secs.max(1));
+    let idle_limit = Duration::from_secs(app.config.idle_timeout_secs.max(1));
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_heard = Instant::now();
+
+    // Register first, then read the backlog: a message committed in between arrives on
+    // both paths, and the session's in-flight set drops the second copy.
+    let mut close: Option<Close> = None;
+    let mut alive = load_backlog(&app, &mut session, &mut sink).await;
+    while alive {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => {
+                close = Some(Close::new(close::GOING_AWAY, "server shutting down"));
+                break;
+            }
+            _ = reg.kicked.cancelled() => {
+                close = Some(Close::new(close::REPLACED, "another connection took over"));
+                break;
+            }
+            inbound = stream.next() => {
+                last_heard = Instant::now();
+                match classify(inbound) {
+                    Inbound::Frame(f) => match session.on_frame(&app, f).await {
+                        Ok(frames) => alive = send_frames(&mut sink, frames).await,
+                        Err(c) => { close = Some(c); break; }
+                    },
+                    Inbound::Unknown(detail) => {
+                        alive = send_frames(&mut sink, vec![sm::bad_frame(detail)]).await;
+                    }
+                    Inbound::Alive => {}
+                    Inbound::Close(c) => { close = Some(c); break; }
+                    Inbound::Gone => break,
+                }
+            }
+            Some(live) = reg.rx.recv() => {
+                if let Some(frame) = session.on_live(live, app.clock.now_ms()) {
+                    alive = send_frames(&mut sink, vec![frame]).await;
+                }
+            }
+            _ = reg.resync.notified() => {
+                alive = load_backlog(&app, &mut session, &mut sink).await;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle_limit {
+                    tracing::debug!(%device_id, "Device silent too long; dropping it.");
+                    break;
+                }
+                alive = timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default())))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            }
+        }
+    }
+    app.registry.unregister(&device_id, reg.conn_id);
+    if let Some(c) = close {
+        close_with(&mut sink, c).await;
+    }
+    tracing::debug!(%device_id, "Device disconnected.");
+}
+
+async fn load_backlog(app: &Shared, session: &mut Identified, sink: &mut Sink) -> bool {
+    match app
+        .store
+        .pending(&session.device_id, app.clock.now_ms())
+        .await
+    {
+        Ok(backlog) => send_frames(sink, session.on_backlog(backlog)).await,
+        Err(e) => {
+            tracing::error!(error = %e, device_id = %session.device_id, "Could not read a device's queue.");
+            false
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Which devices are connected to this node, and the bounded channel into each.
+//!
+//! Why bounded channels plus a resync signal: a slow device must never hold memory or
+//! slow a sender. When a device's channel is full, the message is already durable in the
+//! store, so the sender drops the in-memory copy and tells the connection to re-read its
+//! queue from the store once it catches up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use herald_proto::device::DeviceMessage;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// A message for a connected device, with its store sequence number.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub seq: i64,
+    pub message: DeviceMessage,
+}
+
+#[derive(Debug)]
+struct ConnHandle {
+    conn_id: u64,
+    tx: mpsc::Sender<Live>,
+    resync: Arc<Notify>,
+    kick: CancellationToken,
+}
+
+/// What a newly registered connection listens on.
+#[derive(Debug)]
+pub struct Registration {
+    pub conn_id: u64,
+    pub rx: mpsc::Receiver<Live>,
+    /// Notified when messages were dropped from the channel and must be read from the store.
+    pub resync: Arc<Notify>,
+    /// Cancelled when another connection takes over this device.
+    pub kicked: CancellationToken,
+}
+
+/// Connected devices by device id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    conns: DashMap<String, ConnHandle>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Register a connection for `device_id`, replacing (and kicking) any earlier one.
+    pub fn register(&self, device_id: &str, capacity: usize) -> Registration {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let resync = Arc::new(Notify::new());
+        let kick = CancellationToken::new();
+        let old = self.conns.insert(
+            device_id.to_owned(),
+            ConnHandle {
+                conn_id,
+                tx,
+                resync: resync.clone(),
+                kick: kick.clone(),
+            },
+        );
+        if let Some(old) = old {
+            old.kick.cancel();
+        }
+        metrics::gauge!("herald_devices_connected").set(self.conns.len() as f64);
+        Registration {
+            conn_id,
+            rx,
+            resync,
+            kicked: kick,
+        }
+    }
+
+    /// Remove the connection, unless a newer one has already replaced it.
+    pub fn unregister(&self, device_id: &str, conn_id: u64) {
+        self.conns.remove_if(device_id, |_, h| h.conn_id == conn_id);
+        metrics::gauge!("herald_devices_connected").set(self.conns.len() as f64);
+    }
+
+    /// Hand a message to the device's connection if it is connected here. Never waits.
+    pub fn deliver(&self, device_id: &str, live: Live) {
+        if let Some(h) = self.conns.get(device_id) {
+            match h.tx.try_send(live) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("herald_device_channel_overflows_total").increment(1);
+                    h.resync.notify_one();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.conns.contains_key(device_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}

@@ -1,0 +1,94 @@
+//! Shared server state: the store, the caches that keep the hot paths off the database,
+//! the connection registry and the shutdown signal.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use herald_core::Clock;
+use herald_store::{App, Store, StoreError, TokenRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::JwtVerifier;
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// Everything handlers share. Cloned as `Arc<AppState>`.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    /// Base URL backends and devices use (no trailing slash).
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub jwt: JwtVerifier,
+    pub tokens: TokenCache,
+    pub apps: AppCache,
+    pub registry: Registry,
+    /// Cancelled when the server begins to shut down; device connections close on it.
+    pub shutdown: CancellationToken,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Active tokens by token string. The store is the truth; a miss is looked up in one
+/// batch per request, never one query per token.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: DashMap<String, TokenRecord>,
+}
+
+impl TokenCache {
+    /// Resolve `tokens`: cached ones from memory, the rest in one store call.
+    pub async fn resolve(
+        &self,
+        store: &dyn Store,
+        tokens: &[&str],
+    ) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+        let mut out: Vec<Option<TokenRecord>> = tokens
+            .iter()
+            .map(|t| self.map.get(*t).map(|r| r.clone()))
+            .collect();
+        let missing: Vec<String> = tokens
+            .iter()
+            .zip(&out)
+            .filter(|(_, r)| r.is_none())
+            .map(|(t, _)| (*t).to_owned())
+            .collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        for rec in store.lookup_tokens(&missing).await? {
+            self.map.insert(rec.token.clone(), rec);
+        }
+        for (slot, t) in out.iter_mut().zip(tokens) {
+            if slot.is_none() {
+                *slot = self.map.get(*t).map(|r| r.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn insert(&self, rec: TokenRecord) {
+        self.map.insert(rec.token.clone(), rec);
+    }
+}
+
+/// Apps by client id, read through from the store.
+#[derive(Debug, Default)]
+pub struct AppCache {
+    map: DashMap<String, App>,
+}
+
+impl AppCache {
+    pub async fn get(&self, store: &dyn Store, client_id: &str) -> Result<Option<App>, StoreError> {
+        if let Some(app) = self.map.get(client_id) {
+            return Ok(Some(app.clone()));
+        }
+        let app = store.app(client_id).await?;
+        if let Some(app) = &app {
+            self.map.insert(client_id.to_owned(), app.clone());
+        }
+        Ok(app)
+    }
+}

@@ -1,0 +1,79 @@
+//! Herald's persistent state behind one `Store` trait, with the embedded SQLite backend.
+//!
+//! Invariant: this crate knows nothing of HTTP or WebSocket. Every write that a caller
+//! awaits is durable when the future resolves (the SQLite backend group-commits many
+//! callers' writes into one transaction and one fsync).
+
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// Storage failures. Callers log them and answer `81000001`; they never reach a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything Herald keeps. Implementations: [`sqlite::SqliteStore`] (embedded default).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether the first-start bootstrap has run.
+    async fn is_bootstrapped(&self) -> Result<bool>;
+    /// Create the first admin, project, app and service account in one transaction.
+    async fn bootstrap(&self, b: Bootstrap) -> Result<()>;
+
+    async fn project(&self, project_id: &str) -> Result<Option<Project>>;
+    async fn app(&self, client_id: &str) -> Result<Option<App>>;
+    async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>>;
+    /// The admin whose bearer token hashes to `token_hash`.
+    async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
+
+    async fn register_device(&self, device: NewDevice) -> Result<()>;
+    async fn device_secret_hash(&self, device_id: &str) -> Result<Option<String>>;
+    /// The device's active token for the app, creating it from `candidate` when none exists.
+    async fn token_for(
+        &self,
+        device_id: &str,
+        client_id: &str,
+        candidate: NewToken,
+    ) -> Result<String>;
+    /// Active tokens among `tokens`, in any order; unknown or deleted ones are absent.
+    async fn lookup_tokens(&self, tokens: &[String]) -> Result<Vec<TokenRecord>>;
+
+    /// Durably store one accepted request, its queued deliveries and its drop events.
+    /// Applies `collapseKey` replacement and the offline cache cap, returning what it
+    /// replaced so the caller can report it.
+    async fn enqueue(&self, batch: Enqueue) -> Result<EnqueueResult>;
+    /// Queued, unexpired deliveries for the device, oldest first.
+    async fn pending(&self, device_id: &str, now_ms: i64) -> Result<Vec<StoredDelivery>>;
+    /// Mark deliveries acknowledged by the device (ignores ids that are not its own or not
+    /// queued) and record `delivered` events.
+    async fn ack(&self, device_id: &str, message_ids: &[String], now_ms: i64) -> Result<()>;
+    /// Record device-reported outcomes (shown, suppressed, clicked) for the device's messages.
+    async fn record_reports(&self, device_id: &str, reports: &[Report]) -> Result<()>;
+    /// Expire queued deliveries whose TTL has ended; returns how many.
+    async fn expire_due(&self, now_ms: i64) -> Result<u64>;
+    /// The lifecycle of one delivery, oldest first (for tests, reports and receipts).
+    async fn events_for(&self, message_id: &str) -> Result<Vec<EventRecord>>;
+    /// Count of deliveries per state (for metrics and the report).
+    async fn delivery_counts(&self) -> Result<Vec<(String, u64)>>;
+
+    /// Flush and stop background work; later calls fail with [`StoreError::Closed`].
+    async fn close(&self);
+}

@@ -1,0 +1,4 @@
+//! The client-side subcommands of the `herald` binary: a simulated device and a sender.
+
+pub mod device;
+pub mod send;

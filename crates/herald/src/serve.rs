@@ -1,0 +1,96 @@
+//! `herald serve`: run a node until SIGINT/SIGTERM, printing what to do next on first start.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use herald_server::{BootstrapInfo, Config, Herald};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Data directory (database, key file, bootstrap.json). Default: ./herald-data
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on. Default: 127.0.0.1:8080
+    #[arg(long, env = "HERALD_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// TOML configuration file (`herald config default` prints one).
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let data_dir = config.data_dir.clone();
+    let herald = Herald::prepare_with_system_clock(listener, config).await?;
+    match herald.bootstrap_info() {
+        Some(info) => print_what_next(info, &data_dir),
+        None => eprintln!(
+            "Herald is serving at {} (data in {}; see bootstrap.json there).",
+            herald.public_url(),
+            data_dir.display()
+        ),
+    }
+    herald.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_what_next(info: &BootstrapInfo, data_dir: &std::path::Path) {
+    let exe = "herald";
+    eprintln!(
+        "\
+Herald is serving at {url}  (first start: bootstrapped {dir})
+
+  project_id  {project}
+  client_id   {client}  ({package})
+  admin       {user} / see {dir}/bootstrap.json
+  key file    {key}
+
+What next:
+  1. Connect a simulated device (prints its push token):
+       {exe} device --server {url} --client-id {client} --json
+  2. Send it a notification with the service-account key:
+       {exe} send --key-file {key} --server {url} --token <TOKEN> --title Hello --body World
+     or POST {url}/v3/{project}/messages:send with a PS256 JWT signed with that key.
+",
+        url = info.push_api_url,
+        dir = data_dir.display(),
+        project = info.project_id,
+        client = info.client_id,
+        package = info.package_name,
+        user = info.admin_username,
+        key = info.service_account_file,
+    );
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("Shutdown requested.");
+}
