@@ -38,6 +38,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Create the first admin, project, app and service account in one transaction.
     async fn bootstrap(&self, b: Bootstrap) -> Result<()>;
 
+    async fn create_project(&self, project: Project) -> Result<()>;
+    async fn create_app(&self, app: App) -> Result<()>;
     async fn project(&self, project_id: &str) -> Result<Option<Project>>;
     async fn app(&self, client_id: &str) -> Result<Option<App>>;
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>>;

@@ -375,6 +375,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_project(&self, project: Project) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO projects (project_id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![project.project_id, project.name, project.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_app(&self, app: App) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO apps (client_id, project_id, package_name, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![app.client_id, app.project_id, app.package_name, app.name, app.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn project(&self, project_id: &str) -> Result<Option<Project>> {
         let id = project_id.to_owned();
         self.read(move |c| {

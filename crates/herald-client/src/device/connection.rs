@@ -310,9 +310,14 @@ impl RunnerParts {
     }
 }
 
+/// Buffers sized for many simulated devices in one process: a 4 KiB read buffer, frames
+/// written straight through, and a bounded write backlog (tungstenite's defaults are a
+/// 128 KiB read buffer per socket and an unbounded backlog).
 fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * MAX_FRAME_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }

@@ -1,0 +1,368 @@
+//! `spawn_app()` and typed request helpers shared by the integration tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald_core::{Clock, ManualClock};
+use herald_proto::device::{ClientFrame, DeviceCredential, DeviceMessage, ServerFrame};
+use herald_proto::keyfile::{HUAWEI_TOKEN_URI, JwtClaims, KeyFile};
+use herald_server::state::Shared;
+use herald_server::{BootstrapInfo, Config, Herald};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A running server with its own data directory and a manual clock.
+pub struct TestApp {
+    pub url: String,
+    pub info: BootstrapInfo,
+    pub key: KeyFile,
+    pub clock: ManualClock,
+    pub state: Shared,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(dir, None, tune).await
+}
+
+async fn start(
+    dir: tempfile::TempDir,
+    previous: Option<(BootstrapInfo, ManualClock)>,
+    tune: impl FnOnce(&mut Config),
+) -> TestApp {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        sqlite_synchronous: "normal".into(),
+        shutdown_grace_secs: 2,
+        ..Config::default()
+    };
+    tune(&mut config);
+    let clock = previous
+        .as_ref()
+        .map(|(_, c)| c.clone())
+        .unwrap_or_else(ManualClock::starting_now);
+    let herald = Herald::prepare(listener, config, Arc::new(clock.clone()))
+        .await
+        .expect("server prepares");
+    let info = match previous {
+        Some((info, _)) => {
+            assert!(
+                herald.bootstrap_info().is_none(),
+                "a restart does not bootstrap again"
+            );
+            info
+        }
+        None => herald.bootstrap_info().expect("first start").clone(),
+    };
+    let key: KeyFile = serde_json::from_str(
+        &std::fs::read_to_string(&info.service_account_file).expect("key file"),
+    )
+    .expect("key file JSON");
+    let url = herald.public_url().to_owned();
+    let state = herald.state();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        herald
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+    });
+    TestApp {
+        url,
+        info,
+        key,
+        clock,
+        state,
+        dir,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// A JWT signed from the key file with `alg`, valid for an hour from the app's clock.
+    pub fn jwt_with(&self, alg: Algorithm, edit: impl FnOnce(&mut JwtClaims)) -> String {
+        let iat = self.clock.now_secs();
+        let mut claims = JwtClaims {
+            iss: self.key.sub_account.clone(),
+            aud: Value::String(HUAWEI_TOKEN_URI.to_owned()),
+            iat,
+            exp: iat + 3600,
+        };
+        edit(&mut claims);
+        let mut header = Header::new(alg);
+        header.kid = Some(self.key.key_id.clone());
+        header.typ = Some("JWT".into());
+        let key = EncodingKey::from_rsa_pem(self.key.private_key.as_bytes()).expect("key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    }
+
+    pub fn jwt(&self) -> String {
+        self.jwt_with(Algorithm::PS256, |_| {})
+    }
+
+    /// POST a send with the given `Authorization` and `push-type` headers.
+    pub async fn send_raw(
+        &self,
+        project_id: &str,
+        authorization: Option<String>,
+        push_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v3/{project_id}/messages:send", self.url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        if let Some(p) = push_type {
+            req = req.header("push-type", p);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("JSON body");
+        (status, body)
+    }
+
+    /// A well-authenticated push-type 0 send.
+    pub async fn send(&self, body: Value) -> (u16, Value) {
+        self.send_raw(
+            &self.info.project_id,
+            Some(format!("Bearer {}", self.jwt())),
+            Some("0"),
+            serde_json::to_vec(&body).expect("JSON"),
+        )
+        .await
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns the data directory.
+    pub async fn stop(mut self) -> (tempfile::TempDir, BootstrapInfo, ManualClock) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        (self.dir, self.info, self.clock)
+    }
+
+    /// Stop gracefully and start again on the same data directory (and clock).
+    pub async fn restart(self) -> TestApp {
+        let (dir, info, clock) = self.stop().await;
+        start(dir, Some((info, clock)), |_| {}).await
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.url.replacen("http", "ws", 1),
+            herald_proto::device::WS_PATH
+        )
+    }
+}
+
+/// A notification body like the seed's example, to `tokens`.
+pub fn notification(tokens: &[&str], title: &str) -> Value {
+    serde_json::json!({
+        "payload": {"notification": {
+            "category": "MARKETING",
+            "title": title,
+            "body": "普通通知内容",
+            "clickAction": {"actionType": 0, "data": {"k": "v"}}
+        }},
+        "target": {"token": tokens}
+    })
+}
+
+/// A raw protocol-level device for the gateway tests.
+pub struct RawDevice {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub credential: Option<DeviceCredential>,
+}
+
+impl RawDevice {
+    pub async fn connect(app: &TestApp) -> RawDevice {
+        let (ws, _) = tokio_tungstenite::connect_async(app.ws_url())
+            .await
+            .expect("ws connect");
+        RawDevice {
+            ws,
+            credential: None,
+        }
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.ws
+            .send(Message::Text(
+                serde_json::to_string(frame).expect("JSON").into(),
+            ))
+            .await
+            .expect("ws send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next server frame, or `None` when the socket closed (with its close code).
+    pub async fn next(&mut self) -> Result<ServerFrame, Option<u16>> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("a frame within 5 s");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("server frame"));
+                }
+                Some(Ok(Message::Close(c))) => return Err(c.map(|c| u16::from(c.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
+    /// Whether a frame arrives within `ms` (for "nothing more comes" checks).
+    pub async fn quiet_for(&mut self, ms: u64) -> bool {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(ms), self.ws.next()).await {
+                Err(_) => return true,
+                Ok(Some(Ok(Message::Text(_)))) => return false,
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Register (or re-identify) and return the device id.
+    pub async fn hello(&mut self) -> String {
+        self.send(&ClientFrame::Hello {
+            version: 1,
+            device: self.credential.clone(),
+        })
+        .await;
+        match self.next().await.expect("welcome") {
+            ServerFrame::Welcome {
+                device_id, secret, ..
+            } => {
+                if let Some(secret) = secret {
+                    self.credential = Some(DeviceCredential {
+                        id: device_id.clone(),
+                        secret,
+                    });
+                }
+                device_id
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn token(&mut self, client_id: &str) -> String {
+        self.send(&ClientFrame::GetToken {
+            client_id: client_id.to_owned(),
+        })
+        .await;
+        match self.next().await.expect("token") {
+            ServerFrame::Token { token, .. } => token,
+            other => panic!("expected token, got {other:?}"),
+        }
+    }
+
+    pub async fn message(&mut self) -> DeviceMessage {
+        match self.next().await.expect("message") {
+            ServerFrame::Message(m) => m,
+            other => panic!("expected message, got {other:?}"),
+        }
+    }
+
+    pub async fn ack(&mut self, ids: &[&str]) {
+        self.send(&ClientFrame::Ack {
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await;
+    }
+
+    /// Reconnect with the same credential.
+    pub async fn reconnect(self, app: &TestApp) -> RawDevice {
+        let credential = self.credential.clone();
+        drop(self);
+        let mut d = RawDevice::connect(app).await;
+        d.credential = credential;
+        d.hello().await;
+        d
+    }
+}
+
+/// A device connected, identified and holding a token for the bootstrap app.
+pub async fn device_with_token(app: &TestApp) -> (RawDevice, String) {
+    let mut d = RawDevice::connect(app).await;
+    d.hello().await;
+    let token = d.token(&app.info.client_id).await;
+    (d, token)
+}
+
+/// Wait until the store shows `state` for the message (acks are written asynchronously).
+pub async fn wait_for_state(app: &TestApp, message_id: &str, outcome: &str) {
+    for _ in 0..200 {
+        let events = app
+            .state
+            .store
+            .events_for(message_id)
+            .await
+            .expect("events");
+        if events.iter().any(|e| e.outcome.name() == outcome) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("message {message_id} never reached {outcome}");
+}
+
+/// Create a second project with one app directly in the store; returns its client id.
+pub async fn add_project_with_app(app: &TestApp, project_id: &str, client_id: &str) -> String {
+    let now = app.clock.now_ms();
+    app.state
+        .store
+        .create_project(herald_store::Project {
+            project_id: project_id.into(),
+            name: "Other".into(),
+            created_at: now,
+        })
+        .await
+        .expect("project");
+    app.state
+        .store
+        .create_app(herald_store::App {
+            client_id: client_id.into(),
+            project_id: project_id.into(),
+            package_name: "com.example.other".into(),
+            name: "Other".into(),
+            created_at: now,
+        })
+        .await
+        .expect("app");
+    client_id.to_owned()
+}

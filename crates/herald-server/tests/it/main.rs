@@ -1,0 +1,9 @@
+//! Integration tests: each starts a real server on port 0 with its own data directory and
+//! drives it with real HTTP requests and real WebSocket devices.
+
+#![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
+
+mod auth;
+mod gateway;
+mod helpers;
+mod send_api;

@@ -1,0 +1,232 @@
+//! Child-process helpers: a server on a free port, a device whose JSON lines are read
+//! with timeouts, and a self-signed PS256 JWT.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn herald() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    c.env("HERALD_LOG", "warn");
+    c
+}
+
+/// A `herald serve` child process. Dropping it kills the process.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_on(data_dir, free_port())
+    }
+
+    pub fn start_on(data_dir: &Path, port: u16) -> Server {
+        let child = herald()
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    pub fn bootstrap(&self) -> Value {
+        read_json(&self.data_dir.join("bootstrap.json"))
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("JSON")
+}
+
+/// A `herald device --json` child process and its output lines.
+pub struct DeviceProc {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl DeviceProc {
+    pub fn start(url: &str, client_id: &str, state_dir: &Path, extra: &[&str]) -> DeviceProc {
+        let mut child = herald()
+            .args([
+                "device",
+                "--server",
+                url,
+                "--client-id",
+                client_id,
+                "--json",
+                "--state-dir",
+            ])
+            .arg(state_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald device starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("device printed a non-JSON line: {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        DeviceProc { child, lines }
+    }
+
+    /// The next event named `event`, skipping others, within `timeout`.
+    pub fn expect(&self, event: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return v,
+                Ok(_) => continue,
+                Err(_) => panic!("no {event:?} event within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Every event named `event` that arrives until `quiet` passes without any line.
+    pub fn collect(&self, event: &str, quiet: Duration, max_wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + max_wait;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(quiet) {
+                Ok(v) if v["event"] == event => out.push(v),
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+impl Drop for DeviceProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PS256 JWT signed from a Huawei-layout key file, as any backend would sign it.
+pub fn sign_jwt(key_file: &Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
+    header.kid = key_file["key_id"].as_str().map(str::to_owned);
+    header.typ = Some("JWT".into());
+    let claims = serde_json::json!({
+        "iss": key_file["sub_account"],
+        "aud": "https://oauth-login.cloud.huawei.com/oauth2/v3/token",
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        key_file["private_key"]
+            .as_str()
+            .expect("private_key")
+            .as_bytes(),
+    )
+    .expect("PKCS#8 key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+}
+
+/// POST a send with a fresh JWT; returns (status, body).
+pub fn post_send(url: &str, project_id: &str, jwt: &str, body: &Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/v3/{project_id}/messages:send"))
+            .header("Authorization", format!("Bearer {jwt}"))
+            .header("push-type", "0")
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON"))
+    })
+}
