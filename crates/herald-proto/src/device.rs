@@ -35,10 +35,27 @@ pub mod close {
     pub const BAD_CREDENTIALS: u16 = 4001;
     /// The client speaks a protocol version this server does not.
     pub const UNSUPPORTED_VERSION: u16 = 4002;
+    /// The server failed internally (e.g. its store); the client should reconnect later.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The client did not say `hello` in time.
     pub const HELLO_TIMEOUT: u16 = 4003;
     /// Another connection identified as the same device; this one is replaced.
     pub const REPLACED: u16 = 4004;
+
+    /// Every close code above, for documentation checks.
+    pub const ALL: [u16; 11] = [
+        NORMAL,
+        GOING_AWAY,
+        UNSUPPORTED_DATA,
+        INVALID_FRAME,
+        POLICY_VIOLATION,
+        TOO_BIG,
+        INTERNAL_ERROR,
+        BAD_CREDENTIALS,
+        UNSUPPORTED_VERSION,
+        HELLO_TIMEOUT,
+        REPLACED,
+    ];
 }
 
 /// Frames a device sends.

@@ -626,20 +626,42 @@ impl Store for SqliteStore {
         let (device_id, reports) = (device_id.to_owned(), reports.to_vec());
         self.write(move |c| {
             for rep in &reports {
-                let row: Option<(String, String)> = c
+                let row: Option<(String, String, String)> = c
                     .prepare_cached(
-                        "UPDATE deliveries SET state = ?3, updated_at = ?4
-                         WHERE message_id = ?1 AND device_id = ?2 AND state IN ('delivered', 'shown', 'queued')
-                         RETURNING request_id, token",
+                        "SELECT request_id, token, state FROM deliveries
+                         WHERE message_id = ?1 AND device_id = ?2
+                           AND state IN ('queued', 'delivered', 'shown', 'suppressed', 'clicked')",
                     )?
-                    .query_row(
-                        params![rep.message_id, device_id, rep.outcome.name(), rep.at],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                    .query_row(params![rep.message_id, device_id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
                     .optional()?;
-                if let Some((request_id, token)) = row {
-                    insert_event(c, &rep.message_id, Some(&request_id), Some(&token), rep.outcome, rep.at)?;
+                let Some((request_id, token, state)) = row else {
+                    continue;
+                };
+                // A report implies delivery, even if the device's ack has not landed yet.
+                if state == "queued" {
+                    insert_event(
+                        c,
+                        &rep.message_id,
+                        Some(&request_id),
+                        Some(&token),
+                        Outcome::Delivered,
+                        rep.at,
+                    )?;
                 }
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = ?2, updated_at = ?3 WHERE message_id = ?1",
+                )?
+                .execute(params![rep.message_id, rep.outcome.name(), rep.at])?;
+                insert_event(
+                    c,
+                    &rep.message_id,
+                    Some(&request_id),
+                    Some(&token),
+                    rep.outcome,
+                    rep.at,
+                )?;
             }
             Ok(())
         })

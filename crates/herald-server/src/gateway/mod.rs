@@ -111,16 +111,23 @@ async fn close_with(sink: &mut Sink, c: Close) {
 
 async fn connection(app: Shared, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let session = match timeout(HELLO_TIMEOUT, stream.next()).await {
-        Err(_) => Err(Close::new(close::HELLO_TIMEOUT, "no hello in time")),
-        Ok(msg) => match classify(msg) {
-            Inbound::Frame(f) => Unidentified.on_frame(&app, f).await,
-            Inbound::Close(c) => Err(c),
-            Inbound::Gone => return,
-            Inbound::Alive | Inbound::Unknown(_) => {
-                Err(Close::new(close::POLICY_VIOLATION, "hello must come first"))
+    let hello = async {
+        loop {
+            match classify(stream.next().await) {
+                // Control frames (a client's ping) may precede hello.
+                Inbound::Alive => continue,
+                other => return other,
             }
-        },
+        }
+    };
+    let session = match timeout(HELLO_TIMEOUT, hello).await {
+        Err(_) => Err(Close::new(close::HELLO_TIMEOUT, "no hello in time")),
+        Ok(Inbound::Frame(f)) => Unidentified.on_frame(&app, f).await,
+        Ok(Inbound::Close(c)) => Err(c),
+        Ok(Inbound::Gone) => return,
+        Ok(Inbound::Alive | Inbound::Unknown(_)) => {
+            Err(Close::new(close::POLICY_VIOLATION, "hello must come first"))
+        }
     };
     let (session, frames) = match session {
         Ok(s) => s,

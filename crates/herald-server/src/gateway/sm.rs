@@ -43,7 +43,7 @@ pub struct Identified {
 
 fn internal(e: impl std::fmt::Display) -> Close {
     tracing::error!(error = %e, "Device session failed on the store.");
-    Close::new(1011, "internal error")
+    Close::new(close::INTERNAL_ERROR, "internal error")
 }
 
 impl Unidentified {
@@ -218,7 +218,8 @@ impl Identified {
 
     /// A frame for a live message, unless it was already sent or its TTL has ended.
     pub fn on_live(&mut self, live: Live, now_ms: i64) -> Option<ServerFrame> {
-        if live.message.expires_at <= now_ms {
+        // A message whose TTL is 0 is deliverable in the millisecond it was sent.
+        if live.message.expires_at < now_ms {
             return None;
         }
         self.in_flight

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
 
 mod auth;
+mod docs;
 mod gateway;
 mod helpers;
 mod send_api;

@@ -1,0 +1,332 @@
+//! The conformance story every `Store` backend must pass, run on SQLite always.
+//! (A PostgreSQL backend will run the same story when `HERALD_TEST_POSTGRES_URL` is set.)
+
+#![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
+
+use herald_core::{Outcome, ReceiptCode};
+use herald_store::sqlite::{Durability, SqliteStore};
+use herald_store::*;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn bootstrap() -> Bootstrap {
+    Bootstrap {
+        admin_username: "admin".into(),
+        admin_password_hash: "hash".into(),
+        admin_token_hash: "tokenhash".into(),
+        project: Project {
+            project_id: "p1".into(),
+            name: "P".into(),
+            created_at: NOW,
+        },
+        app: App {
+            client_id: "c1".into(),
+            project_id: "p1".into(),
+            package_name: "com.x".into(),
+            name: "X".into(),
+            created_at: NOW,
+        },
+        service_account: ServiceAccount {
+            key_id: "k1".into(),
+            project_id: "p1".into(),
+            sub_account: "s1".into(),
+            public_key_pem: "pem".into(),
+            token_uri: "http://x/oauth2/v3/token".into(),
+            created_at: NOW,
+        },
+    }
+}
+
+fn request(id: &str, at: i64) -> NewRequest {
+    NewRequest {
+        request_id: id.into(),
+        project_id: "p1".into(),
+        push_type: 0,
+        payload: r#"{"notification":{"title":"t"}}"#.into(),
+        bi_tag: Some("bi".into()),
+        receipt_id: None,
+        test: false,
+        ttl_secs: 60,
+        created_at: at,
+    }
+}
+
+fn delivery(id: &str, token: &str, collapse: Option<u8>, expires_at: i64) -> NewDelivery {
+    NewDelivery {
+        message_id: id.into(),
+        token: token.into(),
+        device_id: "d1".into(),
+        client_id: "c1".into(),
+        expires_at,
+        collapse_key: collapse,
+        notify_id: Some(1),
+    }
+}
+
+async fn enqueue_one(
+    store: &dyn Store,
+    id: &str,
+    collapse: Option<u8>,
+    expires_at: i64,
+) -> EnqueueResult {
+    store
+        .enqueue(Enqueue {
+            request: request(&format!("r-{id}"), NOW),
+            deliveries: vec![delivery(id, "tok1", collapse, expires_at)],
+            drops: vec![],
+        })
+        .await
+        .unwrap()
+}
+
+fn names(events: &[EventRecord]) -> Vec<&'static str> {
+    events.iter().map(|e| e.outcome.name()).collect()
+}
+
+async fn story(store: &dyn Store) {
+    // Bootstrap happens once.
+    assert!(!store.is_bootstrapped().await.unwrap());
+    store.bootstrap(bootstrap()).await.unwrap();
+    assert!(store.is_bootstrapped().await.unwrap());
+    assert_eq!(store.app("c1").await.unwrap().unwrap().project_id, "p1");
+    assert_eq!(
+        store
+            .service_account("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .sub_account,
+        "s1"
+    );
+    assert_eq!(
+        store
+            .admin_by_token_hash("tokenhash")
+            .await
+            .unwrap()
+            .unwrap()
+            .username,
+        "admin"
+    );
+    assert!(store.admin_by_token_hash("nope").await.unwrap().is_none());
+
+    // Devices and tokens: one active token per (device, app), stable.
+    store
+        .register_device(NewDevice {
+            device_id: "d1".into(),
+            secret_hash: "sh".into(),
+            created_at: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_secret_hash("d1").await.unwrap().as_deref(),
+        Some("sh")
+    );
+    let t = store
+        .token_for(
+            "d1",
+            "c1",
+            NewToken {
+                token: "tok1".into(),
+                created_at: NOW,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t, "tok1");
+    let again = store
+        .token_for(
+            "d1",
+            "c1",
+            NewToken {
+                token: "tok2".into(),
+                created_at: NOW,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, "tok1", "the existing token wins");
+    let found = store
+        .lookup_tokens(&["tok1".into(), "unknown".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].project_id, "p1");
+
+    // Enqueue, pending in order, ack.
+    let r = enqueue_one(store, "m1", None, NOW + 60_000).await;
+    assert_eq!(r.seqs.len(), 1);
+    enqueue_one(store, "m2", None, NOW + 60_000).await;
+    let pending = store.pending("d1", NOW).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| p.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m1", "m2"]
+    );
+    assert_eq!(pending[0].bi_tag.as_deref(), Some("bi"));
+    store.ack("d1", &["m1".into()], NOW + 1).await.unwrap();
+    store
+        .ack("other-device", &["m2".into()], NOW + 1)
+        .await
+        .unwrap();
+    let pending = store.pending("d1", NOW).await.unwrap();
+    assert_eq!(pending.len(), 1, "only the device's own ack counts");
+    assert_eq!(
+        names(&store.events_for("m1").await.unwrap()),
+        ["queued", "delivered"]
+    );
+
+    // A report before the ack implies delivery.
+    store
+        .record_reports(
+            "d1",
+            &[Report {
+                message_id: "m2".into(),
+                outcome: Outcome::Shown,
+                at: NOW + 2,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&store.events_for("m2").await.unwrap()),
+        ["queued", "delivered", "shown"]
+    );
+    store
+        .record_reports(
+            "d1",
+            &[Report {
+                message_id: "m2".into(),
+                outcome: Outcome::Clicked,
+                at: NOW + 3,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&store.events_for("m2").await.unwrap()).last(),
+        Some(&"clicked")
+    );
+
+    // collapseKey: the newest queued message of a group replaces the older one.
+    enqueue_one(store, "c-a", Some(3), NOW + 60_000).await;
+    let r = enqueue_one(store, "c-b", Some(3), NOW + 60_000).await;
+    assert_eq!(r.replaced, ["c-a"]);
+    let replaced = store.events_for("c-a").await.unwrap();
+    assert_eq!(replaced.last().unwrap().outcome, Outcome::Replaced);
+    assert_eq!(
+        replaced.last().unwrap().outcome.receipt_code(),
+        Some(ReceiptCode(15))
+    );
+    store.ack("d1", &["c-b".into()], NOW).await.unwrap();
+
+    // TTL: expired messages are not pending and get an `expired` event.
+    enqueue_one(store, "short", None, NOW + 10).await;
+    assert!(store.pending("d1", NOW + 10).await.unwrap().is_empty());
+    assert_eq!(store.expire_due(NOW + 10).await.unwrap(), 1);
+    assert_eq!(
+        names(&store.events_for("short").await.unwrap()),
+        ["queued", "expired"]
+    );
+
+    // Offline cache cap: the 121st queued message replaces the oldest.
+    for i in 0..121 {
+        enqueue_one(store, &format!("cap{i}"), None, NOW + 60_000).await;
+    }
+    let pending = store.pending("d1", NOW).await.unwrap();
+    assert_eq!(pending.len(), 120);
+    assert_eq!(pending[0].message_id, "cap1");
+    assert_eq!(
+        store
+            .events_for("cap0")
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .outcome,
+        Outcome::Replaced
+    );
+
+    // Drops are recorded without a delivery.
+    store
+        .enqueue(Enqueue {
+            request: request("r-drop", NOW),
+            deliveries: vec![],
+            drops: vec![NewDrop {
+                message_id: "dropped".into(),
+                token: "ghost".into(),
+                client_id: None,
+                outcome: Outcome::Dropped(ReceiptCode::TOKEN_INVALID),
+            }],
+        })
+        .await
+        .unwrap();
+    let e = store.events_for("dropped").await.unwrap();
+    assert_eq!(e[0].outcome, Outcome::Dropped(ReceiptCode(5)));
+
+    // A failed write does not poison the batch it shared a commit with.
+    let dup = store.enqueue(Enqueue {
+        request: request("r-drop", NOW),
+        deliveries: vec![],
+        drops: vec![],
+    });
+    let ok = store.enqueue(Enqueue {
+        request: request("r-after", NOW),
+        deliveries: vec![delivery("after", "tok1", None, NOW + 60_000)],
+        drops: vec![],
+    });
+    let (dup, ok) = tokio::join!(dup, ok);
+    assert!(dup.is_err(), "a duplicate request id is rejected");
+    assert!(ok.is_ok());
+    assert_eq!(names(&store.events_for("after").await.unwrap()), ["queued"]);
+
+    let counts = store.delivery_counts().await.unwrap();
+    assert!(counts.iter().any(|(s, n)| s == "queued" && *n == 120));
+    store.close().await;
+    assert!(matches!(
+        store.bootstrap(bootstrap()).await,
+        Err(StoreError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("t.db"), Durability::Normal).unwrap();
+    story(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_state_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        store.bootstrap(bootstrap()).await.unwrap();
+        store
+            .register_device(NewDevice {
+                device_id: "d1".into(),
+                secret_hash: "h".into(),
+                created_at: NOW,
+            })
+            .await
+            .unwrap();
+        store
+            .token_for(
+                "d1",
+                "c1",
+                NewToken {
+                    token: "tok1".into(),
+                    created_at: NOW,
+                },
+            )
+            .await
+            .unwrap();
+        enqueue_one(&store, "m1", None, NOW + 60_000).await;
+        store.close().await;
+    }
+    let store = SqliteStore::open(&path, Durability::Full).unwrap();
+    assert_eq!(store.pending("d1", NOW).await.unwrap().len(), 1);
+}
