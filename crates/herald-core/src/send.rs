@@ -126,7 +126,9 @@ pub struct ParsedSend {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// push-type 0 with a displayable notification.
-    Alert(Notification),
+    Alert(Box<Notification>),
+    /// push-type 0 with only `notification.badge`: a badge refresh (needs the IM right).
+    Badge(BadgeChange),
 }
 
 impl Payload {
@@ -134,6 +136,7 @@ impl Payload {
     pub fn category(&self) -> Option<Category> {
         match self {
             Payload::Alert(n) => Some(n.category),
+            Payload::Badge(_) => None,
         }
     }
 }
@@ -288,7 +291,7 @@ pub fn parse_send(push_type: PushType, body: &[u8]) -> Result<ParsedSend, Reject
         .payload
         .ok_or_else(|| Rejection::payload("payload is mandatory"))?;
     let payload = match push_type {
-        PushType::Alert => Payload::Alert(parse_alert(payload)?),
+        PushType::Alert => parse_alert(payload)?,
         other => {
             return Err(Rejection::payload(format!(
                 "push-type {} is not supported by this server",
@@ -369,13 +372,31 @@ fn parse_ttl(v: &Value) -> Result<u32, Rejection> {
     Ok(secs as u32)
 }
 
-fn parse_alert(payload: Value) -> Result<Notification, Rejection> {
+fn parse_alert(payload: Value) -> Result<Payload, Rejection> {
     let alert: push::AlertPayload = serde_json::from_value(payload)
         .map_err(|e| Rejection::payload(format!("notification does not match the schema: {e}")))?;
     let n = alert
         .notification
         .ok_or_else(|| Rejection::payload("notification is mandatory"))?;
-    Notification::try_from(n)
+    if is_badge_only(&n) {
+        let badge = n
+            .badge
+            .map(parse_badge)
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| Rejection::payload("badge needs addNum or setNum"))?;
+        return Ok(Payload::Badge(badge));
+    }
+    Notification::try_from(n).map(|n| Payload::Alert(Box::new(n)))
+}
+
+/// A `BadgePayload`: `badge` and nothing a displayed notification needs.
+fn is_badge_only(n: &push::Notification) -> bool {
+    n.badge.is_some()
+        && n.category.is_none()
+        && n.title.is_none()
+        && n.body.is_none()
+        && n.click_action.is_none()
 }
 
 fn required_text(value: Option<String>, field: &str) -> Result<String, Rejection> {
@@ -567,7 +588,9 @@ mod tests {
     #[test]
     fn the_seed_example_parses() {
         let p = parse_send(PushType::Alert, &body(seed_notification())).unwrap();
-        let Payload::Alert(n) = &p.payload;
+        let Payload::Alert(n) = &p.payload else {
+            panic!("an alert")
+        };
         assert_eq!(n.category, Category::Marketing);
         assert_eq!(n.click_action.target, ClickTarget::Home);
         assert_eq!(p.options.ttl_secs, DEFAULT_TTL_SECS);
@@ -705,12 +728,26 @@ mod tests {
     }
 
     #[test]
+    fn badge_only_is_a_badge_payload() {
+        let p = parse_send(
+            PushType::Alert,
+            &body(json!({"badge":{"setNum":3,"addNum":1}})),
+        )
+        .unwrap();
+        assert_eq!(p.payload, Payload::Badge(BadgeChange::Set(3)));
+        let r = parse_send(PushType::Alert, &body(json!({"badge":{}}))).unwrap_err();
+        assert_eq!(r.code, Code::IllegalPayload);
+    }
+
+    #[test]
     fn wire_form_keeps_fields_and_resolves_notify_id() {
         let mut n = seed_notification();
         n["clickAction"] = json!({"actionType":1,"action":"com.x.open","data":{"k":"v"}});
         n["badge"] = json!({"addNum":1,"setNum":3});
         let p = parse_send(PushType::Alert, &body(n)).unwrap();
-        let Payload::Alert(n) = &p.payload;
+        let Payload::Alert(n) = &p.payload else {
+            panic!("an alert")
+        };
         let w = n.to_wire(42);
         assert_eq!(w.notify_id, Some(42));
         assert_eq!(w.badge.unwrap().set_num, Some(3));

@@ -158,6 +158,20 @@ pub struct DeviceMessage {
     pub test: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bi_tag: Option<String>,
+    /// For notifications: how the device reminds the user, decided by the effective
+    /// category (`silent` for MARKETING, `alert` for Service & Communication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<Reminder>,
+}
+
+/// How a notification reminds the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reminder {
+    /// Notification centre only, no sound (MARKETING).
+    Silent,
+    /// Lock screen, banner, sound and vibration (PLAY_VOICE: no ringtone).
+    Alert,
 }
 
 /// Frame type names, for the protocol-document test.

@@ -121,6 +121,8 @@ pub async fn ensure(
                 package_name: PACKAGE_NAME.into(),
                 name: "Demo app".into(),
                 created_at: now_ms,
+                app_category: "other".into(),
+                overrides: Default::default(),
             },
             service_account: ServiceAccount {
                 key_id,

@@ -29,6 +29,15 @@ pub struct Config {
     pub device_queue: usize,
     /// Seconds a graceful shutdown waits for in-flight work.
     pub shutdown_grace_secs: u64,
+    /// Time zone whose natural days the daily quotas count: `UTC`, an IANA name
+    /// (`Asia/Shanghai`) or an offset (`+08:00`).
+    pub quota_time_zone: String,
+    /// Default daily total per app per device before device-level control (receipt 102).
+    pub device_daily_total: u32,
+    /// Default send rate per app, requests per second (HTTP 503 past it).
+    pub send_rate_per_sec: u32,
+    /// Test messages per project per day (receipt 256 past it).
+    pub test_messages_per_day: u32,
 }
 
 impl Default for Config {
@@ -43,6 +52,10 @@ impl Default for Config {
             expiry_sweep_secs: 5,
             device_queue: 256,
             shutdown_grace_secs: 10,
+            quota_time_zone: "UTC".into(),
+            device_daily_total: herald_core::quota::DEVICE_DAILY_TOTAL,
+            send_rate_per_sec: herald_core::quota::SEND_RATE_PER_SEC,
+            test_messages_per_day: herald_core::quota::TEST_MESSAGES_PER_DAY,
         }
     }
 }
@@ -109,6 +122,10 @@ impl Config {
             "HERALD_EXPIRY_SWEEP_SECS" => self.expiry_sweep_secs = parse(var, value)?,
             "HERALD_DEVICE_QUEUE" => self.device_queue = parse(var, value)?,
             "HERALD_SHUTDOWN_GRACE_SECS" => self.shutdown_grace_secs = parse(var, value)?,
+            "HERALD_QUOTA_TIME_ZONE" => self.quota_time_zone = value.to_owned(),
+            "HERALD_DEVICE_DAILY_TOTAL" => self.device_daily_total = parse(var, value)?,
+            "HERALD_SEND_RATE_PER_SEC" => self.send_rate_per_sec = parse(var, value)?,
+            "HERALD_TEST_MESSAGES_PER_DAY" => self.test_messages_per_day = parse(var, value)?,
             _ => {}
         }
         Ok(())
@@ -139,6 +156,16 @@ expiry_sweep_secs = {sweep}
 device_queue = {queue}
 # Seconds a graceful shutdown waits for in-flight work.
 shutdown_grace_secs = {grace}
+# Time zone whose natural days the daily quotas count: "UTC", an IANA name
+# ("Asia/Shanghai") or an offset ("+08:00").
+quota_time_zone = "{tz}"
+# Messages per app per device per day before device-level control drops them (receipt 102);
+# an app's own setting (herald admin app update) wins.
+device_daily_total = {device_total}
+# Requests per second per app before the API answers HTTP 503 (token bucket).
+send_rate_per_sec = {rate}
+# Test messages (pushOptions.testMessage) per project per day; past it, receipt 256.
+test_messages_per_day = {tests}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -148,6 +175,10 @@ shutdown_grace_secs = {grace}
             sweep = d.expiry_sweep_secs,
             queue = d.device_queue,
             grace = d.shutdown_grace_secs,
+            tz = d.quota_time_zone,
+            device_total = d.device_daily_total,
+            rate = d.send_rate_per_sec,
+            tests = d.test_messages_per_day,
         )
     }
 }

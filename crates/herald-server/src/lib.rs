@@ -8,9 +8,11 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod delivery;
 pub mod gateway;
 pub mod ids;
 pub mod keys;
+pub mod policy;
 pub mod registry;
 pub mod state;
 
@@ -112,7 +114,19 @@ impl Herald {
             clock.now_ms(),
         )
         .await?;
+        let calendar = herald_core::quota::QuotaCalendar::new(&config.quota_time_zone)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let limits = herald_core::quota::DefaultLimits {
+            device_daily_total: config.device_daily_total,
+            send_rate_per_sec: config.send_rate_per_sec,
+            test_messages_per_day: config.test_messages_per_day,
+        };
         let state = Arc::new(AppState {
+            calendar,
+            limits,
+            rights: Default::default(),
+            quotas: Default::default(),
+            rates: Default::default(),
             config,
             public_url,
             jwt: auth::JwtVerifier::new(store.clone(), clock.clone()),
@@ -209,6 +223,8 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
+        .route("/openapi.json", get(openapi))
+        .merge(api::admin::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -225,6 +241,11 @@ async fn metrics_text(State(state): State<Shared>) -> impl IntoResponse {
             String::from("metrics are not enabled"),
         ),
     }
+}
+
+async fn openapi() -> impl IntoResponse {
+    use utoipa::OpenApi;
+    axum::Json(api::admin::AdminApi::openapi())
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -245,7 +266,9 @@ async fn expiry_sweeper(state: Shared) {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match state.store.expire_due(state.clock.now_ms()).await {
+        let now = state.clock.now_ms();
+        state.quotas.forget_before(state.calendar.day(now));
+        match state.store.expire_due(now).await {
             Ok(0) => {}
             Ok(n) => {
                 metrics::counter!("herald_messages_expired_total").increment(n);

@@ -24,6 +24,11 @@ pub struct AppState {
     pub tokens: TokenCache,
     pub apps: AppCache,
     pub registry: Registry,
+    pub rights: crate::policy::RightsCache,
+    pub quotas: crate::policy::QuotaBook,
+    pub rates: crate::policy::RateLimits,
+    pub calendar: herald_core::quota::QuotaCalendar,
+    pub limits: herald_core::quota::DefaultLimits,
     /// Cancelled when the server begins to shut down; device connections close on it.
     pub shutdown: CancellationToken,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -90,5 +95,10 @@ impl AppCache {
             self.map.insert(client_id.to_owned(), app.clone());
         }
         Ok(app)
+    }
+
+    /// Forget a cached app after an operator changed it.
+    pub fn invalidate(&self, client_id: &str) {
+        self.map.remove(client_id);
     }
 }

@@ -8,6 +8,7 @@ mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use herald_core::quota::CounterKey;
 
 pub use model::*;
 
@@ -41,8 +42,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_project(&self, project: Project) -> Result<()>;
     async fn create_app(&self, app: App) -> Result<()>;
     async fn project(&self, project_id: &str) -> Result<Option<Project>>;
+    async fn list_projects(&self) -> Result<Vec<Project>>;
     async fn app(&self, client_id: &str) -> Result<Option<App>>;
+    async fn list_apps(&self, project_id: Option<&str>) -> Result<Vec<App>>;
+    /// Apply `update`; `None` when there is no such app.
+    async fn update_app(&self, client_id: &str, update: AppUpdate) -> Result<Option<App>>;
+    async fn create_service_account(&self, account: ServiceAccount) -> Result<()>;
+    async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccount>>;
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>>;
+
+    /// Current state of every right the app has ever requested or been granted.
+    async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>>;
+    /// The app's right history, oldest first.
+    async fn right_history(&self, client_id: &str) -> Result<Vec<RightEvent>>;
+    /// Apply an operator's action atomically; `Ok(Err(why))` when the action is not
+    /// allowed from the right's current state.
+    async fn change_right(
+        &self,
+        change: RightChange,
+    ) -> Result<std::result::Result<RightRecord, String>>;
+
+    /// Stored usage of the given daily counters (absent = 0).
+    async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>>;
     /// The admin whose bearer token hashes to `token_hash`.
     async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
 

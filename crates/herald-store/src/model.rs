@@ -1,6 +1,8 @@
 //! Records the store reads and writes. Plain data; policy lives in `herald-core`.
 
 use herald_core::Outcome;
+use herald_core::quota::{CounterKey, LimitOverrides};
+use herald_core::rights::{RightAction, RightState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
@@ -16,6 +18,53 @@ pub struct App {
     pub package_name: String,
     pub name: String,
     pub created_at: i64,
+    /// `news` or `other` (decides the MARKETING quota).
+    pub app_category: String,
+    pub overrides: LimitOverrides,
+}
+
+/// A change to an app's settings; `None` leaves a field as it is, `Some(None)` clears an
+/// override back to the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppUpdate {
+    pub app_category: Option<String>,
+    pub marketing_per_day: Option<Option<u32>>,
+    pub device_daily_total: Option<Option<u32>>,
+    pub send_rate_per_sec: Option<Option<u32>>,
+}
+
+/// Where one right of one app stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RightRecord {
+    pub client_id: String,
+    pub name: String,
+    pub state: RightState,
+    /// The scenario given with the latest request (or the latest action's reason).
+    pub reason: Option<String>,
+    pub updated_at: i64,
+}
+
+/// One step in a right's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RightEvent {
+    pub client_id: String,
+    pub name: String,
+    pub action: String,
+    pub state: RightState,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at: i64,
+}
+
+/// An operator's action on a right.
+#[derive(Debug, Clone)]
+pub struct RightChange {
+    pub client_id: String,
+    pub name: String,
+    pub action: RightAction,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +127,8 @@ pub struct Enqueue {
     pub deliveries: Vec<NewDelivery>,
     /// Tokens dropped before queueing (unknown token → 5, quotas → 256 …).
     pub drops: Vec<NewDrop>,
+    /// Quota counters this request consumed, committed with it.
+    pub usage: Vec<(CounterKey, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +154,8 @@ pub struct NewDelivery {
     pub expires_at: i64,
     pub collapse_key: Option<u8>,
     pub notify_id: Option<u32>,
+    /// The effective category after any downgrade, for notifications.
+    pub category: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +190,7 @@ pub struct StoredDelivery {
     pub test: bool,
     pub created_at: i64,
     pub expires_at: i64,
+    pub category: Option<String>,
 }
 
 /// A device-reported outcome.

@@ -17,16 +17,90 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::oneshot;
 
 use crate::{
-    Admin, App, Bootstrap, Enqueue, EnqueueResult, EventRecord, NewDevice, NewToken, Project,
-    Report, Result, ServiceAccount, Store, StoreError, StoredDelivery, TokenRecord,
+    Admin, App, AppUpdate, Bootstrap, Enqueue, EnqueueResult, EventRecord, NewDevice, NewToken,
+    Project, Report, Result, RightChange, RightEvent, RightRecord, ServiceAccount, Store,
+    StoreError, StoredDelivery, TokenRecord,
 };
+use herald_core::quota::{CounterKey, LimitOverrides};
+use herald_core::rights::RightState;
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 /// Offline cache cap per token (Push Kit: 120 messages; older ones are replaced, receipt 15).
 pub const OFFLINE_CACHE_CAP: i64 = 120;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("../migrations/sqlite/001_init.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../migrations/sqlite/001_init.sql")),
+    M::up(include_str!("../migrations/sqlite/002_rights_quotas.sql")),
+];
+
+const APP_COLUMNS: &str = "client_id, project_id, package_name, name, created_at, app_category, marketing_per_day, device_daily_total, send_rate_per_sec";
+
+fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
+    Ok(App {
+        client_id: r.get(0)?,
+        project_id: r.get(1)?,
+        package_name: r.get(2)?,
+        name: r.get(3)?,
+        created_at: r.get(4)?,
+        app_category: r.get(5)?,
+        overrides: LimitOverrides {
+            marketing_per_day: r.get(6)?,
+            device_daily_total: r.get(7)?,
+            send_rate_per_sec: r.get(8)?,
+        },
+    })
+}
+
+const SA_COLUMNS: &str = "key_id, project_id, sub_account, public_key_pem, token_uri, created_at";
+
+fn service_account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceAccount> {
+    Ok(ServiceAccount {
+        key_id: r.get(0)?,
+        project_id: r.get(1)?,
+        sub_account: r.get(2)?,
+        public_key_pem: r.get(3)?,
+        token_uri: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn right_state(s: String) -> rusqlite::Result<RightState> {
+    RightState::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown right state {s:?}").into(),
+        )
+    })
+}
+
+fn insert_app(c: &Connection, app: &App) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO apps (client_id, project_id, package_name, name, created_at, app_category, marketing_per_day, device_daily_total, send_rate_per_sec)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            app.client_id,
+            app.project_id,
+            app.package_name,
+            app.name,
+            app.created_at,
+            app.app_category,
+            app.overrides.marketing_per_day,
+            app.overrides.device_daily_total,
+            app.overrides.send_rate_per_sec
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_service_account(c: &Connection, sa: &ServiceAccount) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO service_accounts (key_id, project_id, sub_account, public_key_pem, token_uri, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![sa.key_id, sa.project_id, sa.sub_account, sa.public_key_pem, sa.token_uri, sa.created_at],
+    )?;
+    Ok(())
+}
 
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -287,8 +361,8 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             )?);
         }
         conn.prepare_cached(
-            "INSERT INTO deliveries (message_id, request_id, token, device_id, client_id, state, expires_at, collapse_key, notify_id, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
+            "INSERT INTO deliveries (message_id, request_id, token, device_id, client_id, state, expires_at, collapse_key, notify_id, updated_at, category)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             d.message_id,
@@ -299,7 +373,8 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             d.expires_at,
             d.collapse_key,
             d.notify_id,
-            at
+            at,
+            d.category
         ])?;
         result.seqs.push(conn.last_insert_rowid());
         insert_event(
@@ -318,6 +393,13 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             &[&d.token, &OFFLINE_CACHE_CAP],
             at,
         )?);
+    }
+    for (key, used) in &batch.usage {
+        conn.prepare_cached(
+            "INSERT INTO quota_usage (key, day, used) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET used = used + excluded.used",
+        )?
+        .execute(params![key.to_string(), key.day, used])?;
     }
     for drop in &batch.drops {
         insert_event(
@@ -355,21 +437,8 @@ impl Store for SqliteStore {
                 "INSERT INTO projects (project_id, name, created_at) VALUES (?1, ?2, ?3)",
                 params![b.project.project_id, b.project.name, now],
             )?;
-            c.execute(
-                "INSERT INTO apps (client_id, project_id, package_name, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    b.app.client_id,
-                    b.app.project_id,
-                    b.app.package_name,
-                    b.app.name,
-                    b.app.created_at
-                ],
-            )?;
-            let sa = &b.service_account;
-            c.execute(
-                "INSERT INTO service_accounts (key_id, project_id, sub_account, public_key_pem, token_uri, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![sa.key_id, sa.project_id, sa.sub_account, sa.public_key_pem, sa.token_uri, sa.created_at],
-            )?;
+            insert_app(c, &b.app)?;
+            insert_service_account(c, &b.service_account)?;
             Ok(())
         })
         .await
@@ -387,14 +456,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_app(&self, app: App) -> Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO apps (client_id, project_id, package_name, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![app.client_id, app.project_id, app.package_name, app.name, app.created_at],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| Ok(insert_app(c, &app)?)).await
     }
 
     async fn project(&self, project_id: &str) -> Result<Option<Project>> {
@@ -418,19 +480,209 @@ impl Store for SqliteStore {
     async fn app(&self, client_id: &str) -> Result<Option<App>> {
         let id = client_id.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT client_id, project_id, package_name, name, created_at FROM apps WHERE client_id = ?1",
-            )?
-            .query_row([id], |r| {
-                Ok(App {
-                    client_id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    package_name: r.get(2)?,
-                    name: r.get(3)?,
-                    created_at: r.get(4)?,
-                })
-            })
+            Ok(c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS} FROM apps WHERE client_id = ?1"
+            ))?
+            .query_row([id], app_from_row)
             .optional()?)
+        })
+        .await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        self.read(|c| {
+            let rows = c
+                .prepare_cached("SELECT project_id, name, created_at FROM projects ORDER BY created_at, project_id")?
+                .query_map([], |r| {
+                    Ok(Project {
+                        project_id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn list_apps(&self, project_id: Option<&str>) -> Result<Vec<App>> {
+        let project_id = project_id.map(str::to_owned);
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLUMNS} FROM apps WHERE ?1 IS NULL OR project_id = ?1 ORDER BY created_at, client_id"
+                ))?
+                .query_map([project_id], app_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn update_app(&self, client_id: &str, update: AppUpdate) -> Result<Option<App>> {
+        let id = client_id.to_owned();
+        self.write(move |c| {
+            let Some(mut app) = c
+                .prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE client_id = ?1"))?
+                .query_row([&id], app_from_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if let Some(cat) = update.app_category {
+                app.app_category = cat;
+            }
+            if let Some(v) = update.marketing_per_day {
+                app.overrides.marketing_per_day = v;
+            }
+            if let Some(v) = update.device_daily_total {
+                app.overrides.device_daily_total = v;
+            }
+            if let Some(v) = update.send_rate_per_sec {
+                app.overrides.send_rate_per_sec = v;
+            }
+            c.prepare_cached(
+                "UPDATE apps SET app_category = ?2, marketing_per_day = ?3, device_daily_total = ?4, send_rate_per_sec = ?5 WHERE client_id = ?1",
+            )?
+            .execute(params![
+                id,
+                app.app_category,
+                app.overrides.marketing_per_day,
+                app.overrides.device_daily_total,
+                app.overrides.send_rate_per_sec
+            ])?;
+            Ok(Some(app))
+        })
+        .await
+    }
+
+    async fn create_service_account(&self, account: ServiceAccount) -> Result<()> {
+        self.write(move |c| Ok(insert_service_account(c, &account)?))
+            .await
+    }
+
+    async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccount>> {
+        let id = project_id.to_owned();
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {SA_COLUMNS} FROM service_accounts WHERE project_id = ?1 ORDER BY created_at"
+                ))?
+                .query_map([id], service_account_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>> {
+        let id = client_id.to_owned();
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT client_id, name, state, reason, updated_at FROM rights WHERE client_id = ?1 ORDER BY name",
+                )?
+                .query_map([id], |r| {
+                    Ok(RightRecord {
+                        client_id: r.get(0)?,
+                        name: r.get(1)?,
+                        state: right_state(r.get(2)?)?,
+                        reason: r.get(3)?,
+                        updated_at: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn right_history(&self, client_id: &str) -> Result<Vec<RightEvent>> {
+        let id = client_id.to_owned();
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT client_id, name, action, state, reason, actor, at FROM right_events WHERE client_id = ?1 ORDER BY id",
+                )?
+                .query_map([id], |r| {
+                    Ok(RightEvent {
+                        client_id: r.get(0)?,
+                        name: r.get(1)?,
+                        action: r.get(2)?,
+                        state: right_state(r.get(3)?)?,
+                        reason: r.get(4)?,
+                        actor: r.get(5)?,
+                        at: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn change_right(
+        &self,
+        change: RightChange,
+    ) -> Result<std::result::Result<RightRecord, String>> {
+        self.write(move |c| {
+            let current: Option<(String, Option<String>)> = c
+                .prepare_cached("SELECT state, reason FROM rights WHERE client_id = ?1 AND name = ?2")?
+                .query_row(params![change.client_id, change.name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let from = current
+                .as_ref()
+                .map(|(s, _)| right_state(s.clone()))
+                .transpose()?;
+            let state = match change.action.apply(from) {
+                Ok(s) => s,
+                Err(why) => return Ok(Err(why.to_owned())),
+            };
+            // The scenario given with the request stays the right's reason unless the
+            // new action gives its own.
+            let reason = change
+                .reason
+                .clone()
+                .or_else(|| current.and_then(|(_, r)| r));
+            c.prepare_cached(
+                "INSERT INTO rights (client_id, name, state, reason, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (client_id, name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at",
+            )?
+            .execute(params![change.client_id, change.name, state.as_str(), reason, change.at])?;
+            c.prepare_cached(
+                "INSERT INTO right_events (client_id, name, action, state, reason, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                change.client_id,
+                change.name,
+                change.action.as_str(),
+                state.as_str(),
+                change.reason,
+                change.actor,
+                change.at
+            ])?;
+            Ok(Ok(RightRecord {
+                client_id: change.client_id,
+                name: change.name,
+                state,
+                reason,
+                updated_at: change.at,
+            }))
+        })
+        .await
+    }
+
+    async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT used FROM quota_usage WHERE key = ?1")?;
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                let used: Option<i64> = stmt.query_row([k.to_string()], |r| r.get(0)).optional()?;
+                out.push((k, used.unwrap_or(0).max(0) as u32));
+            }
+            Ok(out)
         })
         .await
     }
@@ -438,19 +690,10 @@ impl Store for SqliteStore {
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>> {
         let id = key_id.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT key_id, project_id, sub_account, public_key_pem, token_uri, created_at FROM service_accounts WHERE key_id = ?1",
-            )?
-            .query_row([id], |r| {
-                Ok(ServiceAccount {
-                    key_id: r.get(0)?,
-                    project_id: r.get(1)?,
-                    sub_account: r.get(2)?,
-                    public_key_pem: r.get(3)?,
-                    token_uri: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            })
+            Ok(c.prepare_cached(&format!(
+                "SELECT {SA_COLUMNS} FROM service_accounts WHERE key_id = ?1"
+            ))?
+            .query_row([id], service_account_from_row)
             .optional()?)
         })
         .await
@@ -565,7 +808,7 @@ impl Store for SqliteStore {
             let rows = c
                 .prepare_cached(
                     "SELECT d.seq, d.message_id, d.request_id, d.token, d.device_id, d.client_id,
-                            r.push_type, r.payload, r.bi_tag, r.test, r.created_at, d.expires_at
+                            r.push_type, r.payload, r.bi_tag, r.test, r.created_at, d.expires_at, d.category
                      FROM deliveries d JOIN requests r ON r.request_id = d.request_id
                      WHERE d.device_id = ?1 AND d.state = 'queued' AND d.expires_at > ?2
                      ORDER BY d.seq",
@@ -584,6 +827,7 @@ impl Store for SqliteStore {
                         test: r.get(9)?,
                         created_at: r.get(10)?,
                         expires_at: r.get(11)?,
+                        category: r.get(12)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

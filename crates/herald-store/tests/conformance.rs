@@ -25,6 +25,8 @@ fn bootstrap() -> Bootstrap {
             package_name: "com.x".into(),
             name: "X".into(),
             created_at: NOW,
+            app_category: "other".into(),
+            overrides: Default::default(),
         },
         service_account: ServiceAccount {
             key_id: "k1".into(),
@@ -60,6 +62,7 @@ fn delivery(id: &str, token: &str, collapse: Option<u8>, expires_at: i64) -> New
         expires_at,
         collapse_key: collapse,
         notify_id: Some(1),
+        category: Some("IM".into()),
     }
 }
 
@@ -74,6 +77,7 @@ async fn enqueue_one(
             request: request(&format!("r-{id}"), NOW),
             deliveries: vec![delivery(id, "tok1", collapse, expires_at)],
             drops: vec![],
+            usage: vec![],
         })
         .await
         .unwrap()
@@ -260,6 +264,7 @@ async fn story(store: &dyn Store) {
                 client_id: None,
                 outcome: Outcome::Dropped(ReceiptCode::TOKEN_INVALID),
             }],
+            usage: vec![],
         })
         .await
         .unwrap();
@@ -271,16 +276,20 @@ async fn story(store: &dyn Store) {
         request: request("r-drop", NOW),
         deliveries: vec![],
         drops: vec![],
+        usage: vec![],
     });
     let ok = store.enqueue(Enqueue {
         request: request("r-after", NOW),
         deliveries: vec![delivery("after", "tok1", None, NOW + 60_000)],
         drops: vec![],
+        usage: vec![],
     });
     let (dup, ok) = tokio::join!(dup, ok);
     assert!(dup.is_err(), "a duplicate request id is rejected");
     assert!(ok.is_ok());
     assert_eq!(names(&store.events_for("after").await.unwrap()), ["queued"]);
+
+    admin_story(store).await;
 
     let counts = store.delivery_counts().await.unwrap();
     assert!(counts.iter().any(|(s, n)| s == "queued" && *n == 120));
@@ -289,6 +298,133 @@ async fn story(store: &dyn Store) {
         store.bootstrap(bootstrap()).await,
         Err(StoreError::Closed)
     ));
+}
+
+/// Projects, apps, keys, rights and quota counters.
+async fn admin_story(store: &dyn Store) {
+    use herald_core::quota::{Counter, CounterKey};
+    use herald_core::rights::{RightAction, RightState};
+
+    store
+        .create_project(Project {
+            project_id: "p2".into(),
+            name: "Two".into(),
+            created_at: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.list_projects().await.unwrap().len(), 2);
+    let mut app = bootstrap().app;
+    app.client_id = "c2".into();
+    app.project_id = "p2".into();
+    store.create_app(app).await.unwrap();
+    assert_eq!(store.list_apps(Some("p2")).await.unwrap().len(), 1);
+    assert_eq!(store.list_apps(None).await.unwrap().len(), 2);
+    let updated = store
+        .update_app(
+            "c2",
+            AppUpdate {
+                app_category: Some("news".into()),
+                device_daily_total: Some(Some(9)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.app_category, "news");
+    assert_eq!(updated.overrides.device_daily_total, Some(9));
+    let cleared = store
+        .update_app(
+            "c2",
+            AppUpdate {
+                device_daily_total: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.overrides.device_daily_total, None);
+    assert_eq!(cleared.app_category, "news", "absent fields stay");
+    assert!(
+        store
+            .update_app("nope", AppUpdate::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let mut sa = bootstrap().service_account;
+    sa.key_id = "k2".into();
+    sa.project_id = "p2".into();
+    store.create_service_account(sa).await.unwrap();
+    assert_eq!(
+        store.list_service_accounts("p2").await.unwrap()[0].key_id,
+        "k2"
+    );
+
+    let change = |action, reason: Option<&str>| RightChange {
+        client_id: "c2".into(),
+        name: "IM".into(),
+        action,
+        reason: reason.map(str::to_owned),
+        actor: "ops".into(),
+        at: NOW,
+    };
+    let r = store
+        .change_right(change(RightAction::Request, Some("chat")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.state, RightState::Requested);
+    assert!(
+        store
+            .change_right(change(RightAction::Revoke, None))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let r = store
+        .change_right(change(RightAction::Grant, None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.state, r.reason.as_deref()),
+        (RightState::Granted, Some("chat"))
+    );
+    assert_eq!(store.rights("c2").await.unwrap().len(), 1);
+    let history = store.right_history("c2").await.unwrap();
+    assert_eq!(history.len(), 2, "refused transitions leave no history");
+
+    let key = CounterKey::per_device(Counter::Marketing, "c2", "d1", 20261129);
+    let other = CounterKey::per_project(Counter::TestMessages, "p2", 20261129);
+    store
+        .enqueue(Enqueue {
+            request: request("r-usage", NOW),
+            deliveries: vec![],
+            drops: vec![],
+            usage: vec![(key.clone(), 2)],
+        })
+        .await
+        .unwrap();
+    store
+        .enqueue(Enqueue {
+            request: request("r-usage2", NOW),
+            deliveries: vec![],
+            drops: vec![],
+            usage: vec![(key.clone(), 1)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .quota_usage(&[key.clone(), other.clone()])
+            .await
+            .unwrap(),
+        [(key, 3), (other, 0)]
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ enum Command {
     Device(cmd::device::DeviceArgs),
     /// Send a message through the Push Kit v3 API, signing a JWT from a key file.
     Send(cmd::send::SendArgs),
+    /// Operate a server: projects, apps, keys, scenario rights, quotas (prints JSON).
+    Admin(cmd::admin::AdminArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -65,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).await,
         Command::Device(args) => cmd::device::run(args).await,
         Command::Send(args) => cmd::send::run(args).await,
+        Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config {
             command: ConfigCommand::Default,
         } => {

@@ -287,6 +287,7 @@ mod tests {
             payload: serde_json::json!({}),
             test: false,
             bi_tag: None,
+            reminder: None,
         })
     }
 

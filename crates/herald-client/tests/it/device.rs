@@ -140,6 +140,7 @@ fn message(id: &str) -> ServerFrame {
         payload: serde_json::json!({"notification": {"title": "hi", "notifyId": 7}}),
         test: false,
         bi_tag: None,
+        reminder: None,
     })
 }
 

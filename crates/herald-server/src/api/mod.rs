@@ -1,5 +1,6 @@
 //! The Push Kit v3 REST API: routes, the response envelope and the error mapping.
 
+pub mod admin;
 pub mod push;
 
 use axum::Json;

@@ -236,7 +236,8 @@ fn stored_to_message(d: StoredDelivery) -> Option<DeviceMessage> {
             return None;
         }
     };
-    Some(DeviceMessage {
+    let category = d.category;
+    let message = DeviceMessage {
         id: d.message_id,
         client_id: d.client_id,
         token: d.token,
@@ -247,7 +248,9 @@ fn stored_to_message(d: StoredDelivery) -> Option<DeviceMessage> {
         payload,
         test: d.test,
         bi_tag: d.bi_tag,
-    })
+        reminder: None,
+    };
+    Some(crate::delivery::finish(message, category.as_deref()))
 }
 
 fn error(code: &str, message: &str, re: &str) -> ServerFrame {

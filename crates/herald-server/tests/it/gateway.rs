@@ -62,7 +62,7 @@ async fn connected_device_gets_the_message_at_once() {
     assert_eq!(m.token, token);
     let n = &m.payload["notification"];
     assert_eq!(n["title"], "live");
-    assert_eq!(n["category"], "MARKETING");
+    assert_eq!(n["category"], "IM");
     assert!(n["notifyId"].is_i64(), "server assigns a notifyId");
     assert_eq!(n["clickAction"]["data"]["k"], "v");
     d.ack(&[&m.id]).await;

@@ -28,7 +28,28 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A server whose bootstrap app holds the `IM` right, so tests about delivery can send
+/// many notifications (as `IM`) without meeting the MARKETING quota.
 pub async fn spawn_app() -> TestApp {
+    let app = spawn_bare_app().await;
+    app.state
+        .store
+        .change_right(herald_store::RightChange {
+            client_id: app.info.client_id.clone(),
+            name: "IM".into(),
+            action: herald_core::rights::RightAction::Grant,
+            reason: Some("test chat app".into()),
+            actor: "test".into(),
+            at: herald_core::Clock::now_ms(&app.clock),
+        })
+        .await
+        .expect("store")
+        .expect("grant");
+    app
+}
+
+/// A server exactly as bootstrapped: no rights granted.
+pub async fn spawn_bare_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
@@ -182,11 +203,11 @@ impl TestApp {
     }
 }
 
-/// A notification body like the seed's example, to `tokens`.
+/// A chat notification (`IM`) to `tokens`.
 pub fn notification(tokens: &[&str], title: &str) -> Value {
     serde_json::json!({
         "payload": {"notification": {
-            "category": "MARKETING",
+            "category": "IM",
             "title": title,
             "body": "普通通知内容",
             "clickAction": {"actionType": 0, "data": {"k": "v"}}
@@ -361,6 +382,8 @@ pub async fn add_project_with_app(app: &TestApp, project_id: &str, client_id: &s
             package_name: "com.example.other".into(),
             name: "Other".into(),
             created_at: now,
+            app_category: "other".into(),
+            overrides: Default::default(),
         })
         .await
         .expect("app");

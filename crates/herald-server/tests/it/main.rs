@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
 
+mod admin_api;
 mod auth;
 mod docs;
 mod gateway;
 mod helpers;
+mod rights_quotas;
 mod send_api;

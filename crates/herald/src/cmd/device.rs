@@ -218,8 +218,13 @@ impl Screen {
         let replaced = self
             .shade
             .show(&message.client_id, n.notify_id, &message.id);
+        let reminder = match message.reminder {
+            Some(herald_proto::device::Reminder::Alert) => "alert",
+            Some(herald_proto::device::Reminder::Silent) => "silent",
+            None => "-",
+        };
         let text = format!(
-            "notification [{}] {}: {}  (app {}, message {}, notify_id {}{}{})",
+            "notification [{} {reminder}] {}: {}  (app {}, message {}, notify_id {}{}{})",
             n.category.as_deref().unwrap_or("-"),
             n.title.as_deref().unwrap_or(""),
             n.body.as_deref().unwrap_or(""),
@@ -242,6 +247,8 @@ impl Screen {
                 "push_type": message.push_type,
                 "notify_id": n.notify_id,
                 "category": n.category,
+                "reminder": message.reminder,
+                "sound": n.sound,
                 "title": n.title,
                 "body": n.body,
                 "click_action": n.click_action,

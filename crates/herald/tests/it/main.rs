@@ -6,4 +6,5 @@
 
 mod crash;
 mod newcomer;
+mod operator;
 mod process;

@@ -1,0 +1,660 @@
+//! The admin API (`/api/v1/...`): projects, apps, service-account keys, scenario rights
+//! and quotas, for operations and for `herald admin`. Bearer-token authenticated; every
+//! answer is JSON; the OpenAPI document is served at `/openapi.json`.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_core::quota::{AppCategory, Counter, CounterKey};
+use herald_core::rights::{Right, RightAction};
+use herald_proto::keyfile::KeyFile;
+use herald_store::{App, AppUpdate, Project, RightChange, ServiceAccount, StoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::bootstrap::token_uri;
+use crate::ids;
+use crate::keys;
+use crate::state::Shared;
+
+/// The admin API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Herald admin API", description = "Projects, apps, keys, scenario rights and quotas."),
+    paths(
+        list_projects, create_project, create_key, list_keys,
+        list_apps, create_app, show_app, update_app,
+        list_rights, change_right, show_quotas,
+    ),
+    components(schemas(
+        ProjectView, NewProjectBody, AppView, NewAppBody, AppPatch, LimitsView, KeyView,
+        RightView, RightHistoryView, RightsView, RightBody, QuotasView, ErrorBody,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+#[derive(Debug)]
+pub struct AdminApi;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route(
+            "/api/v1/projects/{project_id}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route("/api/v1/apps", get(list_apps).post(create_app))
+        .route("/api/v1/apps/{client_id}", get(show_app).patch(update_app))
+        .route("/api/v1/apps/{client_id}/rights", get(list_rights))
+        .route(
+            "/api/v1/apps/{client_id}/rights/{name}/{action}",
+            post(change_right),
+        )
+        .route("/api/v1/apps/{client_id}/quotas", get(show_quotas))
+}
+
+/// An admin API failure: an HTTP status and a sentence.
+#[derive(Debug)]
+pub struct AdminError(StatusCode, String);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: String,
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "The store failed during an admin request.");
+        AdminError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+    }
+}
+
+fn not_found(what: &str) -> AdminError {
+    AdminError(StatusCode::NOT_FOUND, format!("no such {what}"))
+}
+
+fn bad_request(why: impl Into<String>) -> AdminError {
+    AdminError(StatusCode::BAD_REQUEST, why.into())
+}
+
+/// An authenticated admin (the extractor checks `Authorization: Bearer <admin token>`).
+#[derive(Debug)]
+pub struct AdminUser {
+    pub username: String,
+}
+
+impl FromRequestParts<Shared> for AdminUser {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| AdminError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+        let admin = app
+            .store
+            .admin_by_token_hash(&ids::sha256_hex(token.trim()))
+            .await?
+            .ok_or_else(|| AdminError(StatusCode::UNAUTHORIZED, "unknown admin token".into()))?;
+        Ok(AdminUser {
+            username: admin.username,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    project_id: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<Project> for ProjectView {
+    fn from(p: Project) -> Self {
+        ProjectView {
+            project_id: p.project_id,
+            name: p.name,
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewProjectBody {
+    name: String,
+}
+
+/// List projects.
+#[utoipa::path(get, path = "/api/v1/projects", responses((status = 200, body = [ProjectView])))]
+async fn list_projects(
+    _: AdminUser,
+    State(app): State<Shared>,
+) -> Result<Json<Vec<ProjectView>>, AdminError> {
+    Ok(Json(
+        app.store
+            .list_projects()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// Create a project (Push Kit's AGC project).
+#[utoipa::path(post, path = "/api/v1/projects", request_body = NewProjectBody,
+    responses((status = 201, body = ProjectView)))]
+async fn create_project(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Json(body): Json<NewProjectBody>,
+) -> Result<(StatusCode, Json<ProjectView>), AdminError> {
+    if body.name.trim().is_empty() {
+        return Err(bad_request("name must not be empty"));
+    }
+    let project = Project {
+        project_id: ids::numeric_id(18),
+        name: body.name,
+        created_at: app.clock.now_ms(),
+    };
+    app.store.create_project(project.clone()).await?;
+    Ok((StatusCode::CREATED, Json(project.into())))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    key_id: String,
+    project_id: String,
+    sub_account: String,
+    token_uri: String,
+    created_at: i64,
+}
+
+/// Create a service-account key. The answer is the key file, in Huawei's layout, with the
+/// private key; it is shown once and never stored.
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/keys",
+    params(("project_id" = String, Path)),
+    responses((status = 201, description = "the key file (Huawei layout)"), (status = 404, body = ErrorBody)))]
+async fn create_key(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(project_id): Path<String>,
+) -> Result<(StatusCode, Json<KeyFile>), AdminError> {
+    if app.store.project(&project_id).await?.is_none() {
+        return Err(not_found("project"));
+    }
+    let key = keys::generate().map_err(|e| {
+        tracing::error!(error = %e, "Key generation failed.");
+        AdminError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "key generation failed".into(),
+        )
+    })?;
+    let base = app.public_url.trim_end_matches('/');
+    let account = ServiceAccount {
+        key_id: ids::hex_id(32),
+        project_id: project_id.clone(),
+        sub_account: ids::numeric_id(17),
+        public_key_pem: key.public_key_pem,
+        token_uri: token_uri(base),
+        created_at: app.clock.now_ms(),
+    };
+    app.store.create_service_account(account.clone()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyFile {
+            project_id,
+            key_id: account.key_id,
+            private_key: key.private_key_pem,
+            sub_account: account.sub_account,
+            auth_uri: format!("{base}/oauth2/v3/authorize"),
+            token_uri: account.token_uri,
+            auth_provider_cert_uri: format!("{base}/oauth2/v3/certs"),
+            client_cert_uri: format!("{base}/oauth2/v3/x509?client_id="),
+        }),
+    ))
+}
+
+/// List a project's service-account keys (public parts only).
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/keys",
+    params(("project_id" = String, Path)), responses((status = 200, body = [KeyView])))]
+async fn list_keys(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(project_id): Path<String>,
+) -> Result<Json<Vec<KeyView>>, AdminError> {
+    Ok(Json(
+        app.store
+            .list_service_accounts(&project_id)
+            .await?
+            .into_iter()
+            .map(|a| KeyView {
+                key_id: a.key_id,
+                project_id: a.project_id,
+                sub_account: a.sub_account,
+                token_uri: a.token_uri,
+                created_at: a.created_at,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsView {
+    /// MARKETING notifications per device per day (2; 5 for news apps).
+    marketing_per_day: u32,
+    /// Messages per device per day before device-level control (receipt 102).
+    device_daily_total: u32,
+    /// Requests per second before HTTP 503.
+    send_rate_per_sec: u32,
+    /// Test messages per project per day.
+    test_messages_per_day: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppView {
+    client_id: String,
+    project_id: String,
+    package_name: String,
+    name: String,
+    /// `news` or `other`.
+    app_category: String,
+    /// Effective limits (defaults with this app's overrides applied).
+    limits: LimitsView,
+    /// This app's overrides; `null` = the server default.
+    overrides: OverridesView,
+    created_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverridesView {
+    marketing_per_day: Option<u32>,
+    device_daily_total: Option<u32>,
+    send_rate_per_sec: Option<u32>,
+}
+
+fn app_view(app: &Shared, a: App) -> AppView {
+    let category = AppCategory::parse(&a.app_category).unwrap_or_default();
+    let limits = app.limits.for_app(category, &a.overrides);
+    AppView {
+        limits: LimitsView {
+            marketing_per_day: limits.marketing_per_day,
+            device_daily_total: limits.device_daily_total,
+            send_rate_per_sec: limits.send_rate_per_sec,
+            test_messages_per_day: app.limits.test_messages_per_day,
+        },
+        overrides: OverridesView {
+            marketing_per_day: a.overrides.marketing_per_day,
+            device_daily_total: a.overrides.device_daily_total,
+            send_rate_per_sec: a.overrides.send_rate_per_sec,
+        },
+        client_id: a.client_id,
+        project_id: a.project_id,
+        package_name: a.package_name,
+        name: a.name,
+        app_category: a.app_category,
+        created_at: a.created_at,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AppFilter {
+    project_id: Option<String>,
+}
+
+/// List apps, optionally of one project.
+#[utoipa::path(get, path = "/api/v1/apps", params(AppFilter), responses((status = 200, body = [AppView])))]
+async fn list_apps(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Query(filter): Query<AppFilter>,
+) -> Result<Json<Vec<AppView>>, AdminError> {
+    let apps = app.store.list_apps(filter.project_id.as_deref()).await?;
+    Ok(Json(apps.into_iter().map(|a| app_view(&app, a)).collect()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewAppBody {
+    project_id: String,
+    name: String,
+    package_name: String,
+    /// `news` or `other` (default).
+    app_category: Option<String>,
+}
+
+fn parse_app_category(s: &str) -> Result<String, AdminError> {
+    AppCategory::parse(s)
+        .map(|c| c.as_str().to_owned())
+        .ok_or_else(|| bad_request("app_category must be \"news\" or \"other\""))
+}
+
+/// Create an app in a project; Herald assigns its client ID.
+#[utoipa::path(post, path = "/api/v1/apps", request_body = NewAppBody,
+    responses((status = 201, body = AppView), (status = 404, body = ErrorBody)))]
+async fn create_app(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Json(body): Json<NewAppBody>,
+) -> Result<(StatusCode, Json<AppView>), AdminError> {
+    if app.store.project(&body.project_id).await?.is_none() {
+        return Err(not_found("project"));
+    }
+    if body.name.trim().is_empty() || body.package_name.trim().is_empty() {
+        return Err(bad_request("name and package_name must not be empty"));
+    }
+    let new = App {
+        client_id: ids::numeric_id(19),
+        project_id: body.project_id,
+        package_name: body.package_name,
+        name: body.name,
+        created_at: app.clock.now_ms(),
+        app_category: parse_app_category(body.app_category.as_deref().unwrap_or("other"))?,
+        overrides: Default::default(),
+    };
+    app.store.create_app(new.clone()).await?;
+    Ok((StatusCode::CREATED, Json(app_view(&app, new))))
+}
+
+/// Show an app with its effective limits.
+#[utoipa::path(get, path = "/api/v1/apps/{client_id}", params(("client_id" = String, Path)),
+    responses((status = 200, body = AppView), (status = 404, body = ErrorBody)))]
+async fn show_app(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(client_id): Path<String>,
+) -> Result<Json<AppView>, AdminError> {
+    let found = app
+        .store
+        .app(&client_id)
+        .await?
+        .ok_or_else(|| not_found("app"))?;
+    Ok(Json(app_view(&app, found)))
+}
+
+/// A change to an app. Absent fields stay; a limit set to `null` returns to the default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct AppPatch {
+    app_category: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    marketing_per_day: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    device_daily_total: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    send_rate_per_sec: Option<Option<u32>>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+/// Change an app's category (news apps get 5 MARKETING messages a day) or limits.
+#[utoipa::path(patch, path = "/api/v1/apps/{client_id}", params(("client_id" = String, Path)),
+    request_body = AppPatch, responses((status = 200, body = AppView), (status = 404, body = ErrorBody)))]
+async fn update_app(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(client_id): Path<String>,
+    Json(patch): Json<AppPatch>,
+) -> Result<Json<AppView>, AdminError> {
+    if let Some(Some(0)) = patch.send_rate_per_sec {
+        return Err(bad_request("send_rate_per_sec must be at least 1"));
+    }
+    let update = AppUpdate {
+        app_category: patch
+            .app_category
+            .as_deref()
+            .map(parse_app_category)
+            .transpose()?,
+        marketing_per_day: patch.marketing_per_day,
+        device_daily_total: patch.device_daily_total,
+        send_rate_per_sec: patch.send_rate_per_sec,
+    };
+    let updated = app
+        .store
+        .update_app(&client_id, update)
+        .await?
+        .ok_or_else(|| not_found("app"))?;
+    app.apps.invalidate(&client_id);
+    tracing::info!(%client_id, "App settings changed.");
+    Ok(Json(app_view(&app, updated)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RightView {
+    name: String,
+    /// `requested`, `granted`, `refused` or `revoked`.
+    state: String,
+    reason: Option<String>,
+    updated_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RightHistoryView {
+    name: String,
+    action: String,
+    state: String,
+    reason: Option<String>,
+    actor: String,
+    at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RightsView {
+    client_id: String,
+    /// Rights in effect (granted).
+    granted: Vec<String>,
+    /// Every right the app has a record of, with its state.
+    rights: Vec<RightView>,
+    /// Every action taken, oldest first.
+    history: Vec<RightHistoryView>,
+    /// All right names there are.
+    available: Vec<String>,
+}
+
+/// An app's rights, their states and history.
+#[utoipa::path(get, path = "/api/v1/apps/{client_id}/rights", params(("client_id" = String, Path)),
+    responses((status = 200, body = RightsView), (status = 404, body = ErrorBody)))]
+async fn list_rights(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(client_id): Path<String>,
+) -> Result<Json<RightsView>, AdminError> {
+    if app.store.app(&client_id).await?.is_none() {
+        return Err(not_found("app"));
+    }
+    let rights = app.store.rights(&client_id).await?;
+    let history = app.store.right_history(&client_id).await?;
+    Ok(Json(RightsView {
+        granted: rights
+            .iter()
+            .filter(|r| r.state == herald_core::rights::RightState::Granted)
+            .map(|r| r.name.clone())
+            .collect(),
+        rights: rights
+            .into_iter()
+            .map(|r| RightView {
+                name: r.name,
+                state: r.state.as_str().to_owned(),
+                reason: r.reason,
+                updated_at: r.updated_at,
+            })
+            .collect(),
+        history: history
+            .into_iter()
+            .map(|e| RightHistoryView {
+                name: e.name,
+                action: e.action,
+                state: e.state.as_str().to_owned(),
+                reason: e.reason,
+                actor: e.actor,
+                at: e.at,
+            })
+            .collect(),
+        available: Right::all().iter().map(Right::name).collect(),
+        client_id,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RightBody {
+    /// For `request`: the push scenario the right serves. For the others: why.
+    reason: Option<String>,
+}
+
+/// Request, grant, refuse or revoke a right (`action` is one of those four).
+#[utoipa::path(post, path = "/api/v1/apps/{client_id}/rights/{name}/{action}",
+    params(("client_id" = String, Path), ("name" = String, Path, description = "e.g. IM, WORK, VOIP_CALL, LIVE_VIEW_FLIGHT"),
+           ("action" = String, Path, description = "request | grant | refuse | revoke")),
+    request_body = RightBody,
+    responses((status = 200, body = RightView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn change_right(
+    admin: AdminUser,
+    State(app): State<Shared>,
+    Path((client_id, name, action)): Path<(String, String, String)>,
+    body: Option<Json<RightBody>>,
+) -> Result<Json<RightView>, AdminError> {
+    let right: Right = name
+        .parse()
+        .map_err(|e: herald_core::rights::UnknownRight| bad_request(e.to_string()))?;
+    let action = match action.as_str() {
+        "request" => RightAction::Request,
+        "grant" => RightAction::Grant,
+        "refuse" => RightAction::Refuse,
+        "revoke" => RightAction::Revoke,
+        _ => {
+            return Err(bad_request(
+                "action must be request, grant, refuse or revoke",
+            ));
+        }
+    };
+    if app.store.app(&client_id).await?.is_none() {
+        return Err(not_found("app"));
+    }
+    let reason = body
+        .and_then(|Json(b)| b.reason)
+        .filter(|r| !r.trim().is_empty());
+    let changed = app
+        .store
+        .change_right(RightChange {
+            client_id: client_id.clone(),
+            name: right.name(),
+            action,
+            reason,
+            actor: admin.username,
+            at: app.clock.now_ms(),
+        })
+        .await?
+        .map_err(|why| AdminError(StatusCode::CONFLICT, why))?;
+    app.rights.invalidate(&client_id);
+    tracing::info!(%client_id, right = %changed.name, state = changed.state.as_str(), "Right changed.");
+    Ok(Json(RightView {
+        name: changed.name,
+        state: changed.state.as_str().to_owned(),
+        reason: changed.reason,
+        updated_at: changed.updated_at,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct QuotaQuery {
+    /// Show this device's usage today too.
+    device_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotasView {
+    client_id: String,
+    /// The quota day (`YYYYMMDD`) in the configured time zone.
+    day: i32,
+    time_zone: String,
+    limits: LimitsView,
+    /// Test messages the app's project sent today.
+    test_messages_used: u32,
+    /// With `device_id`: MARKETING notifications and all messages sent to it today.
+    device: Option<DeviceUsage>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceUsage {
+    device_id: String,
+    marketing_used: u32,
+    total_used: u32,
+}
+
+/// An app's limits and today's usage.
+#[utoipa::path(get, path = "/api/v1/apps/{client_id}/quotas",
+    params(("client_id" = String, Path), QuotaQuery),
+    responses((status = 200, body = QuotasView), (status = 404, body = ErrorBody)))]
+async fn show_quotas(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(client_id): Path<String>,
+    Query(q): Query<QuotaQuery>,
+) -> Result<Json<QuotasView>, AdminError> {
+    let found = app
+        .store
+        .app(&client_id)
+        .await?
+        .ok_or_else(|| not_found("app"))?;
+    let day = app.calendar.day(app.clock.now_ms());
+    let test_key = CounterKey::per_project(Counter::TestMessages, &found.project_id, day);
+    let mut keys = vec![test_key.clone()];
+    if let Some(device) = &q.device_id {
+        keys.push(CounterKey::per_device(
+            Counter::Marketing,
+            &client_id,
+            device,
+            day,
+        ));
+        keys.push(CounterKey::per_device(
+            Counter::DeviceTotal,
+            &client_id,
+            device,
+            day,
+        ));
+    }
+    app.quotas.load(app.store.as_ref(), &keys).await?;
+    let used = |k: &CounterKey| app.quotas.used(k).unwrap_or(0);
+    let device = q.device_id.as_ref().map(|d| DeviceUsage {
+        marketing_used: used(&keys[1]),
+        total_used: used(&keys[2]),
+        device_id: d.clone(),
+    });
+    let view = app_view(&app, found);
+    Ok(Json(QuotasView {
+        client_id,
+        day,
+        time_zone: app.config.quota_time_zone.clone(),
+        limits: view.limits,
+        test_messages_used: used(&test_key),
+        device,
+    }))
+}

@@ -1,0 +1,160 @@
+//! The send path's policy state: app rights, daily quota counters and per-app rate
+//! buckets, cached in memory with the store as the truth.
+//!
+//! Why counters live in memory: a send to 1000 tokens must not cost 1000 database round
+//! trips, and two concurrent sends must never both take the last slot of a quota. Each
+//! counter is loaded from the store once (in one batch per request for the keys it
+//! misses), then reserved and released atomically under DashMap's per-shard lock; the
+//! reservation is persisted in the same transaction as the messages it admitted.
+
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use herald_core::quota::{CounterKey, TokenBucket};
+use herald_core::rights::{GrantedRights, Right, RightState};
+use herald_store::{Store, StoreError};
+
+/// Granted rights per app.
+#[derive(Debug, Default)]
+pub struct RightsCache {
+    map: DashMap<String, Arc<GrantedRights>>,
+}
+
+impl RightsCache {
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        client_id: &str,
+    ) -> Result<Arc<GrantedRights>, StoreError> {
+        if let Some(r) = self.map.get(client_id) {
+            return Ok(r.clone());
+        }
+        let granted = GrantedRights::new(
+            store
+                .rights(client_id)
+                .await?
+                .into_iter()
+                .filter(|r| r.state == RightState::Granted)
+                .filter_map(|r| r.name.parse::<Right>().ok()),
+        );
+        let granted = Arc::new(granted);
+        self.map.insert(client_id.to_owned(), granted.clone());
+        Ok(granted)
+    }
+
+    /// Forget an app's rights after an operator changed them.
+    pub fn invalidate(&self, client_id: &str) {
+        self.map.remove(client_id);
+    }
+}
+
+/// Daily counters.
+#[derive(Debug, Default)]
+pub struct QuotaBook {
+    used: DashMap<CounterKey, u32>,
+}
+
+/// Counters reserved by one request; released unless committed.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    taken: Vec<CounterKey>,
+}
+
+impl Reservation {
+    /// The usage to persist with the request: one row per key with its count.
+    pub fn usage(&self) -> Vec<(CounterKey, u32)> {
+        let mut out: Vec<(CounterKey, u32)> = Vec::new();
+        for k in &self.taken {
+            match out.iter_mut().find(|(key, _)| key == k) {
+                Some((_, n)) => *n += 1,
+                None => out.push((k.clone(), 1)),
+            }
+        }
+        out
+    }
+}
+
+impl QuotaBook {
+    /// Make sure every key is in memory, loading the missing ones in one store call.
+    pub async fn load(&self, store: &dyn Store, keys: &[CounterKey]) -> Result<(), StoreError> {
+        let mut missing: Vec<CounterKey> = keys
+            .iter()
+            .filter(|k| !self.used.contains_key(*k))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for (key, used) in store.quota_usage(&missing).await? {
+            // A concurrent request may have loaded (and reserved) it meanwhile: keep that.
+            self.used.entry(key).or_insert(used);
+        }
+        Ok(())
+    }
+
+    /// Take one unit of `key` if fewer than `limit` are used. The key must be loaded.
+    pub fn try_take(&self, key: &CounterKey, limit: u32, into: &mut Reservation) -> bool {
+        let mut entry = self.used.entry(key.clone()).or_insert(0);
+        if *entry >= limit {
+            return false;
+        }
+        *entry += 1;
+        into.taken.push(key.clone());
+        true
+    }
+
+    /// Give back one unit of `key` taken into `from` (e.g. a later check failed).
+    pub fn give_back(&self, key: &CounterKey, from: &mut Reservation) {
+        if let Some(i) = from.taken.iter().rposition(|k| k == key) {
+            from.taken.remove(i);
+            if let Some(mut n) = self.used.get_mut(key) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Undo a whole reservation (its request was not stored).
+    pub fn release(&self, r: Reservation) {
+        for k in r.taken {
+            if let Some(mut n) = self.used.get_mut(&k) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Current usage of a loaded key (for the admin API).
+    pub fn used(&self, key: &CounterKey) -> Option<u32> {
+        self.used.get(key).map(|n| *n)
+    }
+
+    /// Drop counters of days before `today` (they can no longer be reached).
+    pub fn forget_before(&self, today: i32) {
+        self.used.retain(|k, _| k.day >= today);
+    }
+}
+
+/// Per-app send-rate buckets.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    buckets: DashMap<String, Arc<Mutex<TokenBucket>>>,
+}
+
+impl RateLimits {
+    /// Take one request's token from the app's bucket, (re)creating it at `rate`.
+    pub fn try_take(&self, client_id: &str, rate: u32, now_ms: i64) -> bool {
+        let bucket = self
+            .buckets
+            .entry(client_id.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, now_ms))))
+            .clone();
+        let Ok(mut b) = bucket.lock() else {
+            return true;
+        };
+        if b.rate() != rate {
+            *b = TokenBucket::new(rate, now_ms);
+        }
+        b.try_take(now_ms)
+    }
+}

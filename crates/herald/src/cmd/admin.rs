@@ -1,0 +1,357 @@
+//! `herald admin`: the operator's commands over the admin API. Every command prints JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use herald_client::admin::{AdminClient, AdminResponse};
+use serde_json::{Value, json};
+
+/// Arguments of `herald admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Server base URL (default: `push_api_url` from the bootstrap file, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, env = "HERALD_SERVER", global = true)]
+    pub server: Option<String>,
+    /// Admin bearer token (default: `admin_token` from the bootstrap file).
+    #[arg(
+        long,
+        env = "HERALD_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// A `bootstrap.json` to take the server URL and token from
+    /// (default: ./herald-data/bootstrap.json when it exists).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub bootstrap: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Scenario rights: notification categories, VOIP_CALL, LIVE_VIEW_<EVENT>, IM_BACKGROUND.
+    Rights {
+        #[command(subcommand)]
+        command: RightsCommand,
+    },
+    /// Apps.
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Service-account keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Quotas: an app's limits and today's usage.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RightArgs {
+    #[arg(long)]
+    pub client_id: String,
+    /// The right: a category (IM, WORK, …), VOIP_CALL, LIVE_VIEW_<EVENT> or IM_BACKGROUND.
+    #[arg(long, alias = "right")]
+    pub category: String,
+    /// For `request`: the push scenario the right serves; otherwise why.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RightsCommand {
+    /// Apply for a right (operations), with the scenario it serves.
+    Request(RightArgs),
+    /// Grant a right.
+    Grant(RightArgs),
+    /// Refuse a requested right.
+    Refuse(RightArgs),
+    /// Revoke a granted right.
+    Revoke(RightArgs),
+    /// An app's rights, their states and history.
+    List {
+        #[arg(long)]
+        client_id: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AppCommand {
+    /// Create an app in a project.
+    Create {
+        #[arg(long)]
+        project_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        package_name: String,
+        /// news | other
+        #[arg(long)]
+        app_category: Option<String>,
+    },
+    /// Change an app's category or limits ("default" returns a limit to the default).
+    Update {
+        #[arg(long)]
+        client_id: String,
+        /// news (5 MARKETING messages a day) | other (2)
+        #[arg(long)]
+        app_category: Option<String>,
+        #[arg(long, value_name = "N|default")]
+        marketing_per_day: Option<String>,
+        #[arg(long, value_name = "N|default")]
+        device_daily_total: Option<String>,
+        #[arg(long, value_name = "N|default")]
+        send_rate_per_sec: Option<String>,
+    },
+    /// Show an app.
+    Show {
+        #[arg(long)]
+        client_id: String,
+    },
+    /// List apps.
+    List {
+        #[arg(long)]
+        project_id: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List projects.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Create a service-account key; writes the key file (mode 0600) and prints its path.
+    Create {
+        #[arg(long)]
+        project_id: String,
+        /// Where to write the key file (default: ./service-account-<key_id>.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List a project's keys (public parts).
+    List {
+        #[arg(long)]
+        project_id: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QuotaCommand {
+    /// Show an app's limits and today's usage (of one device too, with --device-id).
+    Show {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        device_id: Option<String>,
+    },
+}
+
+/// Resolve server URL and token: flags/env first, then the bootstrap file.
+fn connect(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    let bootstrap_path = args.bootstrap.clone().or_else(|| {
+        let default = PathBuf::from("herald-data/bootstrap.json");
+        default.exists().then_some(default)
+    });
+    let bootstrap: Option<Value> = match &bootstrap_path {
+        Some(p) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", p.display()))?,
+        ),
+        None => None,
+    };
+    let from_bootstrap = |field: &str| {
+        bootstrap
+            .as_ref()
+            .and_then(|b| b[field].as_str())
+            .map(str::to_owned)
+    };
+    let server = args
+        .server
+        .clone()
+        .or_else(|| from_bootstrap("push_api_url"))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let Some(token) = args.token.clone().or_else(|| from_bootstrap("admin_token")) else {
+        bail!("no admin token: pass --token, set HERALD_ADMIN_TOKEN or --bootstrap FILE");
+    };
+    Ok(AdminClient::new(server, token)?)
+}
+
+fn limit(value: &Option<String>, name: &str) -> anyhow::Result<Option<Value>> {
+    match value.as_deref() {
+        None => Ok(None),
+        Some("default") => Ok(Some(Value::Null)),
+        Some(n) => Ok(Some(json!(n.parse::<u32>().with_context(|| {
+            format!("--{name} takes a number or \"default\"")
+        })?))),
+    }
+}
+
+fn write_key_file(path: &Path, key: &Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(serde_json::to_string_pretty(key)?.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Runs one admin command and prints its JSON answer; non-zero exit on an error answer.
+pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(&args)?;
+    let response: AdminResponse = match &args.command {
+        AdminCommand::Rights { command } => match command {
+            RightsCommand::List { client_id } => {
+                client
+                    .get(&format!("/api/v1/apps/{client_id}/rights"))
+                    .await?
+            }
+            RightsCommand::Request(a)
+            | RightsCommand::Grant(a)
+            | RightsCommand::Refuse(a)
+            | RightsCommand::Revoke(a) => {
+                let action = match command {
+                    RightsCommand::Request(_) => "request",
+                    RightsCommand::Grant(_) => "grant",
+                    RightsCommand::Refuse(_) => "refuse",
+                    _ => "revoke",
+                };
+                client
+                    .post(
+                        &format!(
+                            "/api/v1/apps/{}/rights/{}/{action}",
+                            a.client_id, a.category
+                        ),
+                        &json!({ "reason": a.reason }),
+                    )
+                    .await?
+            }
+        },
+        AdminCommand::App { command } => match command {
+            AppCommand::Create {
+                project_id,
+                name,
+                package_name,
+                app_category,
+            } => {
+                client
+                    .post(
+                        "/api/v1/apps",
+                        &json!({"project_id": project_id, "name": name,
+                                "package_name": package_name, "app_category": app_category}),
+                    )
+                    .await?
+            }
+            AppCommand::Update {
+                client_id,
+                app_category,
+                marketing_per_day,
+                device_daily_total,
+                send_rate_per_sec,
+            } => {
+                let mut patch = serde_json::Map::new();
+                if let Some(c) = app_category {
+                    patch.insert("app_category".into(), json!(c));
+                }
+                for (name, value) in [
+                    ("marketing_per_day", marketing_per_day),
+                    ("device_daily_total", device_daily_total),
+                    ("send_rate_per_sec", send_rate_per_sec),
+                ] {
+                    if let Some(v) = limit(value, &name.replace('_', "-"))? {
+                        patch.insert(name.into(), v);
+                    }
+                }
+                client
+                    .patch(&format!("/api/v1/apps/{client_id}"), &Value::Object(patch))
+                    .await?
+            }
+            AppCommand::Show { client_id } => {
+                client.get(&format!("/api/v1/apps/{client_id}")).await?
+            }
+            AppCommand::List { project_id } => match project_id {
+                Some(p) => client.get(&format!("/api/v1/apps?project_id={p}")).await?,
+                None => client.get("/api/v1/apps").await?,
+            },
+        },
+        AdminCommand::Project { command } => match command {
+            ProjectCommand::Create { name } => {
+                client
+                    .post("/api/v1/projects", &json!({ "name": name }))
+                    .await?
+            }
+            ProjectCommand::List => client.get("/api/v1/projects").await?,
+        },
+        AdminCommand::Key { command } => match command {
+            KeyCommand::List { project_id } => {
+                client
+                    .get(&format!("/api/v1/projects/{project_id}/keys"))
+                    .await?
+            }
+            KeyCommand::Create { project_id, out } => {
+                let r = client
+                    .post(&format!("/api/v1/projects/{project_id}/keys"), &json!({}))
+                    .await?;
+                if !r.is_success() {
+                    r
+                } else {
+                    let key_id = r.body["key_id"].as_str().unwrap_or("key").to_owned();
+                    let path = out
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(format!("service-account-{key_id}.json")));
+                    write_key_file(&path, &r.body)?;
+                    let path = std::path::absolute(&path).unwrap_or(path);
+                    AdminResponse {
+                        status: r.status,
+                        body: json!({"path": path, "key_id": key_id, "project_id": project_id}),
+                    }
+                }
+            }
+        },
+        AdminCommand::Quota { command } => match command {
+            QuotaCommand::Show {
+                client_id,
+                device_id,
+            } => {
+                let path = match device_id {
+                    Some(d) => format!("/api/v1/apps/{client_id}/quotas?device_id={d}"),
+                    None => format!("/api/v1/apps/{client_id}/quotas"),
+                };
+                client.get(&path).await?
+            }
+        },
+    };
+    println!("{}", serde_json::to_string_pretty(&response.body)?);
+    Ok(if response.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
