@@ -7,6 +7,8 @@
 pub mod category;
 pub mod clock;
 pub mod lifecycle;
+pub mod live;
+pub mod payloads;
 pub mod quota;
 pub mod rights;
 pub mod send;

@@ -4,6 +4,7 @@
 //! accepted ─▶ queued ─▶ delivered ─▶ shown ─▶ clicked
 //!    │          │           └──▶ suppressed (switch off → 6, profile mismatch → 144)
 //!    │          ├──▶ replaced (collapseKey → 15)
+//!    │          ├──▶ revoked (messages:revoke)
 //!    │          └──▶ expired (TTL)
 //!    └──▶ dropped (invalid token → 5, quota → 256, device control → 102)
 //! ```
@@ -25,7 +26,13 @@ impl ReceiptCode {
     pub const EXPIRED: ReceiptCode = ReceiptCode(14);
     pub const DEVICE_CONTROL: ReceiptCode = ReceiptCode(102);
     pub const PROFILE_NOT_FOUND: ReceiptCode = ReceiptCode(144);
+    pub const LIVE_VIEW_NOT_FOUND: ReceiptCode = ReceiptCode(155);
+    pub const LIVE_VIEW_OUT_OF_ORDER: ReceiptCode = ReceiptCode(156);
     pub const FREQUENCY_LIMIT: ReceiptCode = ReceiptCode(256);
+    pub const WIDGET_LIMIT: ReceiptCode = ReceiptCode(262);
+    pub const LIVE_VIEW_BLOCKED: ReceiptCode = ReceiptCode(265);
+    pub const LIVE_VIEW_NO_STATUS: ReceiptCode = ReceiptCode(268);
+    pub const LIVE_VIEW_DUPLICATE: ReceiptCode = ReceiptCode(269);
 }
 
 impl fmt::Display for ReceiptCode {
@@ -51,6 +58,8 @@ pub enum Outcome {
     Replaced,
     /// The TTL ended before delivery.
     Expired,
+    /// Withdrawn by the sender (`messages:revoke`) before it was delivered or tapped.
+    Revoked,
     /// Never queued, with the receipt code saying why.
     Dropped(ReceiptCode),
 }
@@ -66,6 +75,7 @@ impl Outcome {
             Outcome::Clicked => "clicked",
             Outcome::Replaced => "replaced",
             Outcome::Expired => "expired",
+            Outcome::Revoked => "revoked",
             Outcome::Dropped(_) => "dropped",
         }
     }
@@ -77,7 +87,7 @@ impl Outcome {
             Outcome::Suppressed(c) | Outcome::Dropped(c) => Some(c),
             Outcome::Replaced => Some(ReceiptCode::OFFLINE_CONTROL),
             Outcome::Expired => Some(ReceiptCode::EXPIRED),
-            Outcome::Queued | Outcome::Shown | Outcome::Clicked => None,
+            Outcome::Queued | Outcome::Shown | Outcome::Clicked | Outcome::Revoked => None,
         }
     }
 
@@ -92,6 +102,7 @@ impl Outcome {
             ("clicked", _) => Outcome::Clicked,
             ("replaced", _) => Outcome::Replaced,
             ("expired", _) => Outcome::Expired,
+            ("revoked", _) => Outcome::Revoked,
             ("dropped", Some(c)) => Outcome::Dropped(c),
             _ => return None,
         })
@@ -112,6 +123,7 @@ mod tests {
             Outcome::Clicked,
             Outcome::Replaced,
             Outcome::Expired,
+            Outcome::Revoked,
             Outcome::Dropped(ReceiptCode::TOKEN_INVALID),
         ] {
             let code = o.receipt_code().map(|c| c.0);

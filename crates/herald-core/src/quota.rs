@@ -14,6 +14,10 @@ pub const MARKETING_PER_DAY: u32 = 2;
 pub const MARKETING_PER_DAY_NEWS: u32 = 5;
 /// Default device-level daily total per app per device (legacy Push Kit figure).
 pub const DEVICE_DAILY_TOTAL: u32 = 3000;
+/// Refreshes per widget per device per day (reference §8: 5 for unlisted apps).
+pub const WIDGET_REFRESHES_PER_DAY: u32 = 5;
+/// IM background messages per app per device per hour.
+pub const IM_BACKGROUND_PER_HOUR: u32 = 2;
 /// Test messages per project per day (counted as accepted requests).
 pub const TEST_MESSAGES_PER_DAY: u32 = 1000;
 /// Default send rate per app, requests per second (Push Kit's documented floor).
@@ -105,6 +109,10 @@ pub enum Counter {
     DeviceTotal,
     /// Test-message requests, per project.
     TestMessages,
+    /// Refreshes of one widget (`formId`), per app per device.
+    Widget,
+    /// IM background messages (`backgroundMode: 1`) in one clock hour, per app per device.
+    ImBackgroundHour,
 }
 
 impl Counter {
@@ -113,6 +121,8 @@ impl Counter {
             Counter::Marketing => "marketing",
             Counter::DeviceTotal => "device_total",
             Counter::TestMessages => "test_messages",
+            Counter::Widget => "widget",
+            Counter::ImBackgroundHour => "im_background_hour",
         }
     }
 }
@@ -131,6 +141,21 @@ impl CounterKey {
         CounterKey {
             counter,
             scope: format!("{client_id}/{device_id}"),
+            day,
+        }
+    }
+
+    /// A per-device counter narrowed to one sub-scope (a widget id, an hour).
+    pub fn per_device_item(
+        counter: Counter,
+        client_id: &str,
+        device_id: &str,
+        item: impl fmt::Display,
+        day: i32,
+    ) -> Self {
+        CounterKey {
+            counter,
+            scope: format!("{client_id}/{device_id}/{item}"),
             day,
         }
     }

@@ -11,6 +11,8 @@ use herald_proto::push::{self, SendRequest};
 use serde_json::Value;
 
 use crate::Category;
+pub use crate::payloads::{Background, FormImage, FormUpdate, LiveOp, LiveView};
+use crate::payloads::{parse_background, parse_form, parse_live_view, parse_voice, parse_voip};
 
 /// Largest body Push Kit accepts, tokens excluded.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -99,6 +101,8 @@ pub struct SendOptions {
     pub bi_tag: Option<String>,
     pub receipt_id: Option<String>,
     pub test: bool,
+    /// push-type 6 only: `1` = IM background message (needs `IM_BACKGROUND`, ≤ 2/hour).
+    pub im_background: bool,
 }
 
 impl Default for SendOptions {
@@ -109,6 +113,7 @@ impl Default for SendOptions {
             bi_tag: None,
             receipt_id: None,
             test: false,
+            im_background: false,
         }
     }
 }
@@ -129,6 +134,19 @@ pub enum Payload {
     Alert(Box<Notification>),
     /// push-type 0 with only `notification.badge`: a badge refresh (needs the IM right).
     Badge(BadgeChange),
+    /// push-type 1: a widget refresh.
+    Form(Box<FormUpdate>),
+    /// push-type 2: a text-to-speech notification (`PLAY_VOICE`) with its extension data.
+    Voice {
+        notification: Box<Notification>,
+        extra_data: String,
+    },
+    /// push-type 6: a background message.
+    Background(Background),
+    /// push-type 7: a Live View operation.
+    LiveView(Box<LiveView>),
+    /// push-type 10: a VoIP call.
+    Voip { extra_data: String },
 }
 
 impl Payload {
@@ -136,7 +154,67 @@ impl Payload {
     pub fn category(&self) -> Option<Category> {
         match self {
             Payload::Alert(n) => Some(n.category),
-            Payload::Badge(_) => None,
+            Payload::Voice { notification, .. } => Some(notification.category),
+            _ => None,
+        }
+    }
+
+    /// The notification shown, for the push types that show one.
+    pub fn notification(&self) -> Option<&Notification> {
+        match self {
+            Payload::Alert(n)
+            | Payload::Voice {
+                notification: n, ..
+            } => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The payload as devices receive it: Push Kit's shape, normalised (a notification
+    /// gets its resolved `notifyId`).
+    pub fn to_device_json(&self, notify_id: NotifyId) -> Value {
+        use serde_json::json;
+        match self {
+            Payload::Alert(n) => json!({ "notification": n.to_wire(notify_id) }),
+            Payload::Badge(b) => json!({ "notification": { "badge": match b {
+                BadgeChange::Add(n) => json!({ "addNum": n }),
+                BadgeChange::Set(n) => json!({ "setNum": n }),
+            }}}),
+            Payload::Voice {
+                notification,
+                extra_data,
+            } => json!({
+                "notification": notification.to_wire(notify_id),
+                "extraData": extra_data,
+            }),
+            Payload::Form(f) => json!({
+                "formId": f.form_id,
+                "version": f.version,
+                "moduleName": f.module_name,
+                "formName": f.form_name,
+                "abilityName": f.ability_name,
+                "formData": f.form_data,
+                "images": f.images.iter().map(|i| json!({
+                    "keyName": i.key_name, "url": i.url, "require": u8::from(i.require),
+                })).collect::<Vec<_>>(),
+            }),
+            Payload::Background(b) => {
+                let mut v = json!({ "extraData": b.extra_data });
+                if b.proxy {
+                    v["proxyData"] = json!("ENABLE");
+                }
+                v
+            }
+            Payload::LiveView(l) => json!({
+                "activityId": l.activity_id,
+                "operation": l.operation.as_u8(),
+                "event": l.event,
+                "status": l.status,
+                "version": l.version,
+                "mute": l.mute,
+                "activityData": l.activity_data,
+            }),
+            Payload::Voip { extra_data } => json!({ "extraData": extra_data }),
         }
     }
 }
@@ -274,13 +352,27 @@ pub fn parse_send(push_type: PushType, body: &[u8]) -> Result<ParsedSend, Reject
         .and_then(|t| t.token)
         .ok_or_else(|| Rejection::parameter("target.token is mandatory"))?;
     check_body_size(body.len(), &tokens)?;
-    if tokens.is_empty() || tokens.len() > MAX_TOKENS {
+    // A widget refresh goes to exactly one token.
+    let max_tokens = if push_type == PushType::Form {
+        1
+    } else {
+        MAX_TOKENS
+    };
+    if tokens.is_empty() || tokens.len() > max_tokens {
         return Err(Rejection::new(
             Code::TokenCountOutOfRange,
-            format!("token count should within 1 and {MAX_TOKENS}."),
+            format!("token count should within 1 and {max_tokens}."),
         ));
     }
-    let options = parse_options(request.push_options.unwrap_or_default())?;
+    let mut options = parse_options(request.push_options.unwrap_or_default())?;
+    // collapseKey only applies to notifications (0) and text-to-speech (2);
+    // backgroundMode only to background messages (6).
+    if !matches!(push_type, PushType::Alert | PushType::Voice) {
+        options.collapse_key = None;
+    }
+    if push_type != PushType::Background {
+        options.im_background = false;
+    }
     if options.test && tokens.len() > MAX_TEST_TOKENS {
         return Err(Rejection::new(
             Code::TestTokenCountExceeded,
@@ -292,12 +384,19 @@ pub fn parse_send(push_type: PushType, body: &[u8]) -> Result<ParsedSend, Reject
         .ok_or_else(|| Rejection::payload("payload is mandatory"))?;
     let payload = match push_type {
         PushType::Alert => parse_alert(payload)?,
-        other => {
-            return Err(Rejection::payload(format!(
-                "push-type {} is not supported by this server",
-                other.as_u8()
-            )));
+        PushType::Form => Payload::Form(Box::new(parse_form(payload)?)),
+        PushType::Voice => {
+            let (notification, extra_data) = parse_voice(payload)?;
+            Payload::Voice {
+                notification: Box::new(notification),
+                extra_data,
+            }
         }
+        PushType::Background => Payload::Background(parse_background(payload)?),
+        PushType::LiveView => Payload::LiveView(Box::new(parse_live_view(payload)?)),
+        PushType::Voip => Payload::Voip {
+            extra_data: parse_voip(payload)?,
+        },
     };
     Ok(ParsedSend {
         push_type,
@@ -339,12 +438,22 @@ fn parse_options(o: push::PushOptions) -> Result<SendOptions, Rejection> {
     {
         return Err(Rejection::parameter("biTag must be at most 64 bytes"));
     }
+    let im_background = match o.background_mode {
+        None | Some(0) => false,
+        Some(1) => true,
+        Some(m) => {
+            return Err(Rejection::parameter(format!(
+                "backgroundMode must be 0 or 1, got {m}"
+            )));
+        }
+    };
     Ok(SendOptions {
         ttl_secs,
         collapse_key,
         bi_tag: o.bi_tag.filter(|t| !t.is_empty()),
         receipt_id: o.receipt_id.filter(|r| !r.is_empty()),
         test: o.test_message.unwrap_or(false),
+        im_background,
     })
 }
 
@@ -595,6 +704,60 @@ mod tests {
         assert_eq!(n.click_action.target, ClickTarget::Home);
         assert_eq!(p.options.ttl_secs, DEFAULT_TTL_SECS);
         assert_eq!(p.tokens, vec![token()]);
+    }
+
+    #[test]
+    fn every_push_type_parses_its_reference_example() {
+        let t = token();
+        let cases = [
+            (
+                PushType::Form,
+                json!({"formId":0,"version":922337203,"moduleName":"m","formName":"f",
+                "abilityName":"a","formData":{"class":"123"}}),
+            ),
+            (
+                PushType::Voice,
+                json!({"extraData":"Extension extra data","notification":{
+                "category":"PLAY_VOICE","title":"t","body":"b","clickAction":{"actionType":0}}}),
+            ),
+            (PushType::Background, json!({"extraData":"携带的数据"})),
+            (
+                PushType::LiveView,
+                json!({"activityId":1,"operation":0,"event":"TAXI","status":"CALLING",
+                "activityData":{"notificationData":{"type":4}}}),
+            ),
+            (
+                PushType::Voip,
+                json!({"extraData":"{\"scene\": \"voice\"}"}),
+            ),
+        ];
+        for (pt, payload) in cases {
+            let b =
+                serde_json::to_vec(&json!({"payload": payload, "target": {"token": [t]}})).unwrap();
+            assert!(parse_send(pt, &b).is_ok(), "{pt:?}");
+        }
+        let two = serde_json::to_vec(&json!({"payload": {"formId":0,"version":1,"moduleName":"m",
+            "formName":"f","abilityName":"a","formData":{}}, "target": {"token": [t, t]}}))
+        .unwrap();
+        let r = parse_send(PushType::Form, &two).unwrap_err();
+        assert_eq!(
+            (r.code, r.msg.as_str()),
+            (
+                Code::TokenCountOutOfRange,
+                "token count should within 1 and 1."
+            )
+        );
+        let bg = serde_json::to_vec(
+            &json!({"payload": {"extraData":"x"}, "target": {"token": [t]},
+            "pushOptions": {"backgroundMode": 1, "collapseKey": 3}}),
+        )
+        .unwrap();
+        let p = parse_send(PushType::Background, &bg).unwrap();
+        assert!(p.options.im_background);
+        assert_eq!(
+            p.options.collapse_key, None,
+            "collapseKey applies to 0 and 2 only"
+        );
     }
 
     #[test]

@@ -64,6 +64,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Stored usage of the given daily counters (absent = 0).
     async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>>;
+    /// Stored Live View states of the given activities (absent ones are omitted).
+    async fn live_views(
+        &self,
+        keys: &[LiveViewKey],
+    ) -> Result<Vec<(LiveViewKey, herald_core::live::LiveViewState)>>;
+    /// Withdraw notifications: queued ones become `revoked`; devices that may show one
+    /// get a revoke command queued like a message.
+    async fn revoke(&self, revoke: Revoke) -> Result<RevokeResult>;
     /// The admin whose bearer token hashes to `token_hash`.
     async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
 

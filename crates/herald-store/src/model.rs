@@ -1,6 +1,7 @@
 //! Records the store reads and writes. Plain data; policy lives in `herald-core`.
 
 use herald_core::Outcome;
+use herald_core::live::LiveViewState;
 use herald_core::quota::{CounterKey, LimitOverrides};
 use herald_core::rights::{RightAction, RightState};
 
@@ -129,6 +130,40 @@ pub struct Enqueue {
     pub drops: Vec<NewDrop>,
     /// Quota counters this request consumed, committed with it.
     pub usage: Vec<(CounterKey, u32)>,
+    /// Live View states this request changed, committed with it.
+    pub live_views: Vec<(LiveViewKey, LiveViewState)>,
+}
+
+/// One activity on one device of one app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LiveViewKey {
+    pub client_id: String,
+    pub device_id: String,
+    pub activity_id: i32,
+}
+
+/// A `messages:revoke` call: withdraw the notifications with `notify_id` of the given
+/// push types from these tokens.
+#[derive(Debug, Clone)]
+pub struct Revoke {
+    /// The revoke request's own id (its commands are stored under it).
+    pub request_id: String,
+    pub project_id: String,
+    pub push_type: u8,
+    pub notify_id: u32,
+    /// (token, device_id, client_id) of each token to revoke on.
+    pub tokens: Vec<(String, String, String)>,
+    pub now: i64,
+}
+
+/// What a revoke did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RevokeResult {
+    /// Queued messages that will now never be delivered.
+    pub revoked: Vec<String>,
+    /// Revoke commands queued for devices that may show the notification, with their
+    /// sequence numbers (deliver them like messages).
+    pub commands: Vec<(i64, StoredDelivery)>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +191,8 @@ pub struct NewDelivery {
     pub notify_id: Option<u32>,
     /// The effective category after any downgrade, for notifications.
     pub category: Option<String>,
+    /// For background messages: the effective `backgroundMode` (1 only with the right).
+    pub background_mode: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +228,10 @@ pub struct StoredDelivery {
     pub created_at: i64,
     pub expires_at: i64,
     pub category: Option<String>,
+    /// `message`, or `revoke` for a revoke command.
+    pub kind: String,
+    pub notify_id: Option<u32>,
+    pub background_mode: Option<u8>,
 }
 
 /// A device-reported outcome.

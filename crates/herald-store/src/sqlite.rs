@@ -17,10 +17,11 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::oneshot;
 
 use crate::{
-    Admin, App, AppUpdate, Bootstrap, Enqueue, EnqueueResult, EventRecord, NewDevice, NewToken,
-    Project, Report, Result, RightChange, RightEvent, RightRecord, ServiceAccount, Store,
-    StoreError, StoredDelivery, TokenRecord,
+    Admin, App, AppUpdate, Bootstrap, Enqueue, EnqueueResult, EventRecord, LiveViewKey, NewDevice,
+    NewToken, Project, Report, Result, Revoke, RevokeResult, RightChange, RightEvent, RightRecord,
+    ServiceAccount, Store, StoreError, StoredDelivery, TokenRecord,
 };
+use herald_core::live::LiveViewState;
 use herald_core::quota::{CounterKey, LimitOverrides};
 use herald_core::rights::RightState;
 
@@ -32,6 +33,7 @@ pub const OFFLINE_CACHE_CAP: i64 = 120;
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../migrations/sqlite/001_init.sql")),
     M::up(include_str!("../migrations/sqlite/002_rights_quotas.sql")),
+    M::up(include_str!("../migrations/sqlite/004_push_types.sql")),
 ];
 
 const APP_COLUMNS: &str = "client_id, project_id, package_name, name, created_at, app_category, marketing_per_day, device_daily_total, send_rate_per_sec";
@@ -281,6 +283,136 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+const DELIVERY_COLUMNS: &str =
+    "d.seq, d.message_id, d.request_id, d.token, d.device_id, d.client_id,
+    r.push_type, r.payload, r.bi_tag, r.test, r.created_at, d.expires_at, d.category, d.kind,
+    d.notify_id, d.background_mode";
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> {
+    Ok(StoredDelivery {
+        seq: r.get(0)?,
+        message_id: r.get(1)?,
+        request_id: r.get(2)?,
+        token: r.get(3)?,
+        device_id: r.get(4)?,
+        client_id: r.get(5)?,
+        push_type: r.get(6)?,
+        payload: r.get(7)?,
+        bi_tag: r.get(8)?,
+        test: r.get(9)?,
+        created_at: r.get(10)?,
+        expires_at: r.get(11)?,
+        category: r.get(12)?,
+        kind: r.get(13)?,
+        notify_id: r.get(14)?,
+        background_mode: r.get(15)?,
+    })
+}
+
+fn upsert_live_view(
+    conn: &Connection,
+    key: &LiveViewKey,
+    s: &LiveViewState,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO live_views (client_id, device_id, activity_id, event, status, version, rest_created, ended, created_at, updated_at, blocked_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (client_id, device_id, activity_id) DO UPDATE SET
+           event = excluded.event, status = excluded.status, version = excluded.version,
+           rest_created = excluded.rest_created, ended = excluded.ended, created_at = excluded.created_at,
+           updated_at = excluded.updated_at, blocked_until = excluded.blocked_until",
+    )?
+    .execute(params![
+        key.client_id,
+        key.device_id,
+        key.activity_id,
+        s.event,
+        s.status,
+        s.version,
+        s.rest_created,
+        s.ended,
+        s.created_at,
+        s.updated_at,
+        s.blocked_until
+    ])?;
+    Ok(())
+}
+
+fn revoke_in(conn: &Connection, rv: &Revoke) -> Result<RevokeResult> {
+    let mut result = RevokeResult::default();
+    conn.prepare_cached(
+        "INSERT INTO requests (request_id, project_id, push_type, payload, bi_tag, receipt_id, test, ttl_secs, created_at)
+         VALUES (?1, ?2, ?3, ?4, NULL, NULL, 0, ?5, ?6)",
+    )?
+    .execute(params![
+        rv.request_id,
+        rv.project_id,
+        rv.push_type,
+        serde_json::json!({"revoke": {"notifyId": rv.notify_id}}).to_string(),
+        herald_core::send::MAX_TTL_SECS,
+        rv.now
+    ])?;
+    for (i, (token, device_id, client_id)) in rv.tokens.iter().enumerate() {
+        // Withdraw what is still queued (never delivered from now on); remember whether
+        // anything may be on the device's screen.
+        let matching: Vec<(String, String, String)> = conn
+            .prepare_cached(
+                "SELECT d.message_id, d.state, d.request_id FROM deliveries d JOIN requests r ON r.request_id = d.request_id
+                 WHERE d.token = ?1 AND d.notify_id = ?2 AND d.kind = 'message' AND r.push_type = ?3
+                   AND d.state IN ('queued', 'delivered', 'shown')",
+            )?
+            .query_map(params![token, rv.notify_id, rv.push_type], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if matching.is_empty() {
+            continue;
+        }
+        for (message_id, state, request_id) in &matching {
+            if state == "queued" {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET state = 'revoked', updated_at = ?2 WHERE message_id = ?1",
+                )?
+                .execute(params![message_id, rv.now])?;
+                insert_event(
+                    conn,
+                    message_id,
+                    Some(request_id),
+                    Some(token),
+                    Outcome::Revoked,
+                    rv.now,
+                )?;
+                result.revoked.push(message_id.clone());
+            }
+        }
+        // A queued message may already be on the wire to a connected device, so the
+        // device is told in every case; it removes the notification if it shows it.
+        let command_id = format!("{}-r{i}", rv.request_id);
+        conn.prepare_cached(
+            "INSERT INTO deliveries (message_id, request_id, token, device_id, client_id, state, expires_at, notify_id, updated_at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, 'revoke')",
+        )?
+        .execute(params![
+            command_id,
+            rv.request_id,
+            token,
+            device_id,
+            client_id,
+            rv.now + i64::from(herald_core::send::MAX_TTL_SECS) * 1000,
+            rv.notify_id,
+            rv.now
+        ])?;
+        let seq = conn.last_insert_rowid();
+        let stored = conn
+            .prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN requests r ON r.request_id = d.request_id WHERE d.seq = ?1"
+            ))?
+            .query_row([seq], delivery_from_row)?;
+        result.commands.push((seq, stored));
+    }
+    Ok(result)
+}
+
 fn insert_event(
     conn: &Connection,
     message_id: &str,
@@ -361,8 +493,8 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             )?);
         }
         conn.prepare_cached(
-            "INSERT INTO deliveries (message_id, request_id, token, device_id, client_id, state, expires_at, collapse_key, notify_id, updated_at, category)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO deliveries (message_id, request_id, token, device_id, client_id, state, expires_at, collapse_key, notify_id, updated_at, category, background_mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             d.message_id,
@@ -374,7 +506,8 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             d.collapse_key,
             d.notify_id,
             at,
-            d.category
+            d.category,
+            d.background_mode
         ])?;
         result.seqs.push(conn.last_insert_rowid());
         insert_event(
@@ -393,6 +526,9 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             &[&d.token, &OFFLINE_CACHE_CAP],
             at,
         )?);
+    }
+    for (key, state) in &batch.live_views {
+        upsert_live_view(conn, key, state)?;
     }
     for (key, used) in &batch.usage {
         conn.prepare_cached(
@@ -806,30 +942,13 @@ impl Store for SqliteStore {
         let id = device_id.to_owned();
         self.read(move |c| {
             let rows = c
-                .prepare_cached(
-                    "SELECT d.seq, d.message_id, d.request_id, d.token, d.device_id, d.client_id,
-                            r.push_type, r.payload, r.bi_tag, r.test, r.created_at, d.expires_at, d.category
-                     FROM deliveries d JOIN requests r ON r.request_id = d.request_id
-                     WHERE d.device_id = ?1 AND d.state = 'queued' AND d.expires_at > ?2
-                     ORDER BY d.seq",
-                )?
-                .query_map(params![id, now_ms], |r| {
-                    Ok(StoredDelivery {
-                        seq: r.get(0)?,
-                        message_id: r.get(1)?,
-                        request_id: r.get(2)?,
-                        token: r.get(3)?,
-                        device_id: r.get(4)?,
-                        client_id: r.get(5)?,
-                        push_type: r.get(6)?,
-                        payload: r.get(7)?,
-                        bi_tag: r.get(8)?,
-                        test: r.get(9)?,
-                        created_at: r.get(10)?,
-                        expires_at: r.get(11)?,
-                        category: r.get(12)?,
-                    })
-                })?
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS}
+                         FROM deliveries d JOIN requests r ON r.request_id = d.request_id
+                         WHERE d.device_id = ?1 AND d.state = 'queued' AND d.expires_at > ?2
+                         ORDER BY d.seq"
+                ))?
+                .query_map(params![id, now_ms], delivery_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
@@ -978,6 +1097,42 @@ impl Store for SqliteStore {
                 .collect())
         })
         .await
+    }
+
+    async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT event, status, version, rest_created, ended, created_at, updated_at, blocked_until
+                 FROM live_views WHERE client_id = ?1 AND device_id = ?2 AND activity_id = ?3",
+            )?;
+            let mut out = Vec::new();
+            for k in keys {
+                let state = stmt
+                    .query_row(params![k.client_id, k.device_id, k.activity_id], |r| {
+                        Ok(LiveViewState {
+                            event: r.get(0)?,
+                            status: r.get(1)?,
+                            version: r.get(2)?,
+                            rest_created: r.get(3)?,
+                            ended: r.get(4)?,
+                            created_at: r.get(5)?,
+                            updated_at: r.get(6)?,
+                            blocked_until: r.get(7)?,
+                        })
+                    })
+                    .optional()?;
+                if let Some(state) = state {
+                    out.push((k, state));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke(&self, revoke: Revoke) -> Result<RevokeResult> {
+        self.write(move |c| revoke_in(c, &revoke)).await
     }
 
     async fn close(&self) {

@@ -63,6 +63,7 @@ fn delivery(id: &str, token: &str, collapse: Option<u8>, expires_at: i64) -> New
         collapse_key: collapse,
         notify_id: Some(1),
         category: Some("IM".into()),
+        background_mode: None,
     }
 }
 
@@ -78,6 +79,7 @@ async fn enqueue_one(
             deliveries: vec![delivery(id, "tok1", collapse, expires_at)],
             drops: vec![],
             usage: vec![],
+            live_views: vec![],
         })
         .await
         .unwrap()
@@ -265,6 +267,7 @@ async fn story(store: &dyn Store) {
                 outcome: Outcome::Dropped(ReceiptCode::TOKEN_INVALID),
             }],
             usage: vec![],
+            live_views: vec![],
         })
         .await
         .unwrap();
@@ -277,12 +280,14 @@ async fn story(store: &dyn Store) {
         deliveries: vec![],
         drops: vec![],
         usage: vec![],
+        live_views: vec![],
     });
     let ok = store.enqueue(Enqueue {
         request: request("r-after", NOW),
         deliveries: vec![delivery("after", "tok1", None, NOW + 60_000)],
         drops: vec![],
         usage: vec![],
+        live_views: vec![],
     });
     let (dup, ok) = tokio::join!(dup, ok);
     assert!(dup.is_err(), "a duplicate request id is rejected");
@@ -406,6 +411,7 @@ async fn admin_story(store: &dyn Store) {
             deliveries: vec![],
             drops: vec![],
             usage: vec![(key.clone(), 2)],
+            live_views: vec![],
         })
         .await
         .unwrap();
@@ -415,6 +421,7 @@ async fn admin_story(store: &dyn Store) {
             deliveries: vec![],
             drops: vec![],
             usage: vec![(key.clone(), 1)],
+            live_views: vec![],
         })
         .await
         .unwrap();

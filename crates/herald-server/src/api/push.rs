@@ -17,7 +17,6 @@ use herald_proto::device::DeviceMessage;
 use herald_proto::push::{TokenFailure, TokenFailures};
 use herald_store::{Enqueue, NewDelivery, NewDrop, NewRequest, StoreError, TokenRecord};
 use rand::Rng;
-use serde_json::json;
 
 use super::respond;
 use crate::delivery;
@@ -305,19 +304,12 @@ async fn plan_deliveries(
             &mut reservation,
         );
 
-    let notify_id = match &parsed.payload {
-        Payload::Alert(n) => n
-            .notify_id
-            .unwrap_or_else(|| rand::rng().random_range(0..=i32::MAX as u32)),
-        Payload::Badge(_) => 0,
-    };
-    let payload = match &parsed.payload {
-        Payload::Alert(n) => json!({ "notification": n.to_wire(notify_id) }),
-        Payload::Badge(b) => json!({ "notification": { "badge": match b {
-            herald_core::send::BadgeChange::Add(n) => json!({"addNum": n}),
-            herald_core::send::BadgeChange::Set(n) => json!({"setNum": n}),
-        }}}),
-    };
+    let notify_id = parsed
+        .payload
+        .notification()
+        .and_then(|n| n.notify_id)
+        .unwrap_or_else(|| rand::rng().random_range(0..=i32::MAX as u32));
+    let payload = parsed.payload.to_device_json(notify_id);
     let expires_at = now + i64::from(parsed.options.ttl_secs) * 1000;
     let collapse_key = parsed.options.collapse_key;
 
@@ -357,8 +349,9 @@ async fn plan_deliveries(
                     client_id: record.client_id,
                     expires_at,
                     collapse_key,
-                    notify_id: matches!(parsed.payload, Payload::Alert(_)).then_some(notify_id),
+                    notify_id: parsed.payload.notification().map(|_| notify_id),
                     category: category.map(|c| c.as_str().to_owned()),
+                    background_mode: None,
                 });
             }
         }
@@ -380,6 +373,7 @@ async fn plan_deliveries(
                 deliveries,
                 drops,
                 usage: Vec::new(),
+                live_views: Vec::new(),
             },
             failures,
             push_type: parsed.push_type.as_u8(),
