@@ -13,6 +13,7 @@ pub mod ids;
 pub mod keys;
 pub mod registry;
 pub mod state;
+pub mod web;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -209,6 +210,8 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
+        .route(web::DEVICE_PATH, get(web::device_page))
+        .route(web::SDK_PATH, get(web::sdk_js))
         .fallback(not_found)
         .with_state(state)
 }

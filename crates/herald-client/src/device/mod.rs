@@ -19,9 +19,13 @@
 //! # Ok(()) }
 //! ```
 
+mod ability;
+mod apps;
 mod backoff;
 mod connection;
+mod error;
 mod machine;
+mod sdk;
 mod state;
 mod url;
 
@@ -32,8 +36,20 @@ use herald_proto::device::{DeviceMessage, ReportStatus};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use ability::{
+    Ability, AbilityCallback, AbilityDecl, ClickRoute, DEFAULT_HOME_ABILITY, NoopAbility, Want,
+    route_click,
+};
+pub use apps::{
+    APP_MESSAGE_ID_WINDOW_MS, MAX_PROFILES, Profile, ProfileType, PushKind, PushPayload,
+    RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState, ShownNotification,
+};
 pub use backoff::{Backoff, BackoffConfig};
+pub use error::{PushError, codes};
 pub use herald_proto::device::DeviceCredential;
+pub use sdk::{
+    APPS_FILE, AppHandle, ClickOutcome, Device, FixedAnswer, PermissionPrompt, SdkEvent,
+};
 pub use state::{DEFAULT_SEEN_CAPACITY, SeenIds, StateDir, StateError};
 pub use url::{BadServerUrl, ws_url};
 
@@ -83,6 +99,8 @@ pub enum DeviceEvent {
     },
     /// The push token of one app.
     Token { client_id: String, token: String },
+    /// The server deleted the app's token (answer to [`DeviceHandle::delete_token`]).
+    TokenDeleted { client_id: String },
     /// A new message (duplicates are acked and not reported).
     Message(DeviceMessage),
     /// An `error` frame from the server (`code` is the server's), or a local problem
@@ -110,12 +128,10 @@ pub enum DeviceError {
     Stopped,
 }
 
-/// Starts devices. (A namespace: the running device is a task behind [`DeviceHandle`].)
-#[derive(Debug)]
-pub struct Device;
-
 impl Device {
-    /// Loads the device's state and spawns its task on the current tokio runtime.
+    /// The protocol client alone, without the app-side rules: loads the device's state
+    /// and spawns its task on the current tokio runtime. [`Device::open`] builds the SDK
+    /// on top of it.
     pub fn start(
         config: DeviceConfig,
     ) -> Result<(DeviceHandle, mpsc::Receiver<DeviceEvent>), DeviceError> {
@@ -162,6 +178,7 @@ pub(crate) enum Command {
         code: Option<u32>,
     },
     AddApp(String),
+    DeleteToken(String),
     Shutdown,
 }
 
@@ -169,7 +186,7 @@ pub(crate) enum Command {
 /// without waiting.
 #[derive(Debug)]
 pub struct DeviceHandle {
-    commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
 
@@ -193,6 +210,12 @@ impl DeviceHandle {
     /// Installs another app: its token arrives as a [`DeviceEvent::Token`].
     pub async fn add_app(&self, client_id: impl Into<String>) -> Result<(), DeviceError> {
         self.command(Command::AddApp(client_id.into())).await
+    }
+
+    /// Asks the server to delete the app's token; [`DeviceEvent::TokenDeleted`] follows.
+    /// Made offline, the request goes out after the next welcome.
+    pub async fn delete_token(&self, client_id: impl Into<String>) -> Result<(), DeviceError> {
+        self.command(Command::DeleteToken(client_id.into())).await
     }
 
     /// Closes the connection with a normal close frame and waits for the task to end.
