@@ -6,4 +6,5 @@
 mod auth;
 mod gateway;
 mod helpers;
+mod sdk;
 mod send_api;
