@@ -1,21 +1,29 @@
 //! The device side: a simulated HarmonyOS device speaking Herald's device protocol over
-//! WebSocket, with a persistent identity, de-duplication, acks and reconnects.
+//! WebSocket (persistent identity, de-duplication, acks, reconnects), and on top of it the
+//! app side with Push Kit's client semantics (`docs/app-developers.md`).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), herald_client::device::DeviceError> {
-//! use herald_client::device::{Device, DeviceConfig, DeviceEvent};
-//! let (handle, mut events) = Device::start(DeviceConfig {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use herald_client::device::{Device, DeviceConfig, FixedAnswer, ProfileType, SdkEvent};
+//! let (device, mut events) = Device::open(DeviceConfig {
 //!     servers: vec!["http://127.0.0.1:8080".into()],
 //!     state_dir: "./herald-device".into(),
 //!     client_ids: vec!["1234567".into()],
 //!     ..DeviceConfig::default()
 //! })?;
+//! let app = device.app("1234567");
+//! app.request_enable_notification(&FixedAnswer(true)).await?;
+//! let token = app.get_token().await?; // hand it to the backend
+//! app.bind_app_profile_id(ProfileType::Application, "111***222").await?;
 //! while let Some(event) = events.recv().await {
-//!     if let DeviceEvent::Message(m) = event {
-//!         println!("{}", m.payload);
+//!     if let SdkEvent::Notification { shown, .. } = event {
+//!         if let Some(notify_id) = shown.notify_id {
+//!             app.click(notify_id).await?; // the user taps it
+//!         }
 //!     }
 //! }
-//! handle.shutdown().await;
+//! # let _ = token;
+//! device.shutdown().await;
 //! # Ok(()) }
 //! ```
 
