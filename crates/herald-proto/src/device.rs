@@ -71,6 +71,9 @@ pub enum ClientFrame {
     },
     /// Ask for the push token of one app on this device. Same device and app → same token.
     GetToken { client_id: String },
+    /// Delete the app's push token (ArkTS `deleteToken`): sends to it are dropped with
+    /// receipt 5 from now on, and the next `get_token` returns a new token.
+    DeleteToken { client_id: String },
     /// Acknowledge received messages by id; unacknowledged ones are redelivered after a
     /// reconnect.
     Ack { ids: Vec<String> },
@@ -126,6 +129,8 @@ pub enum ServerFrame {
     },
     /// Answer to `get_token`.
     Token { client_id: String, token: String },
+    /// Answer to `delete_token`: the app has no token on this device any more.
+    TokenDeleted { client_id: String },
     /// A message for one of the device's apps.
     Message(DeviceMessage),
     /// A request could not be served; the connection stays open.
@@ -175,9 +180,9 @@ pub enum Reminder {
 }
 
 /// Frame type names, for the protocol-document test.
-pub const CLIENT_FRAME_TYPES: [&str; 4] = ["hello", "get_token", "ack", "report"];
+pub const CLIENT_FRAME_TYPES: [&str; 5] = ["hello", "get_token", "delete_token", "ack", "report"];
 /// Frame type names, for the protocol-document test.
-pub const SERVER_FRAME_TYPES: [&str; 4] = ["welcome", "token", "message", "error"];
+pub const SERVER_FRAME_TYPES: [&str; 5] = ["welcome", "token", "token_deleted", "message", "error"];
 
 #[cfg(test)]
 mod tests {

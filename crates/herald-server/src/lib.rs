@@ -15,6 +15,7 @@ pub mod keys;
 pub mod policy;
 pub mod registry;
 pub mod state;
+pub mod web;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -225,6 +226,8 @@ pub fn router(state: Shared) -> Router {
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())
+        .route(web::DEVICE_PATH, get(web::device_page))
+        .route(web::SDK_PATH, get(web::sdk_js))
         .fallback(not_found)
         .with_state(state)
 }

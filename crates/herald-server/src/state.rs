@@ -77,6 +77,11 @@ impl TokenCache {
     pub fn insert(&self, rec: TokenRecord) {
         self.map.insert(rec.token.clone(), rec);
     }
+
+    /// Forgets a deleted token, so that the next send looks it up (and misses) in the store.
+    pub fn remove(&self, token: &str) {
+        self.map.remove(token);
+    }
 }
 
 /// Apps by client id, read through from the store.

@@ -84,6 +84,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         client_id: &str,
         candidate: NewToken,
     ) -> Result<String>;
+    /// Mark the device's active token for the app deleted at `now_ms` (ArkTS
+    /// `deleteToken`); returns the token, or `None` when the app had none. The next
+    /// `token_for` creates a new one.
+    async fn delete_token(
+        &self,
+        device_id: &str,
+        client_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>>;
     /// Active tokens among `tokens`, in any order; unknown or deleted ones are absent.
     async fn lookup_tokens(&self, tokens: &[String]) -> Result<Vec<TokenRecord>>;
 

@@ -905,6 +905,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_token(
+        &self,
+        device_id: &str,
+        client_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>> {
+        let (device_id, client_id) = (device_id.to_owned(), client_id.to_owned());
+        self.write(move |c| {
+            // At most one row matches: `tokens_active` is unique on (device, app) among
+            // undeleted tokens, and a deleted row leaves that index.
+            Ok(c.prepare_cached(
+                "UPDATE tokens SET deleted_at = ?3
+                 WHERE device_id = ?1 AND client_id = ?2 AND deleted_at IS NULL
+                 RETURNING token",
+            )?
+            .query_row(params![device_id, client_id, now_ms], |r| r.get(0))
+            .optional()?)
+        })
+        .await
+    }
+
     async fn lookup_tokens(&self, tokens: &[String]) -> Result<Vec<TokenRecord>> {
         let tokens = tokens.to_vec();
         self.read(move |c| {

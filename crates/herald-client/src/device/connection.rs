@@ -305,6 +305,7 @@ impl RunnerParts {
         match command {
             Command::Report { id, status, code } => self.machine.report(id, status, code),
             Command::AddApp(client_id) => self.machine.add_app(client_id),
+            Command::DeleteToken(client_id) => self.machine.delete_token(client_id),
             Command::Shutdown => None,
         }
     }

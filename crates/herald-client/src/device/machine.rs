@@ -53,6 +53,9 @@ pub(crate) struct Machine {
     seen_dirty: bool,
     pending_acks: Vec<String>,
     queued_reports: VecDeque<ClientFrame>,
+    /// `delete_token` requests made offline; sent after the next welcome, before the
+    /// `get_token`s, so that the server answers with a fresh token.
+    queued_deletes: Vec<String>,
     session: Session,
 }
 
@@ -69,6 +72,7 @@ impl Machine {
             seen_dirty: false,
             pending_acks: Vec::new(),
             queued_reports: VecDeque::new(),
+            queued_deletes: Vec::new(),
             session: Session::Offline,
         }
     }
@@ -126,6 +130,9 @@ impl Machine {
             }
             (Session::Ready { .. }, ServerFrame::Token { client_id, token }) => {
                 Ok(vec![Effect::Emit(DeviceEvent::Token { client_id, token })])
+            }
+            (Session::Ready { .. }, ServerFrame::TokenDeleted { client_id }) => {
+                Ok(vec![Effect::Emit(DeviceEvent::TokenDeleted { client_id })])
             }
             (Session::Ready { .. }, ServerFrame::Message(message)) => Ok(self.on_message(message)),
             (Session::Ready { .. }, ServerFrame::Welcome { .. }) => {
@@ -186,6 +193,11 @@ impl Machine {
             server: server.to_owned(),
             registered,
         }));
+        effects.extend(
+            self.queued_deletes
+                .drain(..)
+                .map(|client_id| Effect::Send(ClientFrame::DeleteToken { client_id })),
+        );
         effects.extend(self.client_ids.iter().map(|client_id| {
             Effect::Send(ClientFrame::GetToken {
                 client_id: client_id.clone(),
@@ -250,12 +262,25 @@ impl Machine {
         self.is_ready()
             .then_some(ClientFrame::GetToken { client_id })
     }
+
+    /// Deletes an app's token: the frame to send now, or `None` if it goes out with the
+    /// next welcome (before that welcome's `get_token`s).
+    pub fn delete_token(&mut self, client_id: String) -> Option<ClientFrame> {
+        if self.is_ready() {
+            return Some(ClientFrame::DeleteToken { client_id });
+        }
+        if !self.queued_deletes.contains(&client_id) {
+            self.queued_deletes.push(client_id);
+        }
+        None
+    }
 }
 
 fn frame_type(frame: &ServerFrame) -> &'static str {
     match frame {
         ServerFrame::Welcome { .. } => "welcome",
         ServerFrame::Token { .. } => "token",
+        ServerFrame::TokenDeleted { .. } => "token_deleted",
         ServerFrame::Message(_) => "message",
         ServerFrame::Error { .. } => "error",
     }

@@ -1,27 +1,39 @@
 //! The device side: a simulated HarmonyOS device speaking Herald's device protocol over
-//! WebSocket, with a persistent identity, de-duplication, acks and reconnects.
+//! WebSocket (persistent identity, de-duplication, acks, reconnects), and on top of it the
+//! app side with Push Kit's client semantics (`docs/app-developers.md`).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), herald_client::device::DeviceError> {
-//! use herald_client::device::{Device, DeviceConfig, DeviceEvent};
-//! let (handle, mut events) = Device::start(DeviceConfig {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use herald_client::device::{Device, DeviceConfig, FixedAnswer, ProfileType, SdkEvent};
+//! let (device, mut events) = Device::open(DeviceConfig {
 //!     servers: vec!["http://127.0.0.1:8080".into()],
 //!     state_dir: "./herald-device".into(),
 //!     client_ids: vec!["1234567".into()],
 //!     ..DeviceConfig::default()
 //! })?;
+//! let app = device.app("1234567");
+//! app.request_enable_notification(&FixedAnswer(true)).await?;
+//! let token = app.get_token().await?; // hand it to the backend
+//! app.bind_app_profile_id(ProfileType::Application, "111***222").await?;
 //! while let Some(event) = events.recv().await {
-//!     if let DeviceEvent::Message(m) = event {
-//!         println!("{}", m.payload);
+//!     if let SdkEvent::Notification { shown, .. } = event {
+//!         if let Some(notify_id) = shown.notify_id {
+//!             app.click(notify_id).await?; // the user taps it
+//!         }
 //!     }
 //! }
-//! handle.shutdown().await;
+//! # let _ = token;
+//! device.shutdown().await;
 //! # Ok(()) }
 //! ```
 
+mod ability;
+mod apps;
 mod backoff;
 mod connection;
+mod error;
 mod machine;
+mod sdk;
 mod state;
 mod url;
 
@@ -32,8 +44,20 @@ use herald_proto::device::{DeviceMessage, ReportStatus};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use ability::{
+    Ability, AbilityCallback, AbilityDecl, ClickRoute, DEFAULT_HOME_ABILITY, NoopAbility, Want,
+    route_click,
+};
+pub use apps::{
+    APP_MESSAGE_ID_WINDOW_MS, MAX_PROFILES, Profile, ProfileType, PushKind, PushPayload,
+    RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState, ShownNotification,
+};
 pub use backoff::{Backoff, BackoffConfig};
+pub use error::{PushError, codes};
 pub use herald_proto::device::DeviceCredential;
+pub use sdk::{
+    APPS_FILE, AppHandle, ClickOutcome, Device, FixedAnswer, PermissionPrompt, SdkEvent,
+};
 pub use state::{DEFAULT_SEEN_CAPACITY, SeenIds, StateDir, StateError};
 pub use url::{BadServerUrl, ws_url};
 
@@ -83,6 +107,8 @@ pub enum DeviceEvent {
     },
     /// The push token of one app.
     Token { client_id: String, token: String },
+    /// The server deleted the app's token (answer to [`DeviceHandle::delete_token`]).
+    TokenDeleted { client_id: String },
     /// A new message (duplicates are acked and not reported).
     Message(DeviceMessage),
     /// An `error` frame from the server (`code` is the server's), or a local problem
@@ -110,12 +136,10 @@ pub enum DeviceError {
     Stopped,
 }
 
-/// Starts devices. (A namespace: the running device is a task behind [`DeviceHandle`].)
-#[derive(Debug)]
-pub struct Device;
-
 impl Device {
-    /// Loads the device's state and spawns its task on the current tokio runtime.
+    /// The protocol client alone, without the app-side rules: loads the device's state
+    /// and spawns its task on the current tokio runtime. [`Device::open`] builds the SDK
+    /// on top of it.
     pub fn start(
         config: DeviceConfig,
     ) -> Result<(DeviceHandle, mpsc::Receiver<DeviceEvent>), DeviceError> {
@@ -162,6 +186,7 @@ pub(crate) enum Command {
         code: Option<u32>,
     },
     AddApp(String),
+    DeleteToken(String),
     Shutdown,
 }
 
@@ -169,7 +194,7 @@ pub(crate) enum Command {
 /// without waiting.
 #[derive(Debug)]
 pub struct DeviceHandle {
-    commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
 
@@ -193,6 +218,12 @@ impl DeviceHandle {
     /// Installs another app: its token arrives as a [`DeviceEvent::Token`].
     pub async fn add_app(&self, client_id: impl Into<String>) -> Result<(), DeviceError> {
         self.command(Command::AddApp(client_id.into())).await
+    }
+
+    /// Asks the server to delete the app's token; [`DeviceEvent::TokenDeleted`] follows.
+    /// Made offline, the request goes out after the next welcome.
+    pub async fn delete_token(&self, client_id: impl Into<String>) -> Result<(), DeviceError> {
+        self.command(Command::DeleteToken(client_id.into())).await
     }
 
     /// Closes the connection with a normal close frame and waits for the task to end.

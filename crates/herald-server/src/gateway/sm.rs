@@ -125,6 +125,7 @@ impl Identified {
                 "hello",
             )]),
             ClientFrame::GetToken { client_id } => self.get_token(app, client_id).await,
+            ClientFrame::DeleteToken { client_id } => self.delete_token(app, client_id).await,
             ClientFrame::Ack { ids } => {
                 for id in &ids {
                     self.in_flight.remove(id);
@@ -201,6 +202,38 @@ impl Identified {
             project_id: found.project_id,
         });
         Ok(vec![ServerFrame::Token { client_id, token }])
+    }
+
+    /// `deleteToken`: the token leaves the store and the cache, so later sends to it are
+    /// dropped with receipt 5. Deleting when there is no token is not an error.
+    async fn delete_token(
+        &mut self,
+        app: &AppState,
+        client_id: String,
+    ) -> Result<Vec<ServerFrame>, Close> {
+        if app
+            .apps
+            .get(app.store.as_ref(), &client_id)
+            .await
+            .map_err(internal)?
+            .is_none()
+        {
+            return Ok(vec![error(
+                "unknown_app",
+                "no app has this client_id",
+                "delete_token",
+            )]);
+        }
+        let deleted = app
+            .store
+            .delete_token(&self.device_id, &client_id, app.clock.now_ms())
+            .await
+            .map_err(internal)?;
+        if let Some(token) = deleted {
+            app.tokens.remove(&token);
+            tracing::info!(device_id = %self.device_id, %client_id, "Token deleted.");
+        }
+        Ok(vec![ServerFrame::TokenDeleted { client_id }])
     }
 
     /// Frames for the stored queue, skipping what this connection already sent.

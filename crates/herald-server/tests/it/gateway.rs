@@ -266,3 +266,57 @@ async fn graceful_shutdown_closes_devices_and_a_restart_keeps_the_queue() {
     assert_eq!(again.id, unacked.id);
     assert_eq!(d.token(&app.info.client_id).await, token);
 }
+
+#[tokio::test]
+async fn a_deleted_token_is_dropped_with_5_and_the_next_one_works() {
+    let app = spawn_app().await;
+    let (mut d, old) = device_with_token(&app).await;
+    // Warm the token cache, so that the deletion must evict it.
+    let (s, _) = app.send(notification(&[&old], "before")).await;
+    assert_eq!(s, 200);
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+
+    d.send(&ClientFrame::DeleteToken {
+        client_id: app.info.client_id.clone(),
+    })
+    .await;
+    match d.next().await.unwrap() {
+        ServerFrame::TokenDeleted { client_id } => assert_eq!(client_id, app.info.client_id),
+        other => panic!("expected token_deleted, got {other:?}"),
+    }
+    let new = d.token(&app.info.client_id).await;
+    assert_ne!(new, old);
+
+    let (s, body) = app.send(notification(&[&old], "to the old token")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (200, Some("80000000")),
+        "{body}"
+    );
+    let request_id = body["requestId"].as_str().unwrap();
+    assert_eq!(
+        crate::helpers::events_for_token(&app, request_id, &old),
+        [("dropped".to_owned(), Some(5))]
+    );
+    let (s, _) = app.send(notification(&[&new], "to the new token")).await;
+    assert_eq!(s, 200);
+    let m = d.message().await;
+    assert_eq!(m.token, new);
+    assert_eq!(m.payload["notification"]["title"], "to the new token");
+
+    // Deleting again (no token now) is answered the same; an unknown app is an error.
+    d.send(&ClientFrame::DeleteToken {
+        client_id: "nope".into(),
+    })
+    .await;
+    match d.next().await.unwrap() {
+        ServerFrame::Error { code, re, .. } => {
+            assert_eq!(
+                (code.as_str(), re.as_deref()),
+                ("unknown_app", Some("delete_token"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

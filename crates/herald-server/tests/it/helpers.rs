@@ -389,3 +389,23 @@ pub async fn add_project_with_app(app: &TestApp, project_id: &str, client_id: &s
         .expect("app");
     client_id.to_owned()
 }
+
+/// `(outcome, code)` of every event of `request_id` for `token`, read from the database
+/// file (drops have server-made message ids no API returns).
+pub fn events_for_token(
+    app: &TestApp,
+    request_id: &str,
+    token: &str,
+) -> Vec<(String, Option<u32>)> {
+    let db = rusqlite::Connection::open(app.dir.path().join(herald_server::DATABASE_FILE))
+        .expect("open the database");
+    let mut stmt = db
+        .prepare(
+            "SELECT outcome, code FROM events WHERE request_id = ?1 AND token = ?2 ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([request_id, token], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}

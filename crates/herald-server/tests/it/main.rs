@@ -9,4 +9,5 @@ mod docs;
 mod gateway;
 mod helpers;
 mod rights_quotas;
+mod sdk;
 mod send_api;

@@ -1,24 +1,23 @@
-//! `herald device`: a simulated device that registers, fetches tokens, shows notifications
-//! and reports what it did, printing one line per event (JSON with `--json`).
+//! `herald device`: a simulated device running the Rust SDK's app side. It launches each
+//! app once (asking for the notification permission, as an app does on its first start),
+//! takes user and app actions as JSON lines on standard input, and prints one line per
+//! event (JSON with `--json`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use herald_client::device::{Device, DeviceConfig, DeviceEvent, DeviceHandle, StateDir};
-use herald_proto::device::{DeviceMessage, ReportStatus};
-use herald_proto::push::{AlertPayload, Notification};
-use serde::{Deserialize, Serialize};
+use async_trait::async_trait;
+use herald_client::device::{
+    AbilityDecl, AppHandle, ClickOutcome, Device, DeviceConfig, FixedAnswer, NoopAbility,
+    PermissionPrompt, ProfileType, PushError, RunState, SdkEvent,
+};
+use herald_proto::device::ReportStatus;
+use serde::Deserialize;
 use serde_json::{Value, json};
-
-/// The file in the state directory holding the user's notification-permission answers.
-const PERMISSIONS_FILE: &str = "permissions.json";
-/// Push Kit receipt code for "notifications switched off by the user".
-const CODE_SWITCHED_OFF: u32 = 6;
-/// Notifications kept per app for `notifyId` replacement; older ones are forgotten.
-const MAX_NOTIFICATIONS_PER_APP: usize = 500;
+use tokio::sync::mpsc;
 
 /// Arguments of `herald device`.
 #[derive(Debug, clap::Args)]
@@ -31,269 +30,304 @@ pub struct DeviceArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub servers: Vec<String>,
-    /// An app installed on the device (repeat for several).
+    /// An app installed on the device (repeat for several). Commands without a
+    /// `client_id` act on the first.
     #[arg(long = "client-id", value_name = "ID", required = true)]
     pub client_ids: Vec<String>,
-    /// Where the device keeps its identity; the same directory is the same device.
+    /// Where the device keeps its identity, tokens, switches and bindings; the same
+    /// directory is the same device.
     #[arg(long, value_name = "DIR", default_value = "./herald-device")]
     pub state_dir: PathBuf,
-    /// The user's answer to the notification-permission prompt. Asked at first launch
-    /// (answer: allow unless given); remembered in the state directory afterwards.
-    #[arg(long, value_enum)]
-    pub permission: Option<Permission>,
+    /// How the user answers the notification-permission dialog the app shows at launch
+    /// (and on `request_permission`): allow (the default), deny, or ask on the terminal.
+    /// The dialog is shown at most once per app and device.
+    #[arg(long, value_enum, default_value = "allow")]
+    pub permission: Permission,
+    /// Declare an ability besides the home `EntryAbility`, for `clickAction` type 1:
+    /// `NAME[,action=ACTION][,uri=URI]` (repeat for several; applies to every app).
+    #[arg(long = "ability", value_name = "SPEC", value_parser = parse_ability)]
+    pub abilities: Vec<AbilityDecl>,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 /// `--permission`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Permission {
     Allow,
     Deny,
+    Ask,
+}
+
+fn parse_ability(spec: &str) -> Result<AbilityDecl, String> {
+    let mut parts = spec.split(',');
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or("an ability needs a name")?;
+    let mut decl = AbilityDecl::new(name);
+    for part in parts {
+        match part.split_once('=') {
+            Some(("action", a)) => decl = decl.action(a),
+            Some(("uri", u)) => decl = decl.uri(u),
+            _ => return Err(format!("{part:?}: expected action=… or uri=…")),
+        }
+    }
+    Ok(decl)
+}
+
+/// A command on standard input.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum Cmd {
+    Click {
+        notify_id: i64,
+        client_id: Option<String>,
+    },
+    RequestPermission {
+        client_id: Option<String>,
+    },
+    Settings {
+        enabled: bool,
+        client_id: Option<String>,
+    },
+    BindProfile {
+        #[serde(rename = "type")]
+        kind: u8,
+        id: String,
+        client_id: Option<String>,
+    },
+    UnbindProfile {
+        id: String,
+        client_id: Option<String>,
+    },
+    DeleteToken {
+        client_id: Option<String>,
+    },
+    App {
+        state: RunState,
+        client_id: Option<String>,
+    },
+}
+
+impl Cmd {
+    fn client_id(&self) -> Option<&str> {
+        match self {
+            Cmd::Click { client_id, .. }
+            | Cmd::RequestPermission { client_id }
+            | Cmd::Settings { client_id, .. }
+            | Cmd::BindProfile { client_id, .. }
+            | Cmd::UnbindProfile { client_id, .. }
+            | Cmd::DeleteToken { client_id }
+            | Cmd::App { client_id, .. } => client_id.as_deref(),
+        }
+    }
+}
+
+/// The permission dialog on the terminal (`/dev/tty`, so that standard input stays free
+/// for commands).
+#[derive(Debug)]
+struct TerminalPrompt;
+
+#[async_trait]
+impl PermissionPrompt for TerminalPrompt {
+    async fn ask(&self, client_id: &str) -> bool {
+        let question = format!("Allow app {client_id} to send you notifications? [y/N] ");
+        tokio::task::spawn_blocking(move || ask_tty(&question).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+fn ask_tty(question: &str) -> std::io::Result<bool> {
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    tty.write_all(question.as_bytes())?;
+    tty.flush()?;
+    let mut answer = String::new();
+    std::io::BufReader::new(tty).read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+fn prompt_for(permission: Permission) -> Arc<dyn PermissionPrompt> {
+    match permission {
+        Permission::Allow => Arc::new(FixedAnswer(true)),
+        Permission::Deny => Arc::new(FixedAnswer(false)),
+        Permission::Ask => Arc::new(TerminalPrompt),
+    }
 }
 
 /// Runs the device until Ctrl-C / SIGTERM (success) or until it stops by itself (failure).
 pub async fn run(args: DeviceArgs) -> anyhow::Result<ExitCode> {
-    let state = StateDir::open(&args.state_dir)
-        .with_context(|| format!("opening {}", args.state_dir.display()))?;
-    let permissions = settle_permissions(&state, &args.client_ids, args.permission)?;
-    let (handle, mut events) = Device::start(DeviceConfig {
+    let (device, mut events) = Device::open(DeviceConfig {
         servers: args.servers.clone(),
         state_dir: args.state_dir.clone(),
         client_ids: args.client_ids.clone(),
         ..DeviceConfig::default()
-    })?;
-    let mut screen = Screen {
-        out: Output { json: args.json },
-        permissions,
-        shade: NotificationShade::default(),
-    };
+    })
+    .with_context(|| format!("starting the device in {}", args.state_dir.display()))?;
+    let out = Output { json: args.json };
+    let prompt = prompt_for(args.permission);
+    let apps: Vec<AppHandle> = args.client_ids.iter().map(|id| device.app(id)).collect();
+    for app in &apps {
+        for decl in &args.abilities {
+            app.add_ability(decl.clone(), Arc::new(NoopAbility));
+        }
+    }
+    // First launch: each app asks for the permission once (its result is an event).
+    for app in &apps {
+        spawn_permission_request(app.clone(), prompt.clone());
+    }
 
+    let mut commands = stdin_lines();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    loop {
+    let code = loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown => break ExitCode::SUCCESS,
             event = events.recv() => match event {
-                Some(event) => screen.on_event(&handle, event).await?,
-                // The device stopped by itself; its last event said why.
-                None => return Ok(ExitCode::FAILURE),
+                Some(SdkEvent::Disconnected { reason, will_retry: false }) => {
+                    out.event(&SdkEvent::Disconnected { reason, will_retry: false })?;
+                    break ExitCode::FAILURE;
+                }
+                Some(event) => out.event(&event)?,
+                None => break ExitCode::FAILURE,
             },
+            Some(line) = commands.recv() => {
+                on_command(&apps, &prompt, &out, &line).await?;
+            }
         }
+    };
+    device.shutdown().await;
+    while let Ok(event) = events.try_recv() {
+        out.event(&event)?;
     }
-    handle.shutdown().await;
-    while let Some(event) = events.recv().await {
-        screen.print_event_only(&event)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-/// Decides each app's permission: the flag wins (and is remembered), else the remembered
-/// answer, else the first-launch default, allow.
-fn settle_permissions(
-    state: &StateDir,
-    client_ids: &[String],
-    flag: Option<Permission>,
-) -> anyhow::Result<HashMap<String, Permission>> {
-    let mut stored: BTreeMap<String, Permission> =
-        state.read_json(PERMISSIONS_FILE)?.unwrap_or_default();
-    let before = stored.clone();
-    for client_id in client_ids {
-        match flag {
-            Some(answer) => {
-                stored.insert(client_id.clone(), answer);
+/// Standard input, line by line, read on a blocking thread. Stops at end of input.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
             }
+        }
+    });
+    rx
+}
+
+/// Runs a permission request on its own task: the dialog may stay open while more
+/// commands arrive (a second request then gets 1600013). The SDK prints the outcome.
+fn spawn_permission_request(app: AppHandle, prompt: Arc<dyn PermissionPrompt>) {
+    tokio::spawn(async move {
+        let _ = app.request_enable_notification(prompt.as_ref()).await;
+    });
+}
+
+async fn on_command(
+    apps: &[AppHandle],
+    prompt: &Arc<dyn PermissionPrompt>,
+    out: &Output,
+    line: &str,
+) -> anyhow::Result<()> {
+    if line.trim().is_empty() {
+        return Ok(());
+    }
+    let cmd: Cmd = match serde_json::from_str(line) {
+        Ok(cmd) => cmd,
+        Err(e) => return out.command_error("bad_command", None, &format!("{e}: {line}")),
+    };
+    let app = match cmd.client_id() {
+        None => &apps[0],
+        Some(id) => match apps.iter().find(|a| a.client_id() == id) {
+            Some(app) => app,
             None => {
-                stored.entry(client_id.clone()).or_insert(Permission::Allow);
+                return out.command_error(
+                    "unknown_app",
+                    None,
+                    &format!("no app {id} on this device"),
+                );
             }
+        },
+    };
+    let result = match cmd {
+        Cmd::Click { notify_id, .. } => match app.click(notify_id).await {
+            // An opened ability is printed from its SDK event.
+            Ok(ClickOutcome::Opened { .. }) => Ok(()),
+            Ok(ClickOutcome::Cleared) => out.line(
+                json!({"event": "cleared", "client_id": app.client_id(), "notify_id": notify_id}),
+                format!("cleared: notification {notify_id}"),
+            ).map_err(CommandError::Io),
+            Ok(ClickOutcome::Dialed { tel }) => out.line(
+                json!({"event": "dialer", "client_id": app.client_id(), "tel": tel}),
+                format!("dialer: {}", tel.as_deref().unwrap_or("-")),
+            ).map_err(CommandError::Io),
+            Err(e) => Err(CommandError::Push(e)),
+        },
+        Cmd::RequestPermission { .. } => {
+            spawn_permission_request(app.clone(), prompt.clone());
+            Ok(())
         }
-    }
-    if stored != before {
-        state.write_json(PERMISSIONS_FILE, &stored)?;
-    }
-    Ok(client_ids
-        .iter()
-        .map(|id| (id.clone(), stored[id]))
-        .collect())
-}
-
-/// The notifications currently on screen, per app, for `notifyId` replacement.
-#[derive(Debug, Default)]
-struct NotificationShade {
-    apps: HashMap<String, VecDeque<(Option<i64>, String)>>,
-}
-
-impl NotificationShade {
-    /// Shows a notification; returns whether it replaced one with the same `notifyId`.
-    fn show(&mut self, client_id: &str, notify_id: Option<i64>, message_id: &str) -> bool {
-        let list = self.apps.entry(client_id.to_owned()).or_default();
-        let earlier = notify_id.and_then(|n| list.iter().position(|(id, _)| *id == Some(n)));
-        if let Some(i) = earlier {
-            list.remove(i);
-        }
-        if list.len() >= MAX_NOTIFICATIONS_PER_APP {
-            list.pop_front();
-        }
-        list.push_back((notify_id, message_id.to_owned()));
-        earlier.is_some()
-    }
-}
-
-struct Screen {
-    out: Output,
-    permissions: HashMap<String, Permission>,
-    shade: NotificationShade,
-}
-
-impl Screen {
-    async fn on_event(&mut self, handle: &DeviceHandle, event: DeviceEvent) -> anyhow::Result<()> {
-        let DeviceEvent::Message(message) = event else {
-            return self.print_event_only(&event);
-        };
-        let notification = (message.push_type == 0)
-            .then(|| serde_json::from_value::<AlertPayload>(message.payload.clone()).ok())
-            .flatten()
-            .and_then(|p| p.notification);
-        let (status, code) = match notification {
-            Some(_) if self.permissions.get(&message.client_id) == Some(&Permission::Deny) => {
-                self.out.line(
-                    json!({
-                        "event": "suppressed",
-                        "client_id": message.client_id,
-                        "message_id": message.id,
-                        "push_type": message.push_type,
-                        "code": CODE_SWITCHED_OFF,
-                        "reason": "notifications denied by the user",
-                    }),
-                    format!(
-                        "suppressed: message {} for app {} (notifications denied, code {CODE_SWITCHED_OFF})",
-                        message.id, message.client_id
-                    ),
-                )?;
-                (ReportStatus::Suppressed, Some(CODE_SWITCHED_OFF))
-            }
-            Some(notification) => {
-                self.show_notification(&message, &notification)?;
-                (ReportStatus::Shown, None)
-            }
-            None => {
-                self.out.line(
-                    json!({
-                        "event": "message",
-                        "client_id": message.client_id,
-                        "message_id": message.id,
-                        "push_type": message.push_type,
-                        "test": message.test,
-                        "payload": message.payload,
-                    }),
-                    format!(
-                        "message: push-type {} for app {} ({}): {}",
-                        message.push_type, message.client_id, message.id, message.payload
-                    ),
-                )?;
-                (ReportStatus::Shown, None)
-            }
-        };
-        if handle.report(&message.id, status, code).await.is_ok() {
-            let status_name = match status {
-                ReportStatus::Shown => "shown",
-                ReportStatus::Suppressed => "suppressed",
-                ReportStatus::Clicked => "clicked",
+        Cmd::Settings { enabled, .. } => app.set_notification_enabled(enabled).map_err(CommandError::Push),
+        Cmd::BindProfile { kind, id, .. } => {
+            let bound = match ProfileType::try_from(kind) {
+                Ok(kind) => app.bind_app_profile_id(kind, &id).await,
+                Err(e) => Err(e),
             };
-            self.out.line(
-                json!({"event": "report", "message_id": message.id, "status": status_name, "code": code}),
-                format!("report: {} {status_name}", message.id),
-            )?;
+            bound.map_err(CommandError::Push).and_then(|()| print_profiles(out, app))
         }
-        Ok(())
-    }
-
-    fn show_notification(
-        &mut self,
-        message: &DeviceMessage,
-        n: &Notification,
-    ) -> anyhow::Result<()> {
-        let replaced = self
-            .shade
-            .show(&message.client_id, n.notify_id, &message.id);
-        let reminder = match message.reminder {
-            Some(herald_proto::device::Reminder::Alert) => "alert",
-            Some(herald_proto::device::Reminder::Silent) => "silent",
-            None => "-",
-        };
-        let text = format!(
-            "notification [{} {reminder}] {}: {}  (app {}, message {}, notify_id {}{}{})",
-            n.category.as_deref().unwrap_or("-"),
-            n.title.as_deref().unwrap_or(""),
-            n.body.as_deref().unwrap_or(""),
-            message.client_id,
-            message.id,
-            n.notify_id
-                .map_or_else(|| "-".to_owned(), |id| id.to_string()),
-            if replaced {
-                ", replaces an earlier one"
-            } else {
-                ""
-            },
-            if message.test { ", test" } else { "" },
-        );
-        self.out.line(
-            json!({
-                "event": "notification",
-                "client_id": message.client_id,
-                "message_id": message.id,
-                "push_type": message.push_type,
-                "notify_id": n.notify_id,
-                "category": n.category,
-                "reminder": message.reminder,
-                "sound": n.sound,
-                "title": n.title,
-                "body": n.body,
-                "click_action": n.click_action,
-                "test": message.test,
-                "replaced": replaced,
-            }),
-            text,
-        )
-    }
-
-    /// Prints every event except messages, which need the handle to report.
-    fn print_event_only(&mut self, event: &DeviceEvent) -> anyhow::Result<()> {
-        match event {
-            DeviceEvent::Connected {
-                device_id,
-                server,
-                registered,
-            } => self.out.line(
-                json!({"event": "connected", "device_id": device_id, "server": server, "registered": registered}),
-                format!(
-                    "connected: device {device_id} via {server}{}",
-                    if *registered { " (newly registered)" } else { "" }
-                ),
-            ),
-            DeviceEvent::Token { client_id, token } => self.out.line(
-                json!({"event": "token", "client_id": client_id, "token": token}),
-                format!("token: app {client_id}: {token}"),
-            ),
-            DeviceEvent::Error { code, message, re } => self.out.line(
-                json!({"event": "error", "code": code, "message": message, "re": re}),
-                format!("error: {code}: {message}"),
-            ),
-            DeviceEvent::Disconnected { reason, will_retry } => self.out.line(
-                json!({"event": "disconnected", "reason": reason, "will_retry": will_retry}),
-                format!(
-                    "disconnected: {reason}{}",
-                    if *will_retry { " (reconnecting)" } else { "" }
-                ),
-            ),
-            DeviceEvent::Message(m) => self.out.line(
-                json!({"event": "message", "message_id": m.id, "client_id": m.client_id, "push_type": m.push_type}),
-                format!("message: {} for app {} (not shown)", m.id, m.client_id),
-            ),
+        Cmd::UnbindProfile { id, .. } => app
+            .unbind_app_profile_id(&id)
+            .await
+            .map_err(CommandError::Push)
+            .and_then(|()| print_profiles(out, app)),
+        Cmd::DeleteToken { .. } => {
+            // As an app would: delete, then fetch the new token (printed as a token event).
+            match app.delete_token().await {
+                Ok(()) => app.get_token().await.map(drop).map_err(CommandError::Push),
+                Err(e) => Err(CommandError::Push(e)),
+            }
+        }
+        Cmd::App { state, .. } => {
+            app.set_run_state(state);
+            out.line(
+                json!({"event": "app", "client_id": app.client_id(), "state": state}),
+                format!("app {}: {state:?}", app.client_id()),
+            )
+            .map_err(CommandError::Io)
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(CommandError::Io(e)) => Err(e),
+        Err(CommandError::Push(e)) => {
+            out.command_error("command_failed", Some(e.code()), &e.to_string())
         }
     }
+}
+
+enum CommandError {
+    Push(PushError),
+    Io(anyhow::Error),
+}
+
+fn print_profiles(out: &Output, app: &AppHandle) -> Result<(), CommandError> {
+    let profiles = app.profiles();
+    let ids: Vec<&str> = profiles.iter().map(|p| p.id.as_str()).collect();
+    out.line(
+        json!({"event": "profiles", "client_id": app.client_id(), "profiles": profiles}),
+        format!("profiles: app {}: {}", app.client_id(), ids.join(", ")),
+    )
+    .map_err(CommandError::Io)
 }
 
 /// Writes one line per event to stdout, flushed at once so that a reading process sees it.
@@ -311,6 +345,195 @@ impl Output {
         }
         stdout.flush()?;
         Ok(())
+    }
+
+    fn command_error(
+        &self,
+        code: &str,
+        push_code: Option<u32>,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        self.line(
+            json!({"event": "error", "code": code, "push_code": push_code, "message": message, "re": "command"}),
+            format!("error: {code}: {message}"),
+        )
+    }
+
+    fn event(&self, event: &SdkEvent) -> anyhow::Result<()> {
+        let (object, text) = describe(event);
+        self.line(object, text)
+    }
+}
+
+/// An SDK event as a JSON object and as a line of text.
+fn describe(event: &SdkEvent) -> (Value, String) {
+    match event {
+        SdkEvent::Connected {
+            device_id,
+            server,
+            registered,
+        } => (
+            json!({"event": "connected", "device_id": device_id, "server": server, "registered": registered}),
+            format!(
+                "connected: device {device_id} via {server}{}",
+                if *registered {
+                    " (newly registered)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        SdkEvent::Disconnected { reason, will_retry } => (
+            json!({"event": "disconnected", "reason": reason, "will_retry": will_retry}),
+            format!(
+                "disconnected: {reason}{}",
+                if *will_retry { " (reconnecting)" } else { "" }
+            ),
+        ),
+        SdkEvent::Token {
+            client_id,
+            token,
+            bindings_dropped,
+        } => (
+            json!({"event": "token", "client_id": client_id, "token": token, "bindings_dropped": bindings_dropped}),
+            format!("token: app {client_id}: {token}"),
+        ),
+        SdkEvent::TokenDeleted { client_id } => (
+            json!({"event": "token_deleted", "client_id": client_id}),
+            format!("token deleted: app {client_id}"),
+        ),
+        SdkEvent::Permission {
+            client_id,
+            enabled,
+            code,
+        } => (
+            json!({"event": "permission", "client_id": client_id, "enabled": enabled, "code": code}),
+            format!(
+                "permission: app {client_id}: notifications {}{}",
+                if *enabled { "on" } else { "off" },
+                code.map(|c| format!(" (error {c})")).unwrap_or_default()
+            ),
+        ),
+        SdkEvent::Notification {
+            client_id,
+            shown,
+            replaced,
+        } => {
+            let n = &shown.notification;
+            let reminder = match shown.reminder {
+                Some(herald_proto::device::Reminder::Alert) => "alert",
+                Some(herald_proto::device::Reminder::Silent) => "silent",
+                None => "-",
+            };
+            let text = format!(
+                "notification [{} {reminder}] {}: {}  (app {client_id}, message {}, notify_id {}{}{})",
+                n["category"].as_str().unwrap_or("-"),
+                n["title"].as_str().unwrap_or(""),
+                n["body"].as_str().unwrap_or(""),
+                shown.message_id,
+                shown
+                    .notify_id
+                    .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                if replaced.is_some() {
+                    ", replaces an earlier one"
+                } else {
+                    ""
+                },
+                if shown.test { ", test" } else { "" },
+            );
+            (
+                json!({
+                    "event": "notification",
+                    "client_id": client_id,
+                    "message_id": shown.message_id,
+                    "push_type": shown.push_type,
+                    "notify_id": shown.notify_id,
+                    "category": n.get("category"),
+                    "reminder": shown.reminder,
+                    "sound": n.get("sound"),
+                    "title": n.get("title"),
+                    "body": n.get("body"),
+                    "click_action": n.get("clickAction"),
+                    "profile_id": n.get("profileId"),
+                    "app_message_id": n.get("appMessageId"),
+                    "test": shown.test,
+                    "replaced": replaced.is_some(),
+                    "replaced_message_id": replaced,
+                }),
+                text,
+            )
+        }
+        SdkEvent::Suppressed {
+            client_id,
+            message_id,
+            push_type,
+            receipt,
+            reason,
+        } => (
+            // `code` repeats `receipt` for readers of the earlier event shape.
+            json!({"event": "suppressed", "client_id": client_id, "message_id": message_id,
+                "push_type": push_type, "receipt": receipt, "code": receipt, "reason": reason}),
+            format!(
+                "suppressed: message {message_id} for app {client_id}: {reason}{}",
+                receipt
+                    .map(|r| format!(" (receipt {r})"))
+                    .unwrap_or_default()
+            ),
+        ),
+        SdkEvent::Received {
+            client_id,
+            kind,
+            payload,
+            handled,
+        } => (
+            json!({"event": "received", "client_id": client_id, "kind": kind, "payload": payload, "handled": handled}),
+            format!(
+                "receiveMessage('{}'): app {client_id}: {}",
+                kind.as_str(),
+                payload.data
+            ),
+        ),
+        SdkEvent::Message(m) => (
+            json!({"event": "message", "client_id": m.client_id, "message_id": m.id,
+                "push_type": m.push_type, "test": m.test, "payload": m.payload}),
+            format!(
+                "message: push-type {} for app {} ({}): {}",
+                m.push_type, m.client_id, m.id, m.payload
+            ),
+        ),
+        SdkEvent::Report {
+            message_id,
+            status,
+            code,
+        } => {
+            let status = match status {
+                ReportStatus::Shown => "shown",
+                ReportStatus::Suppressed => "suppressed",
+                ReportStatus::Clicked => "clicked",
+            };
+            (
+                json!({"event": "report", "message_id": message_id, "status": status, "code": code}),
+                format!("report: {message_id} {status}"),
+            )
+        }
+        SdkEvent::Ability {
+            client_id,
+            ability,
+            callback,
+            want,
+        } => (
+            json!({"event": "ability", "client_id": client_id, "ability": ability,
+                "callback": callback, "want": want}),
+            format!(
+                "ability: app {client_id}: {ability}.{}(want {})",
+                callback.as_str(),
+                serde_json::to_string(want).unwrap_or_default()
+            ),
+        ),
+        SdkEvent::Error { code, message, re } => (
+            json!({"event": "error", "code": code, "message": message, "re": re}),
+            format!("error: {code}: {message}"),
+        ),
     }
 }
 
@@ -338,27 +561,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_same_notify_id_replaces_within_one_app_only() {
-        let mut shade = NotificationShade::default();
-        assert!(!shade.show("a", Some(1), "m1"));
-        assert!(shade.show("a", Some(1), "m2"));
-        assert!(!shade.show("b", Some(1), "m3"));
-        assert!(!shade.show("a", None, "m4"));
-        assert!(!shade.show("a", None, "m5"));
+    fn ability_specs_parse() {
+        let d =
+            parse_ability("Orders,action=com.example.ORDER,uri=https://x.test/o").expect("valid");
+        assert_eq!(d.name, "Orders");
+        assert_eq!(d.actions, ["com.example.ORDER"]);
+        assert_eq!(d.uris, ["https://x.test/o"]);
+        assert!(parse_ability("").is_err());
+        assert!(parse_ability("X,foo=bar").is_err());
     }
 
     #[test]
-    fn permission_is_asked_once_and_remembered() {
-        let dir =
-            std::env::temp_dir().join(format!("herald-permission-test-{}", std::process::id()));
-        let state = StateDir::open(&dir).expect("state dir");
-        let apps = vec!["app".to_owned()];
-        let first = settle_permissions(&state, &apps, Some(Permission::Deny)).expect("settle");
-        assert_eq!(first["app"], Permission::Deny);
-        let later = settle_permissions(&state, &apps, None).expect("settle");
-        assert_eq!(later["app"], Permission::Deny);
-        let fresh = settle_permissions(&state, &["other".to_owned()], None).expect("settle");
-        assert_eq!(fresh["other"], Permission::Allow);
-        let _ = std::fs::remove_dir_all(&dir);
+    fn commands_parse() {
+        let c: Cmd = serde_json::from_str(r#"{"cmd":"click","notify_id":7}"#).expect("click");
+        assert!(matches!(
+            c,
+            Cmd::Click {
+                notify_id: 7,
+                client_id: None
+            }
+        ));
+        let c: Cmd = serde_json::from_str(r#"{"cmd":"app","state":"foreground"}"#).expect("app");
+        assert!(matches!(
+            c,
+            Cmd::App {
+                state: RunState::Foreground,
+                ..
+            }
+        ));
+        let c: Cmd =
+            serde_json::from_str(r#"{"cmd":"bind_profile","type":2,"id":"u"}"#).expect("bind");
+        assert!(matches!(c, Cmd::BindProfile { kind: 2, .. }));
     }
 }

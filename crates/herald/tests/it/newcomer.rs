@@ -36,10 +36,15 @@ fn seed_example_signed_by_the_backend_reaches_a_herald_device() {
     assert_eq!(pem.lines().count(), 3, "base64 body on one line");
 
     let client_id = boot["client_id"].as_str().unwrap();
-    let device = DeviceProc::start(&server.url, client_id, &dir.path().join("device"), &[]);
+    let mut device = DeviceProc::start(&server.url, client_id, &dir.path().join("device"), &[]);
     let token = device.expect("token", Duration::from_secs(20));
     let token = token["token"].as_str().unwrap().to_owned();
     assert!(token.len() >= 112);
+    // The seed's request carries `profileId: "111***222"`: Push Kit shows it only when
+    // the app has bound that account, so the app binds it first, as after a login.
+    device.command(json!({"cmd": "bind_profile", "type": 2, "id": "111***222"}));
+    let profiles = device.expect("profiles", Duration::from_secs(10));
+    assert_eq!(profiles["profiles"][0]["id"], "111***222");
 
     // The seed's request, verbatim but for the token.
     let body = json!({
@@ -167,6 +172,7 @@ fn a_denied_permission_suppresses_notifications() {
     assert_eq!(status, 200);
     let suppressed = device.expect("suppressed", Duration::from_secs(10));
     assert_eq!(suppressed["code"], 6);
+    assert_eq!(suppressed["receipt"], 6);
 }
 
 #[test]

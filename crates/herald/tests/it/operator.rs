@@ -192,8 +192,9 @@ fn operations_grant_a_right_and_the_device_shows_the_difference() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let n = new_device.expect("notification", Duration::from_secs(10));
     assert_eq!(n["title"], "from the new key");

@@ -115,6 +115,7 @@ pub fn read_json(path: &Path) -> Value {
 /// A `herald device --json` child process and its output lines.
 pub struct DeviceProc {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: mpsc::Receiver<Value>,
 }
 
@@ -132,11 +133,13 @@ impl DeviceProc {
             ])
             .arg(state_dir)
             .args(extra)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("herald device starts");
         let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -148,7 +151,19 @@ impl DeviceProc {
                 }
             }
         });
-        DeviceProc { child, lines }
+        DeviceProc {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Writes one JSON command line to the device's standard input.
+    pub fn command(&mut self, command: Value) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{command}").expect("write a command");
+        stdin.flush().expect("flush");
     }
 
     /// The next event named `event`, skipping others, within `timeout`.

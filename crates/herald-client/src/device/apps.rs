@@ -1,0 +1,642 @@
+//! What the device keeps per app, and Push Kit's client-side rules over it, with no I/O:
+//! the notification switch and its permission dialog, bound `profileId`s, the run state,
+//! the notification shade (`notifyId` replacement), `appMessageId` de-duplication for
+//! 24 hours, and which `receiveMessage` kind a message goes to (reference §2.4, §7).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use herald_proto::device::DeviceMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::PushError;
+
+/// At most this many `profileId`s are bound per app (Push Kit: 1000900015 past it).
+pub const MAX_PROFILES: usize = 10;
+/// `appMessageId` de-duplication window.
+pub const APP_MESSAGE_ID_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+/// Notifications kept per app in the shade; the oldest go first.
+pub const MAX_SHADE: usize = 500;
+/// The longest `appProfileId` Push Kit accepts.
+const MAX_PROFILE_ID_LEN: usize = 64;
+
+/// Receipt code: notification switch off.
+pub const RECEIPT_SWITCH_OFF: u32 = 6;
+/// Receipt code: `profileId` does not match a bound account.
+pub const RECEIPT_PROFILE_MISMATCH: u32 = 144;
+
+/// `pushCommon.AppProfileType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum ProfileType {
+    /// `PROFILE_TYPE_OS_DISTRIBUTED_ACCOUNT = 1` (HUAWEI ID).
+    HuaweiId = 1,
+    /// `PROFILE_TYPE_APPLICATION_ACCOUNT = 2` (the app's own account).
+    Application = 2,
+}
+
+impl From<ProfileType> for u8 {
+    fn from(t: ProfileType) -> u8 {
+        t as u8
+    }
+}
+
+impl TryFrom<u8> for ProfileType {
+    type Error = PushError;
+    fn try_from(v: u8) -> Result<Self, PushError> {
+        match v {
+            1 => Ok(ProfileType::HuaweiId),
+            2 => Ok(ProfileType::Application),
+            other => Err(PushError::Parameter(format!(
+                "appProfileType must be 1 or 2, not {other}"
+            ))),
+        }
+    }
+}
+
+/// `receiveMessage`'s push types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PushKind {
+    /// Notifications with `foregroundShow: false` while the app is in the foreground.
+    #[serde(rename = "DEFAULT")]
+    Default,
+    /// Extension (push-type 2) messages while the app is in the foreground.
+    #[serde(rename = "IM")]
+    Im,
+    /// VoIP calls (push-type 10).
+    #[serde(rename = "VoIP")]
+    VoIp,
+    /// Background messages (push-type 6), while the app is in the foreground.
+    #[serde(rename = "BACKGROUND")]
+    Background,
+}
+
+impl PushKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushKind::Default => "DEFAULT",
+            PushKind::Im => "IM",
+            PushKind::VoIp => "VoIP",
+            PushKind::Background => "BACKGROUND",
+        }
+    }
+
+    /// `PushPayload.type` for a message received under this kind.
+    fn payload_type(self) -> &'static str {
+        match self {
+            PushKind::Default => "ALERT",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::str::FromStr for PushKind {
+    type Err = PushError;
+    fn from_str(s: &str) -> Result<Self, PushError> {
+        match s {
+            "DEFAULT" => Ok(PushKind::Default),
+            "IM" => Ok(PushKind::Im),
+            "VoIP" => Ok(PushKind::VoIp),
+            "BACKGROUND" => Ok(PushKind::Background),
+            other => Err(PushError::Parameter(format!("unknown push type {other:?}"))),
+        }
+    }
+}
+
+/// `pushCommon.PushPayload`: `type` and `data`, a JSON string shaped as on HarmonyOS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushPayload {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: String,
+    /// Herald's message id (not in ArkTS; handy for logs and tests).
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+}
+
+/// Whether the app runs, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    #[default]
+    Stopped,
+    Background,
+    Foreground,
+}
+
+/// One bound account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(rename = "type")]
+    pub kind: ProfileType,
+    pub id: String,
+}
+
+/// A notification on screen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShownNotification {
+    pub message_id: String,
+    pub notify_id: Option<i64>,
+    pub push_type: u8,
+    pub test: bool,
+    /// The `notification` object as received (title, body, clickAction…).
+    pub notification: Value,
+    /// How the device reminds the user (from the effective category).
+    pub reminder: Option<herald_proto::device::Reminder>,
+}
+
+/// What the device persists per app in `apps.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppFile {
+    /// The app's notification switch; off until the user allows it.
+    #[serde(default)]
+    pub notifications_enabled: bool,
+    /// Whether the permission dialog has been shown (it is shown at most once).
+    #[serde(default)]
+    pub permission_asked: bool,
+    /// The last token the server gave; bindings are dropped when it changes.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+    /// `appMessageId` → when a notification with it was first shown (ms).
+    #[serde(default)]
+    pub app_message_ids: BTreeMap<String, i64>,
+}
+
+/// What to do with a received message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Put on screen; `replaced` is the message id it replaced (same `notifyId`).
+    Show {
+        shown: ShownNotification,
+        replaced: Option<String>,
+    },
+    /// Not shown; report `suppressed` with `receipt` when there is one.
+    Suppress {
+        receipt: Option<u32>,
+        reason: &'static str,
+    },
+    /// Hand to the app's `receiveMessage(kind)` callback.
+    ToApp {
+        kind: PushKind,
+        payload: PushPayload,
+    },
+    /// A background message while the app is not in the foreground: kept (newest only)
+    /// and handed over when the app comes to the foreground.
+    Cache(PushPayload),
+    /// A push type this device does not model (forms, live views): passed through.
+    PassThrough,
+}
+
+/// How a permission request ended without asking the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionGate {
+    /// The switch is on: nothing to ask.
+    AlreadyEnabled,
+    /// Ask the user now (the dialog is marked open).
+    Ask,
+}
+
+/// One app on the device: persisted part plus the session part.
+#[derive(Debug, Clone, Default)]
+pub struct AppCore {
+    pub file: AppFile,
+    pub prompt_open: bool,
+    pub run: RunState,
+    /// Abilities created since the app last started (for onCreate vs onNewWant).
+    pub created: Vec<String>,
+    pub shade: VecDeque<ShownNotification>,
+    pub cached_background: Option<PushPayload>,
+}
+
+impl AppCore {
+    pub fn new(file: AppFile) -> Self {
+        AppCore {
+            file,
+            ..AppCore::default()
+        }
+    }
+
+    /// `requestEnableNotification`, up to asking: on → nothing to ask; dialog open →
+    /// 1600013; asked before (and off) → 1600004 without a dialog; else ask.
+    pub fn begin_permission_request(&mut self) -> Result<PermissionGate, PushError> {
+        if self.file.notifications_enabled {
+            return Ok(PermissionGate::AlreadyEnabled);
+        }
+        if self.prompt_open {
+            return Err(PushError::DialogAlreadyShown);
+        }
+        if self.file.permission_asked {
+            return Err(PushError::NotificationDisabled);
+        }
+        self.prompt_open = true;
+        Ok(PermissionGate::Ask)
+    }
+
+    /// The user answered the dialog.
+    pub fn finish_permission_request(&mut self, allowed: bool) -> Result<(), PushError> {
+        self.prompt_open = false;
+        self.file.permission_asked = true;
+        self.file.notifications_enabled = allowed;
+        if allowed {
+            Ok(())
+        } else {
+            Err(PushError::NotificationDisabled)
+        }
+    }
+
+    /// `bindAppProfileId`: at most [`MAX_PROFILES`]; binding a bound id again updates it.
+    pub fn bind_profile(&mut self, kind: ProfileType, id: &str) -> Result<(), PushError> {
+        if id.is_empty() || id.chars().count() > MAX_PROFILE_ID_LEN {
+            return Err(PushError::Parameter(
+                "appProfileId must be 1 to 64 characters".into(),
+            ));
+        }
+        if let Some(p) = self.file.profiles.iter_mut().find(|p| p.id == id) {
+            p.kind = kind;
+            return Ok(());
+        }
+        if self.file.profiles.len() >= MAX_PROFILES {
+            return Err(PushError::TooManyProfiles);
+        }
+        self.file.profiles.push(Profile {
+            kind,
+            id: id.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// `unbindAppProfileId`; unbinding an id that is not bound is not an error.
+    pub fn unbind_profile(&mut self, id: &str) -> Result<(), PushError> {
+        if id.is_empty() {
+            return Err(PushError::Parameter(
+                "appProfileId must not be empty".into(),
+            ));
+        }
+        self.file.profiles.retain(|p| p.id != id);
+        Ok(())
+    }
+
+    /// A token arrived from the server; returns whether it differs from the last one
+    /// (in which case the bindings were dropped, as Push Kit drops them).
+    pub fn token_received(&mut self, token: &str) -> bool {
+        let changed = self.file.token.as_deref().is_some_and(|t| t != token);
+        if changed {
+            self.file.profiles.clear();
+        }
+        self.file.token = Some(token.to_owned());
+        changed
+    }
+
+    /// The server deleted the token: the next one is new, so bindings go now.
+    pub fn token_deleted(&mut self) {
+        self.file.token = None;
+        self.file.profiles.clear();
+    }
+
+    /// Applies Push Kit's client rules to a message, in this order: a background or VoIP
+    /// message goes to the app; a notification that is a repeat of a shown `appMessageId`
+    /// within 24 h is dropped; a `profileId` that matches no bound account → 144;
+    /// `foregroundShow: false` in the foreground → `receiveMessage('DEFAULT')` (the
+    /// switch does not apply: nothing is displayed); switch off → 6; else shown, replacing
+    /// a notification with the same `notifyId`.
+    pub fn decide(&mut self, m: &DeviceMessage, now_ms: i64) -> Decision {
+        let notification = m.payload.get("notification").filter(|n| n.is_object());
+        match (m.push_type, notification) {
+            (6, _) => {
+                let payload = data_payload(PushKind::Background, m, None);
+                if self.run == RunState::Foreground {
+                    Decision::ToApp {
+                        kind: PushKind::Background,
+                        payload,
+                    }
+                } else {
+                    Decision::Cache(payload)
+                }
+            }
+            (10, _) => Decision::ToApp {
+                kind: PushKind::VoIp,
+                payload: data_payload(PushKind::VoIp, m, None),
+            },
+            (2, Some(n)) if self.run == RunState::Foreground => Decision::ToApp {
+                kind: PushKind::Im,
+                payload: data_payload(PushKind::Im, m, Some(n)),
+            },
+            (0 | 2, Some(n)) => self.decide_notification(m, n, now_ms),
+            _ => Decision::PassThrough,
+        }
+    }
+
+    fn decide_notification(&mut self, m: &DeviceMessage, n: &Value, now_ms: i64) -> Decision {
+        self.file
+            .app_message_ids
+            .retain(|_, at| now_ms - *at < APP_MESSAGE_ID_WINDOW_MS);
+        let app_message_id = n.get("appMessageId").and_then(Value::as_str);
+        if app_message_id.is_some_and(|id| self.file.app_message_ids.contains_key(id)) {
+            return Decision::Suppress {
+                receipt: None,
+                reason: "duplicate appMessageId within 24 hours",
+            };
+        }
+        if let Some(profile) = n.get("profileId").and_then(Value::as_str)
+            && !self.file.profiles.iter().any(|p| p.id == profile)
+        {
+            return Decision::Suppress {
+                receipt: Some(RECEIPT_PROFILE_MISMATCH),
+                reason: "profileId does not match a bound account",
+            };
+        }
+        let foreground_show = n
+            .get("foregroundShow")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        if !foreground_show && self.run == RunState::Foreground {
+            return Decision::ToApp {
+                kind: PushKind::Default,
+                payload: data_payload(PushKind::Default, m, Some(n)),
+            };
+        }
+        if !self.file.notifications_enabled {
+            return Decision::Suppress {
+                receipt: Some(RECEIPT_SWITCH_OFF),
+                reason: "notification switch is off",
+            };
+        }
+        if let Some(id) = app_message_id {
+            self.file.app_message_ids.insert(id.to_owned(), now_ms);
+        }
+        let notify_id = n.get("notifyId").and_then(Value::as_i64);
+        let replaced = notify_id
+            .and_then(|id| self.shade.iter().position(|s| s.notify_id == Some(id)))
+            .and_then(|i| self.shade.remove(i))
+            .map(|s| s.message_id);
+        if self.shade.len() >= MAX_SHADE {
+            self.shade.pop_front();
+        }
+        let shown = ShownNotification {
+            message_id: m.id.clone(),
+            notify_id,
+            push_type: m.push_type,
+            test: m.test,
+            notification: n.clone(),
+            reminder: m.reminder,
+        };
+        self.shade.push_back(shown.clone());
+        Decision::Show { shown, replaced }
+    }
+
+    /// Takes the newest notification with `notify_id` off the shade (a tap).
+    pub fn take_notification(&mut self, notify_id: i64) -> Option<ShownNotification> {
+        let i = self
+            .shade
+            .iter()
+            .rposition(|s| s.notify_id == Some(notify_id))?;
+        self.shade.remove(i)
+    }
+
+    /// The app starts or resumes `ability` because of a tap; which callback runs.
+    pub fn start_ability(&mut self, ability: &str) -> crate::device::AbilityCallback {
+        self.run = RunState::Foreground;
+        if self.created.iter().any(|a| a == ability) {
+            crate::device::AbilityCallback::OnNewWant
+        } else {
+            self.created.push(ability.to_owned());
+            crate::device::AbilityCallback::OnCreate
+        }
+    }
+
+    /// The app's run state changes; stopping forgets its abilities. Returns a cached
+    /// background message to hand over when it comes to the foreground.
+    pub fn set_run_state(&mut self, run: RunState) -> Option<PushPayload> {
+        self.run = run;
+        match run {
+            RunState::Stopped => {
+                self.created.clear();
+                None
+            }
+            RunState::Foreground => self.cached_background.take(),
+            RunState::Background => None,
+        }
+    }
+}
+
+/// `PushPayload.data` as HarmonyOS builds it: `{"data": extraData, "header": {"token"}}`
+/// plus `messageAction` and `notification` for notification-carrying kinds.
+fn data_payload(kind: PushKind, m: &DeviceMessage, notification: Option<&Value>) -> PushPayload {
+    let extra = m
+        .payload
+        .get("extraData")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut data = json!({"data": extra, "header": {"token": m.token}});
+    if let Some(n) = notification {
+        data["messageAction"] = json!(0);
+        data["notification"] = n.clone();
+    }
+    PushPayload {
+        kind: kind.payload_type().to_owned(),
+        data: data.to_string(),
+        message_id: m.id.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, push_type: u8, payload: Value) -> DeviceMessage {
+        DeviceMessage {
+            id: id.into(),
+            client_id: "app".into(),
+            token: "tok".into(),
+            push_type,
+            request_id: "r".into(),
+            sent_at: 0,
+            expires_at: i64::MAX,
+            payload,
+            test: false,
+            bi_tag: None,
+            reminder: None,
+        }
+    }
+
+    fn note(extra: Value) -> Value {
+        let mut n =
+            json!({"title": "t", "body": "b", "notifyId": 1, "clickAction": {"actionType": 0}});
+        if let (Some(n), Some(extra)) = (n.as_object_mut(), extra.as_object()) {
+            n.extend(extra.clone());
+        }
+        json!({"notification": n})
+    }
+
+    fn enabled() -> AppCore {
+        AppCore::new(AppFile {
+            notifications_enabled: true,
+            permission_asked: true,
+            ..AppFile::default()
+        })
+    }
+
+    #[test]
+    fn permission_dialog_rules() {
+        let mut app = AppCore::default();
+        assert_eq!(app.begin_permission_request(), Ok(PermissionGate::Ask));
+        assert_eq!(
+            app.begin_permission_request(),
+            Err(PushError::DialogAlreadyShown)
+        );
+        assert_eq!(
+            app.finish_permission_request(false),
+            Err(PushError::NotificationDisabled)
+        );
+        assert_eq!(
+            app.begin_permission_request(),
+            Err(PushError::NotificationDisabled)
+        );
+        app.file.notifications_enabled = true; // the user went to the settings
+        assert_eq!(
+            app.begin_permission_request(),
+            Ok(PermissionGate::AlreadyEnabled)
+        );
+    }
+
+    #[test]
+    fn switch_off_is_6_and_profile_mismatch_is_144() {
+        let mut app = AppCore::default();
+        assert!(matches!(
+            app.decide(&msg("m1", 0, note(json!({}))), 0),
+            Decision::Suppress {
+                receipt: Some(6),
+                ..
+            }
+        ));
+        let mut app = enabled();
+        let with_profile = note(json!({"profileId": "u1"}));
+        assert!(matches!(
+            app.decide(&msg("m2", 0, with_profile.clone()), 0),
+            Decision::Suppress {
+                receipt: Some(144),
+                ..
+            }
+        ));
+        app.bind_profile(ProfileType::Application, "u1").unwrap();
+        assert!(matches!(
+            app.decide(&msg("m3", 0, with_profile), 0),
+            Decision::Show { .. }
+        ));
+    }
+
+    #[test]
+    fn at_most_ten_profiles_and_a_new_token_drops_them() {
+        let mut app = AppCore::default();
+        for i in 0..MAX_PROFILES {
+            app.bind_profile(ProfileType::Application, &format!("u{i}"))
+                .unwrap();
+        }
+        assert_eq!(
+            app.bind_profile(ProfileType::Application, "u10"),
+            Err(PushError::TooManyProfiles)
+        );
+        app.bind_profile(ProfileType::HuaweiId, "u3").unwrap();
+        assert!(!app.token_received("t1"));
+        assert_eq!(app.file.profiles.len(), MAX_PROFILES);
+        assert!(app.token_received("t2"));
+        assert!(app.file.profiles.is_empty());
+    }
+
+    #[test]
+    fn app_message_id_deduplicates_for_24_hours_and_notify_id_replaces() {
+        let mut app = enabled();
+        let n = note(json!({"appMessageId": "a1", "notifyId": 7}));
+        assert!(matches!(
+            app.decide(&msg("m1", 0, n.clone()), 0),
+            Decision::Show { replaced: None, .. }
+        ));
+        assert!(matches!(
+            app.decide(&msg("m2", 0, n.clone()), APP_MESSAGE_ID_WINDOW_MS - 1),
+            Decision::Suppress { receipt: None, .. }
+        ));
+        match app.decide(&msg("m3", 0, n), APP_MESSAGE_ID_WINDOW_MS) {
+            Decision::Show { replaced, .. } => assert_eq!(replaced.as_deref(), Some("m1")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(app.shade.len(), 1);
+    }
+
+    #[test]
+    fn kinds_follow_the_run_state() {
+        let mut app = enabled();
+        let hidden = note(json!({"foregroundShow": false}));
+        assert!(matches!(
+            app.decide(&msg("m1", 0, hidden.clone()), 0),
+            Decision::Show { .. }
+        ));
+        app.set_run_state(RunState::Foreground);
+        match app.decide(&msg("m2", 0, hidden), 0) {
+            Decision::ToApp { kind, payload } => {
+                assert_eq!(kind, PushKind::Default);
+                assert_eq!(payload.kind, "ALERT");
+                let data: Value = serde_json::from_str(&payload.data).unwrap();
+                assert_eq!(data["header"]["token"], "tok");
+                assert_eq!(data["notification"]["title"], "t");
+            }
+            other => panic!("{other:?}"),
+        }
+        let bg = json!({"extraData": "x"});
+        assert!(matches!(
+            app.decide(&msg("m3", 6, bg.clone()), 0),
+            Decision::ToApp {
+                kind: PushKind::Background,
+                ..
+            }
+        ));
+        app.set_run_state(RunState::Background);
+        assert!(matches!(
+            app.decide(&msg("m4", 6, bg), 0),
+            Decision::Cache(_)
+        ));
+        assert!(matches!(
+            app.decide(&msg("m5", 10, json!({"extraData": "call"})), 0),
+            Decision::ToApp {
+                kind: PushKind::VoIp,
+                ..
+            }
+        ));
+        assert!(matches!(
+            app.decide(&msg("m6", 2, note(json!({}))), 0),
+            Decision::Show { .. }
+        ));
+        app.set_run_state(RunState::Foreground);
+        assert!(matches!(
+            app.decide(&msg("m7", 2, note(json!({}))), 0),
+            Decision::ToApp {
+                kind: PushKind::Im,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn cold_then_warm_start() {
+        let mut app = AppCore::default();
+        assert_eq!(
+            app.start_ability("Home"),
+            crate::device::AbilityCallback::OnCreate
+        );
+        assert_eq!(
+            app.start_ability("Home"),
+            crate::device::AbilityCallback::OnNewWant
+        );
+        assert_eq!(
+            app.start_ability("Other"),
+            crate::device::AbilityCallback::OnCreate
+        );
+        app.set_run_state(RunState::Stopped);
+        assert_eq!(
+            app.start_ability("Home"),
+            crate::device::AbilityCallback::OnCreate
+        );
+    }
+}

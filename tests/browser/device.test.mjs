@@ -1,0 +1,158 @@
+// Browser tests of Herald's /device page: a real `herald serve`, Debian's Chromium driven
+// headless by playwright-core, the notification permission granted through the browser's
+// own API, a push sent through the Push Kit REST API with a PS256 JWT signed here, and a
+// click that must reach the on-page ability with the push's data.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createSign, constants } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const HERALD = process.env.HERALD_BIN ||
+  resolve(here, "../..", process.env.CARGO_TARGET_DIR || "target", "debug/herald");
+const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+const HUAWEI_AUD = "https://oauth-login.cloud.huawei.com/oauth2/v3/token";
+
+let server, url, boot, key, context, page;
+const temp = mkdtempSync(join(tmpdir(), "herald-browser-"));
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once("error", fail);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+async function waitHealthy(base, deadlineMs) {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) return;
+    } catch (_) { /* not listening yet */ }
+    if (Date.now() > deadline) throw new Error("herald serve did not become healthy");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const b64url = (buf) => Buffer.from(buf).toString("base64url");
+
+/** A PS256 JWT from a Huawei-layout service-account key file, as a backend signs it. */
+function signJwt(keyFile) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: "PS256", typ: "JWT", kid: keyFile.key_id }));
+  const claims = b64url(JSON.stringify({ iss: keyFile.sub_account, aud: HUAWEI_AUD, iat: now, exp: now + 3600 }));
+  const signer = createSign("sha256");
+  signer.update(`${header}.${claims}`);
+  const sig = signer.sign({ key: keyFile.private_key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+  return `${header}.${claims}.${b64url(sig)}`;
+}
+
+async function send(token, notification) {
+  const r = await fetch(`${url}/v3/${boot.project_id}/messages:send`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${signJwt(key)}`, "push-type": "0" },
+    body: JSON.stringify({ payload: { notification }, target: { token: [token] } }),
+  });
+  const body = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.equal(body.code, "80000000", JSON.stringify(body));
+  return body;
+}
+
+before(async () => {
+  assert.ok(existsSync(HERALD), `${HERALD} missing: run \`cargo build -p herald\` first`);
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} missing: apt-get install chromium`);
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  server = spawn(HERALD, ["serve", "--data-dir", join(temp, "data"), "--listen", `127.0.0.1:${port}`], {
+    env: { ...process.env, HERALD_LOG: "warn" },
+    stdio: ["ignore", "ignore", "ignore"],
+  });
+  await waitHealthy(url, 30000);
+  boot = JSON.parse(readFileSync(join(temp, "data", "bootstrap.json"), "utf8"));
+  key = JSON.parse(readFileSync(boot.service_account_file, "utf8"));
+  context = await chromium.launchPersistentContext(join(temp, "profile"), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  // The browser's own permission API, as a user clicking "Allow" would set it.
+  await context.grantPermissions(["notifications"], { origin: url });
+  page = await context.newPage();
+});
+
+after(async () => {
+  if (context) await context.close();
+  if (server) {
+    server.kill("SIGTERM");
+    await new Promise((r) => (server.exitCode !== null ? r() : server.once("exit", r)));
+  }
+  rmSync(temp, { recursive: true, force: true });
+});
+
+test("the page and its SDK are served by herald", async () => {
+  const html = await fetch(`${url}/device`);
+  assert.equal(html.status, 200);
+  assert.match(html.headers.get("content-type"), /text\/html/);
+  const sdk = await fetch(`${url}/device/sdk.js`);
+  assert.equal(sdk.status, 200);
+  assert.match(sdk.headers.get("content-type"), /javascript/);
+  assert.match(await sdk.text(), /class HeraldDevice/);
+});
+
+test("a push sent through the REST API is listed and its click reaches the ability", async () => {
+  await page.goto(`${url}/device?client_id=${boot.client_id}`);
+  assert.equal(await page.evaluate(() => Notification.permission), "granted");
+  await page.waitForFunction(() => document.getElementById("permission").textContent === "notifications on");
+  await page.waitForFunction(() => document.getElementById("token").textContent.length >= 112);
+  const token = await page.textContent("#token");
+
+  await send(token, {
+    category: "IM", title: "Order shipped", body: "Your order 42 is on its way", notifyId: 77,
+    clickAction: { actionType: 0, data: { orderId: "42", page: "orders" } },
+  });
+  const item = page.locator('#notifications li[data-notify-id="77"]');
+  await item.waitFor({ timeout: 10000 });
+  assert.match(await item.textContent(), /Order shipped/);
+
+  await item.click();
+  await page.waitForFunction(() => document.getElementById("ability-log").textContent.includes("onCreate"));
+  const printed = await page.textContent("#ability-log");
+  const [headline, ...json] = printed.split("\n");
+  assert.equal(headline, "EntryAbility.onCreate(want)");
+  const want = JSON.parse(json.join("\n"));
+  assert.deepEqual(want, { parameters: { orderId: "42", page: "orders" }, action: null, uri: null });
+  assert.equal(await item.count(), 0, "a clicked notification leaves the list");
+
+  // The app is running now: the next tap is a warm start.
+  await send(token, { category: "IM", title: "Again", body: "b", notifyId: 78, clickAction: { actionType: 0, data: { k: "v" } } });
+  const again = page.locator('#notifications li[data-notify-id="78"]');
+  await again.waitFor({ timeout: 10000 });
+  await again.click();
+  await page.waitForFunction(() => document.getElementById("ability-log").textContent.startsWith("EntryAbility.onNewWant"));
+
+  // A profileId the page has not bound is not shown (receipt 144); bound, it is.
+  await send(token, { category: "IM", title: "For 111***222", body: "b", notifyId: 79, profileId: "111***222", clickAction: { actionType: 0 } });
+  await page.waitForFunction(() => document.getElementById("log").textContent.includes("receipt 144"));
+  assert.equal(await page.locator('#notifications li[data-notify-id="79"]').count(), 0);
+  await page.fill("#profile-id", "111***222");
+  await page.click("#bind");
+  await page.waitForFunction(() => document.getElementById("profiles").textContent.includes("111***222"));
+  await send(token, { category: "IM", title: "For 111***222", body: "b", notifyId: 80, profileId: "111***222", clickAction: { actionType: 0 } });
+  await page.locator('#notifications li[data-notify-id="80"]').waitFor({ timeout: 10000 });
+});
