@@ -133,6 +133,15 @@ pub enum ServerFrame {
     TokenDeleted { client_id: String },
     /// A message for one of the device's apps.
     Message(DeviceMessage),
+    /// The sender withdrew the notification `notify_id` of this app (`messages:revoke`):
+    /// remove it from the notification list unless it was tapped. Acknowledged like a
+    /// message, by `id`.
+    Revoke {
+        id: String,
+        client_id: String,
+        token: String,
+        notify_id: u32,
+    },
     /// A request could not be served; the connection stays open.
     Error {
         /// Stable, snake_case reason, e.g. `unknown_app`.
@@ -167,6 +176,10 @@ pub struct DeviceMessage {
     /// category (`silent` for MARKETING, `alert` for Service & Communication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder: Option<Reminder>,
+    /// For background messages (push-type 6): the effective `backgroundMode`; `1` (an IM
+    /// background message) only when the app holds the `IM_BACKGROUND` right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_mode: Option<u8>,
 }
 
 /// How a notification reminds the user.
@@ -182,7 +195,14 @@ pub enum Reminder {
 /// Frame type names, for the protocol-document test.
 pub const CLIENT_FRAME_TYPES: [&str; 5] = ["hello", "get_token", "delete_token", "ack", "report"];
 /// Frame type names, for the protocol-document test.
-pub const SERVER_FRAME_TYPES: [&str; 5] = ["welcome", "token", "token_deleted", "message", "error"];
+pub const SERVER_FRAME_TYPES: [&str; 6] = [
+    "welcome",
+    "token",
+    "token_deleted",
+    "message",
+    "revoke",
+    "error",
+];
 
 #[cfg(test)]
 mod tests {

@@ -93,6 +93,16 @@ impl JwtVerifier {
         authorization: Option<&str>,
         project_id: &str,
     ) -> Result<Principal, AuthError> {
+        let principal = self.principal(authorization).await?;
+        if principal.project_id != project_id {
+            return Err(AuthError::Invalid("JWT belongs to another project"));
+        }
+        Ok(principal)
+    }
+
+    /// Authenticate a request whose URL names no project (revoke names an app); the
+    /// caller checks that the principal's project owns what the request touches.
+    pub async fn principal(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let jwt = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
@@ -112,9 +122,6 @@ impl JwtVerifier {
                 v
             }
         };
-        if verified.principal.project_id != project_id {
-            return Err(AuthError::Invalid("JWT belongs to another project"));
-        }
         Ok(verified.principal)
     }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub send_rate_per_sec: u32,
     /// Test messages per project per day (receipt 256 past it).
     pub test_messages_per_day: u32,
+    /// Refreshes per widget (`formId`) per device per day (receipt 262 past it).
+    pub widget_daily_limit: u32,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             device_daily_total: herald_core::quota::DEVICE_DAILY_TOTAL,
             send_rate_per_sec: herald_core::quota::SEND_RATE_PER_SEC,
             test_messages_per_day: herald_core::quota::TEST_MESSAGES_PER_DAY,
+            widget_daily_limit: herald_core::quota::WIDGET_REFRESHES_PER_DAY,
         }
     }
 }
@@ -126,6 +129,7 @@ impl Config {
             "HERALD_DEVICE_DAILY_TOTAL" => self.device_daily_total = parse(var, value)?,
             "HERALD_SEND_RATE_PER_SEC" => self.send_rate_per_sec = parse(var, value)?,
             "HERALD_TEST_MESSAGES_PER_DAY" => self.test_messages_per_day = parse(var, value)?,
+            "HERALD_WIDGET_DAILY_LIMIT" => self.widget_daily_limit = parse(var, value)?,
             _ => {}
         }
         Ok(())
@@ -166,6 +170,8 @@ device_daily_total = {device_total}
 send_rate_per_sec = {rate}
 # Test messages (pushOptions.testMessage) per project per day; past it, receipt 256.
 test_messages_per_day = {tests}
+# Refreshes per widget (formId) per device per day; past it, receipt 262.
+widget_daily_limit = {widgets}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -179,6 +185,7 @@ test_messages_per_day = {tests}
             device_total = d.device_daily_total,
             rate = d.send_rate_per_sec,
             tests = d.test_messages_per_day,
+            widgets = d.widget_daily_limit,
         )
     }
 }

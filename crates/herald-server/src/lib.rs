@@ -127,6 +127,7 @@ impl Herald {
             limits,
             rights: Default::default(),
             quotas: Default::default(),
+            live_views: Default::default(),
             rates: Default::default(),
             config,
             public_url,
@@ -223,6 +224,7 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
+        .route("/v1/{client_id}/messages:revoke", post(api::revoke::revoke))
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())

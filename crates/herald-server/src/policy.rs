@@ -7,12 +7,14 @@
 //! misses), then reserved and released atomically under DashMap's per-shard lock; the
 //! reservation is persisted in the same transaction as the messages it admitted.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
+use herald_core::live::{LiveRate, LiveViewState};
 use herald_core::quota::{CounterKey, TokenBucket};
 use herald_core::rights::{GrantedRights, Right, RightState};
-use herald_store::{Store, StoreError};
+use herald_store::{LiveViewKey, Store, StoreError};
 
 /// Granted rights per app.
 #[derive(Debug, Default)]
@@ -156,5 +158,58 @@ impl RateLimits {
             *b = TokenBucket::new(rate, now_ms);
         }
         b.try_take(now_ms)
+    }
+}
+
+/// Live View state per activity per device, loaded from the store on first use; the
+/// per-activity rate windows live in memory only (a restart forgets them).
+#[derive(Debug, Default)]
+pub struct LiveViewBook {
+    map: DashMap<LiveViewKey, LiveEntry>,
+}
+
+#[derive(Debug, Default)]
+pub struct LiveEntry {
+    pub state: Option<LiveViewState>,
+    pub rate: LiveRate,
+}
+
+impl LiveViewBook {
+    /// Make sure every key is in memory, loading the missing ones in one store call.
+    pub async fn load(&self, store: &dyn Store, keys: &[LiveViewKey]) -> Result<(), StoreError> {
+        let missing: Vec<LiveViewKey> = keys
+            .iter()
+            .filter(|k| !self.map.contains_key(*k))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found: HashMap<LiveViewKey, LiveViewState> =
+            store.live_views(&missing).await?.into_iter().collect();
+        for key in missing {
+            let state = found.get(&key).cloned();
+            self.map.entry(key).or_insert_with(|| LiveEntry {
+                state,
+                rate: LiveRate::default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the activity's entry under its shard lock, so that decisions about one
+    /// activity never interleave.
+    pub fn with_entry<T>(&self, key: &LiveViewKey, f: impl FnOnce(&mut LiveEntry) -> T) -> T {
+        let mut entry = self.map.entry(key.clone()).or_default();
+        f(&mut entry)
+    }
+
+    /// Put back states a request changed but failed to store.
+    pub fn restore(&self, previous: Vec<(LiveViewKey, Option<LiveViewState>)>) {
+        for (key, state) in previous {
+            if let Some(mut e) = self.map.get_mut(&key) {
+                e.state = state;
+            }
+        }
     }
 }

@@ -4,26 +4,36 @@
 //! slow a sender. When a device's channel is full, the message is already durable in the
 //! store, so the sender drops the in-memory copy and tells the connection to re-read its
 //! queue from the store once it catches up.
+//!
+//! VoIP calls travel in a second, small channel that the connection always drains first
+//! (a call must ring now, not after a backlog of notifications).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use herald_proto::device::DeviceMessage;
+use herald_proto::device::ServerFrame;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// A message for a connected device, with its store sequence number.
+/// A frame (a message or a revoke command) for a connected device, with its store
+/// sequence number.
 #[derive(Debug, Clone)]
 pub struct Live {
     pub seq: i64,
-    pub message: DeviceMessage,
+    pub frame: ServerFrame,
+    /// VoIP calls: delivered ahead of everything else.
+    pub urgent: bool,
 }
+
+/// Capacity of the urgent (VoIP) lane per connection.
+const URGENT_CAPACITY: usize = 16;
 
 #[derive(Debug)]
 struct ConnHandle {
     conn_id: u64,
     tx: mpsc::Sender<Live>,
+    urgent_tx: mpsc::Sender<Live>,
     resync: Arc<Notify>,
     kick: CancellationToken,
 }
@@ -33,6 +43,7 @@ struct ConnHandle {
 pub struct Registration {
     pub conn_id: u64,
     pub rx: mpsc::Receiver<Live>,
+    pub urgent_rx: mpsc::Receiver<Live>,
     /// Notified when messages were dropped from the channel and must be read from the store.
     pub resync: Arc<Notify>,
     /// Cancelled when another connection takes over this device.
@@ -50,6 +61,7 @@ impl Registry {
     /// Register a connection for `device_id`, replacing (and kicking) any earlier one.
     pub fn register(&self, device_id: &str, capacity: usize) -> Registration {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let resync = Arc::new(Notify::new());
         let kick = CancellationToken::new();
@@ -58,6 +70,7 @@ impl Registry {
             ConnHandle {
                 conn_id,
                 tx,
+                urgent_tx,
                 resync: resync.clone(),
                 kick: kick.clone(),
             },
@@ -69,6 +82,7 @@ impl Registry {
         Registration {
             conn_id,
             rx,
+            urgent_rx,
             resync,
             kicked: kick,
         }
@@ -83,7 +97,8 @@ impl Registry {
     /// Hand a message to the device's connection if it is connected here. Never waits.
     pub fn deliver(&self, device_id: &str, live: Live) {
         if let Some(h) = self.conns.get(device_id) {
-            match h.tx.try_send(live) {
+            let lane = if live.urgent { &h.urgent_tx } else { &h.tx };
+            match lane.try_send(live) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     metrics::counter!("herald_device_channel_overflows_total").increment(1);

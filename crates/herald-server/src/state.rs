@@ -26,6 +26,7 @@ pub struct AppState {
     pub registry: Registry,
     pub rights: crate::policy::RightsCache,
     pub quotas: crate::policy::QuotaBook,
+    pub live_views: crate::policy::LiveViewBook,
     pub rates: crate::policy::RateLimits,
     pub calendar: herald_core::quota::QuotaCalendar,
     pub limits: herald_core::quota::DefaultLimits,

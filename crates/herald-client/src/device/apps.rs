@@ -1,7 +1,9 @@
 //! What the device keeps per app, and Push Kit's client-side rules over it, with no I/O:
 //! the notification switch and its permission dialog, bound `profileId`s, the run state,
 //! the notification shade (`notifyId` replacement), `appMessageId` de-duplication for
-//! 24 hours, and which `receiveMessage` kind a message goes to (reference §2.4, §7).
+//! 24 hours, which `receiveMessage` kind a message goes to (reference §2.4, §7), and the
+//! state the other push types change: the badge, widgets (newer versions only), Live
+//! Views, the cached background message, and revoked notifications.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,6 +26,27 @@ const MAX_PROFILE_ID_LEN: usize = 64;
 pub const RECEIPT_SWITCH_OFF: u32 = 6;
 /// Receipt code: `profileId` does not match a bound account.
 pub const RECEIPT_PROFILE_MISMATCH: u32 = 144;
+/// A background message cached while the app is away is kept this long.
+pub const BACKGROUND_CACHE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// The badge shows at most this number.
+pub const MAX_BADGE: u32 = 99;
+
+/// A widget (form) as the device shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FormState {
+    pub version: u32,
+    pub form_data: Value,
+}
+
+/// A Live View as the device shows it: the latest status and merged `activityData`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveViewState {
+    pub event: String,
+    pub status: Option<String>,
+    pub version: Option<u64>,
+    pub activity_data: Value,
+    pub ended: bool,
+}
 
 /// `pushCommon.AppProfileType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +135,9 @@ pub struct PushPayload {
     /// Herald's message id (not in ArkTS; handy for logs and tests).
     #[serde(rename = "messageId")]
     pub message_id: String,
+    /// The push-type the message was sent with (not in ArkTS).
+    #[serde(rename = "pushType", default)]
+    pub push_type: u8,
 }
 
 /// Whether the app runs, and where.
@@ -185,7 +211,21 @@ pub enum Decision {
     /// A background message while the app is not in the foreground: kept (newest only)
     /// and handed over when the app comes to the foreground.
     Cache(PushPayload),
-    /// A push type this device does not model (forms, live views): passed through.
+    /// A widget refresh applied (its version was newer, or 0).
+    Form {
+        form_id: i64,
+        version: u32,
+        form_data: Value,
+    },
+    /// A Live View created, updated or ended; `state` is what the device now shows.
+    LiveView {
+        activity_id: i64,
+        operation: u8,
+        state: LiveViewState,
+    },
+    /// The app's badge changed to `count`.
+    Badge { count: u32 },
+    /// A push type this device does not model: passed through.
     PassThrough,
 }
 
@@ -207,7 +247,11 @@ pub struct AppCore {
     /// Abilities created since the app last started (for onCreate vs onNewWant).
     pub created: Vec<String>,
     pub shade: VecDeque<ShownNotification>,
-    pub cached_background: Option<PushPayload>,
+    /// The newest background message received while the app was away, and when.
+    pub cached_background: Option<(PushPayload, i64)>,
+    pub badge: u32,
+    pub forms: BTreeMap<i64, FormState>,
+    pub live_views: BTreeMap<i64, LiveViewState>,
 }
 
 impl AppCore {
@@ -304,6 +348,13 @@ impl AppCore {
     pub fn decide(&mut self, m: &DeviceMessage, now_ms: i64) -> Decision {
         let notification = m.payload.get("notification").filter(|n| n.is_object());
         match (m.push_type, notification) {
+            // An IM background message reaches the app's process even in the background.
+            (6, _) if m.background_mode == Some(1) && self.run != RunState::Stopped => {
+                Decision::ToApp {
+                    kind: PushKind::Im,
+                    payload: data_payload(PushKind::Im, m, None),
+                }
+            }
             (6, _) => {
                 let payload = data_payload(PushKind::Background, m, None);
                 if self.run == RunState::Foreground {
@@ -314,6 +365,12 @@ impl AppCore {
                 } else {
                     Decision::Cache(payload)
                 }
+            }
+            (1, _) => self.apply_form(&m.payload),
+            (7, _) => self.apply_live_view(&m.payload),
+            (0, Some(n)) if n.get("title").is_none() && n.get("badge").is_some() => {
+                self.apply_badge(n);
+                Decision::Badge { count: self.badge }
             }
             (10, _) => Decision::ToApp {
                 kind: PushKind::VoIp,
@@ -386,6 +443,85 @@ impl AppCore {
         Decision::Show { shown, replaced }
     }
 
+    /// `setNum` sets the badge, `addNum` adds to it (capped at 99).
+    fn apply_badge(&mut self, n: &Value) {
+        let badge = &n["badge"];
+        if let Some(set) = badge.get("setNum").and_then(Value::as_u64) {
+            self.badge = (set as u32).min(MAX_BADGE);
+        } else if let Some(add) = badge.get("addNum").and_then(Value::as_u64) {
+            self.badge = (self.badge + add as u32).min(MAX_BADGE);
+        }
+    }
+
+    /// A widget applies a refresh only when its version is newer (`0` resets).
+    fn apply_form(&mut self, p: &Value) -> Decision {
+        let form_id = p["formId"].as_i64().unwrap_or_default();
+        let version = p["version"].as_u64().unwrap_or_default() as u32;
+        let current = self.forms.get(&form_id).map(|f| f.version);
+        if version != 0 && current.is_some_and(|c| version <= c) {
+            return Decision::Suppress {
+                receipt: None,
+                reason: "widget version is not newer than the one shown",
+            };
+        }
+        let form_data = p["formData"].clone();
+        self.forms.insert(
+            form_id,
+            FormState {
+                version,
+                form_data: form_data.clone(),
+            },
+        );
+        Decision::Form {
+            form_id,
+            version,
+            form_data,
+        }
+    }
+
+    /// A Live View keeps its latest status and the merge of every `activityData`.
+    fn apply_live_view(&mut self, p: &Value) -> Decision {
+        let activity_id = p["activityId"].as_i64().unwrap_or_default();
+        let operation = p["operation"].as_u64().unwrap_or_default() as u8;
+        let state = self
+            .live_views
+            .entry(activity_id)
+            .or_insert_with(|| LiveViewState {
+                event: p["event"].as_str().unwrap_or_default().to_owned(),
+                status: None,
+                version: None,
+                activity_data: json!({}),
+                ended: false,
+            });
+        if operation == 0 {
+            state.activity_data = json!({});
+            state.ended = false;
+        }
+        if let Some(status) = p["status"].as_str() {
+            state.status = Some(status.to_owned());
+        }
+        if let Some(v) = p["version"].as_u64() {
+            state.version = Some(v);
+        }
+        merge(&mut state.activity_data, &p["activityData"]);
+        state.ended = operation == 2;
+        Decision::LiveView {
+            activity_id,
+            operation,
+            state: state.clone(),
+        }
+    }
+
+    /// `messages:revoke`: the notification with `notify_id` leaves the screen (a tapped
+    /// one already left it and is unaffected).
+    pub fn revoke(&mut self, notify_id: i64) -> Option<ShownNotification> {
+        let i = self
+            .shade
+            .iter()
+            .rposition(|s| s.notify_id == Some(notify_id))?;
+        self.shade.remove(i)
+    }
+
     /// Takes the newest notification with `notify_id` off the shade (a tap).
     pub fn take_notification(&mut self, notify_id: i64) -> Option<ShownNotification> {
         let i = self
@@ -406,18 +542,41 @@ impl AppCore {
         }
     }
 
-    /// The app's run state changes; stopping forgets its abilities. Returns a cached
-    /// background message to hand over when it comes to the foreground.
-    pub fn set_run_state(&mut self, run: RunState) -> Option<PushPayload> {
+    /// The app's run state changes; stopping forgets its abilities. Coming to the
+    /// foreground returns the cached background message to hand over, unless it is
+    /// older than 7 days.
+    pub fn set_run_state(&mut self, run: RunState, now_ms: i64) -> Option<PushPayload> {
         self.run = run;
         match run {
             RunState::Stopped => {
                 self.created.clear();
                 None
             }
-            RunState::Foreground => self.cached_background.take(),
+            RunState::Foreground => self.take_cached_background(now_ms),
             RunState::Background => None,
         }
+    }
+
+    /// The cached background message, unless it is older than 7 days.
+    pub fn take_cached_background(&mut self, now_ms: i64) -> Option<PushPayload> {
+        self.cached_background
+            .take()
+            .filter(|(_, at)| now_ms - at < BACKGROUND_CACHE_MS)
+            .map(|(p, _)| p)
+    }
+}
+
+/// Merge `patch` into `target` key by key (objects recursively); Live View updates
+/// carry only what changed.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) if !p.is_null() => *t = p.clone(),
+        _ => {}
     }
 }
 
@@ -438,6 +597,7 @@ fn data_payload(kind: PushKind, m: &DeviceMessage, notification: Option<&Value>)
         kind: kind.payload_type().to_owned(),
         data: data.to_string(),
         message_id: m.id.clone(),
+        push_type: m.push_type,
     }
 }
 
@@ -459,6 +619,7 @@ mod tests {
             test: false,
             bi_tag: None,
             reminder: None,
+            background_mode: None,
         }
     }
 
@@ -573,7 +734,7 @@ mod tests {
             app.decide(&msg("m1", 0, hidden.clone()), 0),
             Decision::Show { .. }
         ));
-        app.set_run_state(RunState::Foreground);
+        app.set_run_state(RunState::Foreground, 0);
         match app.decide(&msg("m2", 0, hidden), 0) {
             Decision::ToApp { kind, payload } => {
                 assert_eq!(kind, PushKind::Default);
@@ -592,7 +753,7 @@ mod tests {
                 ..
             }
         ));
-        app.set_run_state(RunState::Background);
+        app.set_run_state(RunState::Background, 0);
         assert!(matches!(
             app.decide(&msg("m4", 6, bg), 0),
             Decision::Cache(_)
@@ -608,7 +769,7 @@ mod tests {
             app.decide(&msg("m6", 2, note(json!({}))), 0),
             Decision::Show { .. }
         ));
-        app.set_run_state(RunState::Foreground);
+        app.set_run_state(RunState::Foreground, 0);
         assert!(matches!(
             app.decide(&msg("m7", 2, note(json!({}))), 0),
             Decision::ToApp {
@@ -633,7 +794,7 @@ mod tests {
             app.start_ability("Other"),
             crate::device::AbilityCallback::OnCreate
         );
-        app.set_run_state(RunState::Stopped);
+        app.set_run_state(RunState::Stopped, 0);
         assert_eq!(
             app.start_ability("Home"),
             crate::device::AbilityCallback::OnCreate

@@ -135,6 +135,15 @@ impl Machine {
                 Ok(vec![Effect::Emit(DeviceEvent::TokenDeleted { client_id })])
             }
             (Session::Ready { .. }, ServerFrame::Message(message)) => Ok(self.on_message(message)),
+            (
+                Session::Ready { .. },
+                ServerFrame::Revoke {
+                    id,
+                    client_id,
+                    notify_id,
+                    ..
+                },
+            ) => Ok(self.on_revoke(id, client_id, notify_id)),
             (Session::Ready { .. }, ServerFrame::Welcome { .. }) => {
                 Err(ProtocolViolation("a second welcome".into()))
             }
@@ -217,6 +226,19 @@ impl Machine {
         vec![Effect::Emit(DeviceEvent::Message(message))]
     }
 
+    /// A revoke command: acked and de-duplicated like a message.
+    fn on_revoke(&mut self, id: String, client_id: String, notify_id: u32) -> Vec<Effect> {
+        self.pending_acks.push(id.clone());
+        if !self.seen.insert(id) {
+            return Vec::new();
+        }
+        self.seen_dirty = true;
+        vec![Effect::Emit(DeviceEvent::Revoke {
+            client_id,
+            notify_id,
+        })]
+    }
+
     pub fn has_pending_acks(&self) -> bool {
         !self.pending_acks.is_empty()
     }
@@ -282,6 +304,7 @@ fn frame_type(frame: &ServerFrame) -> &'static str {
         ServerFrame::Token { .. } => "token",
         ServerFrame::TokenDeleted { .. } => "token_deleted",
         ServerFrame::Message(_) => "message",
+        ServerFrame::Revoke { .. } => "revoke",
         ServerFrame::Error { .. } => "error",
     }
 }
@@ -313,6 +336,7 @@ mod tests {
             test: false,
             bi_tag: None,
             reminder: None,
+            background_mode: None,
         })
     }
 

@@ -111,6 +111,8 @@ pub enum DeviceEvent {
     TokenDeleted { client_id: String },
     /// A new message (duplicates are acked and not reported).
     Message(DeviceMessage),
+    /// The sender withdrew notification `notify_id` of the app (`messages:revoke`).
+    Revoke { client_id: String, notify_id: u32 },
     /// An `error` frame from the server (`code` is the server's), or a local problem
     /// (`code` is `connect_failed`, `protocol`, `state`, …). The device keeps going.
     Error {

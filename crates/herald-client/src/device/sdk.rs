@@ -111,7 +111,40 @@ pub enum SdkEvent {
         payload: PushPayload,
         handled: bool,
     },
-    /// A push type the SDK does not model (forms, live views), passed through.
+    /// A background message arrived while the app was away: kept (newest only, 7 days)
+    /// until the app comes to the foreground.
+    Cached {
+        client_id: String,
+        message_id: String,
+    },
+    /// A widget (form) applied a refresh.
+    Form {
+        client_id: String,
+        message_id: String,
+        form_id: i64,
+        version: u32,
+        form_data: Value,
+    },
+    /// A Live View changed; `state` is what the device now shows.
+    LiveView {
+        client_id: String,
+        message_id: String,
+        activity_id: i64,
+        operation: u8,
+        state: super::apps::LiveViewState,
+    },
+    /// The app's badge now shows `count`.
+    Badge {
+        client_id: String,
+        count: u32,
+    },
+    /// The sender withdrew a notification that was on screen.
+    Revoked {
+        client_id: String,
+        notify_id: u32,
+        message_id: String,
+    },
+    /// A push type the SDK does not model, passed through.
     Message(DeviceMessage),
     /// What the device reported to the server about a message.
     Report {
@@ -396,6 +429,10 @@ async fn pump(inner: Arc<Inner>, mut events: mpsc::Receiver<DeviceEvent>) {
             DeviceEvent::Token { client_id, token } => on_token(&inner, client_id, token),
             DeviceEvent::TokenDeleted { client_id } => on_token_deleted(&inner, client_id),
             DeviceEvent::Message(message) => on_message(&inner, message),
+            DeviceEvent::Revoke {
+                client_id,
+                notify_id,
+            } => on_revoke(&inner, client_id, notify_id),
             DeviceEvent::Error { code, message, re } => {
                 if code == "unknown_app" {
                     let error = PushError::IllegalAppIdentity(message.clone());
@@ -466,6 +503,23 @@ fn on_token_deleted(inner: &Inner, client_id: String) {
     inner.emit(SdkEvent::TokenDeleted { client_id });
 }
 
+/// `messages:revoke` reached the device: the notification leaves the screen if it is
+/// there (tapped ones already left and are unaffected).
+fn on_revoke(inner: &Inner, client_id: String, notify_id: u32) {
+    let removed = inner
+        .lock()
+        .slot(&client_id)
+        .core
+        .revoke(i64::from(notify_id));
+    if let Some(shown) = removed {
+        inner.emit(SdkEvent::Revoked {
+            client_id,
+            notify_id,
+            message_id: shown.message_id,
+        });
+    }
+}
+
 fn on_message(inner: &Inner, message: DeviceMessage) {
     let now = inner.clock.now_ms();
     let decision = {
@@ -473,7 +527,7 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
         let slot = apps.slot(&message.client_id);
         let decision = slot.core.decide(&message, now);
         if let Decision::Cache(payload) = &decision {
-            slot.core.cached_background = Some(payload.clone());
+            slot.core.cached_background = Some((payload.clone(), now));
         }
         if matches!(decision, Decision::Show { .. }) {
             // appMessageId records must survive a restart of the device.
@@ -507,7 +561,42 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
             inner.hand_over(&client_id, kind, payload);
             inner.report(&message.id, ReportStatus::Shown, None);
         }
-        Decision::Cache(_) => {}
+        Decision::Cache(_) => inner.emit(SdkEvent::Cached {
+            client_id,
+            message_id: message.id.clone(),
+        }),
+        Decision::Form {
+            form_id,
+            version,
+            form_data,
+        } => {
+            inner.emit(SdkEvent::Form {
+                client_id,
+                message_id: message.id.clone(),
+                form_id,
+                version,
+                form_data,
+            });
+            inner.report(&message.id, ReportStatus::Shown, None);
+        }
+        Decision::LiveView {
+            activity_id,
+            operation,
+            state,
+        } => {
+            inner.emit(SdkEvent::LiveView {
+                client_id,
+                message_id: message.id.clone(),
+                activity_id,
+                operation,
+                state,
+            });
+            inner.report(&message.id, ReportStatus::Shown, None);
+        }
+        Decision::Badge { count } => {
+            inner.emit(SdkEvent::Badge { client_id, count });
+            inner.report(&message.id, ReportStatus::Shown, None);
+        }
         Decision::PassThrough => {
             let id = message.id.clone();
             inner.emit(SdkEvent::Message(message));
@@ -698,7 +787,16 @@ impl AppHandle {
     /// The app starts, goes to the background, comes back, or is stopped. Coming to the
     /// foreground hands over a background message cached meanwhile.
     pub fn set_run_state(&self, run: RunState) {
-        let cached = self.with_slot(|s| s.core.set_run_state(run));
+        let now = self.inner.clock.now_ms();
+        let cached = self.with_slot(|s| {
+            // An app launched by the user (not by a tap) starts its home ability: a later
+            // tap that opens home finds it running (onNewWant).
+            if s.core.run == RunState::Stopped && run != RunState::Stopped {
+                let home = s.home.0.clone();
+                s.core.start_ability(&home);
+            }
+            s.core.set_run_state(run, now)
+        });
         if let Some(payload) = cached {
             self.inner
                 .hand_over(&self.client_id, PushKind::Background, payload);
@@ -727,7 +825,7 @@ impl AppHandle {
             let started = match &route {
                 ClickRoute::Open { ability, .. } => {
                     let callback = slot.core.start_ability(ability);
-                    let cached = slot.core.cached_background.take();
+                    let cached = slot.core.take_cached_background(self.inner.clock.now_ms());
                     Some((callback, slot.ability(ability), cached))
                 }
                 _ => None,

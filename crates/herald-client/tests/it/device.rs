@@ -141,6 +141,7 @@ fn message(id: &str) -> ServerFrame {
         test: false,
         bi_tag: None,
         reminder: None,
+        background_mode: None,
     })
 }
 

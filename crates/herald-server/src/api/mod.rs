@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod push;
+pub mod revoke;
 
 use axum::Json;
 use axum::http::StatusCode;

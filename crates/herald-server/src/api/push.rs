@@ -8,20 +8,23 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use herald_core::live::{self, LiveDecision, LiveViewState};
 use herald_core::quota::{AppCategory, AppLimits, Counter, CounterKey};
 use herald_core::rights::{GrantedRights, Right};
 use herald_core::send::{ParsedSend, Payload, PushType, Rejection, parse_send};
 use herald_core::{Category, Outcome, ReceiptCode, token};
 use herald_proto::Code;
-use herald_proto::device::DeviceMessage;
+use herald_proto::device::{DeviceMessage, ServerFrame};
 use herald_proto::push::{TokenFailure, TokenFailures};
-use herald_store::{Enqueue, NewDelivery, NewDrop, NewRequest, StoreError, TokenRecord};
+use herald_store::{
+    Enqueue, LiveViewKey, NewDelivery, NewDrop, NewRequest, StoreError, TokenRecord,
+};
 use rand::Rng;
 
 use super::respond;
 use crate::delivery;
 use crate::ids;
-use crate::policy::Reservation;
+use crate::policy::{LiveEntry, Reservation};
 use crate::registry::Live;
 use crate::state::Shared;
 
@@ -78,9 +81,12 @@ async fn handle_send(
     let failures = plan.failures.clone();
     if plan.enqueue.deliveries.is_empty() && plan.enqueue.drops.is_empty() {
         app.quotas.release(reservation);
+        app.live_views.restore(plan.live_previous);
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
     }
     let live = plan.live_messages();
+    let urgent = push_type == PushType::Voip;
+    let live_previous = plan.live_previous;
     let mut enqueue = plan.enqueue;
     enqueue.usage = reservation.usage();
     let drops: Vec<Outcome> = enqueue.drops.iter().map(|d| d.outcome).collect();
@@ -88,11 +94,14 @@ async fn handle_send(
         Ok(r) => r,
         Err(e) => {
             app.quotas.release(reservation);
+            app.live_views.restore(live_previous);
             return Err(inner_error(e));
         }
     };
     for ((device_id, message), seq) in live.into_iter().zip(result.seqs) {
-        app.registry.deliver(&device_id, Live { seq, message });
+        let frame = ServerFrame::Message(message);
+        app.registry
+            .deliver(&device_id, Live { seq, frame, urgent });
     }
     for outcome in drops {
         if let Some(code) = outcome.receipt_code() {
@@ -117,6 +126,8 @@ struct Plan {
     failures: TokenFailures,
     push_type: u8,
     payload: serde_json::Value,
+    /// Live View states before this request changed them (restored if it is not stored).
+    live_previous: Vec<(LiveViewKey, Option<LiveViewState>)>,
 }
 
 impl Plan {
@@ -139,6 +150,7 @@ impl Plan {
                     test: r.test,
                     bi_tag: r.bi_tag.clone(),
                     reminder: None,
+                    background_mode: d.background_mode,
                 };
                 (
                     d.device_id.clone(),
@@ -159,10 +171,16 @@ struct AppPolicy {
 enum Decision {
     Fail(TokenFailure),
     Drop(ReceiptCode),
-    Deliver {
-        record: TokenRecord,
-        category: Option<Category>,
-    },
+    Deliver(Admitted),
+}
+
+/// A token that passed the checks that need no quota.
+struct Admitted {
+    record: TokenRecord,
+    /// The effective category, for notifications.
+    category: Option<Category>,
+    /// The effective `backgroundMode`, for background messages.
+    background_mode: Option<u8>,
 }
 
 /// Checks that need no quota: shape, push-type rules, ownership, rights.
@@ -188,13 +206,37 @@ fn admit(
     let Some(policy) = apps.get(&record.client_id) else {
         return Decision::Drop(ReceiptCode::TOKEN_INVALID);
     };
-    if matches!(parsed.payload, Payload::Badge(_))
-        && !policy.rights.has(&Right::Category(Category::Im))
-    {
-        return Decision::Fail(TokenFailure::NoPushTypeRight);
+    if let Some(failure) = missing_type_right(&parsed.payload, &policy.rights) {
+        return Decision::Fail(failure);
     }
     let category = requested.map(|c| policy.rights.effective_category(c));
-    Decision::Deliver { record, category }
+    let background_mode = matches!(parsed.payload, Payload::Background(_)).then(|| {
+        // Without the right, an IM background message is sent as a normal one.
+        u8::from(parsed.options.im_background && policy.rights.has(&Right::ImBackground))
+    });
+    Decision::Deliver(Admitted {
+        record,
+        category,
+        background_mode,
+    })
+}
+
+/// The right a push type needs and the app lacks, as the per-token failure to report.
+fn missing_type_right(payload: &Payload, rights: &GrantedRights) -> Option<TokenFailure> {
+    let (right, failure) = match payload {
+        Payload::Badge(_) => (Right::Category(Category::Im), TokenFailure::NoPushTypeRight),
+        Payload::Voice { .. } => (
+            Right::Category(Category::PlayVoice),
+            TokenFailure::NoPushTypeRight,
+        ),
+        Payload::Voip { .. } => (Right::VoipCall, TokenFailure::NoPushTypeRight),
+        Payload::LiveView(l) => (
+            Right::LiveView(l.event.clone()),
+            TokenFailure::NoRightToSendThisLiveNotificationEvent,
+        ),
+        Payload::Alert(_) | Payload::Form(_) | Payload::Background(_) => return None,
+    };
+    (!rights.has(&right)).then_some(failure)
 }
 
 async fn load_app_policies(
@@ -279,20 +321,31 @@ async fn plan_deliveries(
     if test {
         keys.push(test_key.clone());
     }
+    let mut live_keys = Vec::new();
     for (_, d) in &decisions {
-        if let Decision::Deliver { record, .. } = d {
-            for counter in [Counter::DeviceTotal, Counter::Marketing] {
-                keys.push(CounterKey::per_device(
-                    counter,
-                    &record.client_id,
-                    &record.device_id,
-                    day,
-                ));
+        if let Decision::Deliver(a) = d {
+            keys.extend(
+                counters_for(parsed, &a.record, day, now)
+                    .into_iter()
+                    .map(|(k, _)| k),
+            );
+            keys.push(CounterKey::per_device(
+                Counter::DeviceTotal,
+                &a.record.client_id,
+                &a.record.device_id,
+                day,
+            ));
+            if let Payload::LiveView(l) = &parsed.payload {
+                live_keys.push(live_key(&a.record, l.activity_id));
             }
         }
     }
     app.quotas
         .load(app.store.as_ref(), &keys)
+        .await
+        .map_err(inner_error)?;
+    app.live_views
+        .load(app.store.as_ref(), &live_keys)
         .await
         .map_err(inner_error)?;
 
@@ -316,17 +369,44 @@ async fn plan_deliveries(
     let mut failures = TokenFailures::default();
     let mut deliveries = Vec::new();
     let mut drops = Vec::new();
+    let mut live_views = Vec::new();
+    let mut live_previous = Vec::new();
+    let ctx = QuotaContext {
+        app,
+        apps: &apps,
+        parsed,
+        day,
+        now,
+    };
     for (token, decision) in decisions {
         let decision = match decision {
-            Decision::Deliver { .. } if !test_budget_left => {
+            Decision::Deliver(_) if !test_budget_left => {
                 Decision::Drop(ReceiptCode::FREQUENCY_LIMIT)
             }
-            Decision::Deliver { record, category } => {
-                match take_quotas(app, &apps, &record, category, test, day, &mut reservation) {
-                    Ok(()) => Decision::Deliver { record, category },
-                    Err(code) => Decision::Drop(code),
+            Decision::Deliver(admitted) => match &parsed.payload {
+                Payload::LiveView(op) => {
+                    let key = live_key(&admitted.record, op.activity_id);
+                    app.live_views.with_entry(&key, |entry| {
+                        let before = entry.state.clone();
+                        let outcome =
+                            decide_live_view(&ctx, &admitted, op, entry, &mut reservation);
+                        if entry.state != before {
+                            live_previous.push((key.clone(), before));
+                            if let Some(state) = &entry.state {
+                                live_views.push((key.clone(), state.clone()));
+                            }
+                        }
+                        match outcome {
+                            Ok(()) => Decision::Deliver(admitted),
+                            Err(code) => Decision::Drop(code),
+                        }
+                    })
                 }
-            }
+                _ => match ctx.take_quotas(&admitted, &mut reservation) {
+                    Ok(()) => Decision::Deliver(admitted),
+                    Err(code) => Decision::Drop(code),
+                },
+            },
             other => other,
         };
         match decision {
@@ -340,18 +420,18 @@ async fn plan_deliveries(
                     outcome: Outcome::Dropped(code),
                 });
             }
-            Decision::Deliver { record, category } => {
+            Decision::Deliver(a) => {
                 failures.success += 1;
                 deliveries.push(NewDelivery {
                     message_id: ids::hex_id(32),
-                    token: record.token,
-                    device_id: record.device_id,
-                    client_id: record.client_id,
+                    token: a.record.token,
+                    device_id: a.record.device_id,
+                    client_id: a.record.client_id,
                     expires_at,
                     collapse_key,
                     notify_id: parsed.payload.notification().map(|_| notify_id),
-                    category: category.map(|c| c.as_str().to_owned()),
-                    background_mode: None,
+                    category: a.category.map(|c| c.as_str().to_owned()),
+                    background_mode: a.background_mode,
                 });
             }
         }
@@ -373,58 +453,142 @@ async fn plan_deliveries(
                 deliveries,
                 drops,
                 usage: Vec::new(),
-                live_views: Vec::new(),
+                live_views,
             },
             failures,
             push_type: parsed.push_type.as_u8(),
             payload,
+            live_previous,
         },
         reservation,
     ))
 }
 
-/// Take the daily quotas one delivery needs: the MARKETING quota (not for test
-/// messages), then device-level control. On failure nothing stays taken.
-fn take_quotas(
-    app: &Shared,
-    apps: &HashMap<String, AppPolicy>,
+fn live_key(record: &TokenRecord, activity_id: i32) -> LiveViewKey {
+    LiveViewKey {
+        client_id: record.client_id.clone(),
+        device_id: record.device_id.clone(),
+        activity_id,
+    }
+}
+
+/// The push-type counters one delivery takes before device-level control, with their
+/// limits and the receipt code past them: the MARKETING quota (not for test messages), a
+/// widget's daily refreshes, IM background messages per hour.
+fn counters_for(
+    parsed: &ParsedSend,
     record: &TokenRecord,
-    category: Option<Category>,
-    test: bool,
     day: i32,
+    now: i64,
+) -> Vec<(CounterKey, (Counter, ReceiptCode))> {
+    let (client, device) = (&record.client_id, &record.device_id);
+    match &parsed.payload {
+        Payload::Alert(_) if !parsed.options.test => vec![(
+            CounterKey::per_device(Counter::Marketing, client, device, day),
+            (Counter::Marketing, ReceiptCode::FREQUENCY_LIMIT),
+        )],
+        Payload::Form(f) => vec![(
+            CounterKey::per_device_item(Counter::Widget, client, device, f.form_id, day),
+            (Counter::Widget, ReceiptCode::WIDGET_LIMIT),
+        )],
+        Payload::Background(_) if parsed.options.im_background => vec![(
+            CounterKey::per_device_item(
+                Counter::ImBackgroundHour,
+                client,
+                device,
+                now.div_euclid(3_600_000),
+                day,
+            ),
+            (Counter::ImBackgroundHour, ReceiptCode::FREQUENCY_LIMIT),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// What the quota checks of one request share.
+struct QuotaContext<'a> {
+    app: &'a Shared,
+    apps: &'a HashMap<String, AppPolicy>,
+    parsed: &'a ParsedSend,
+    day: i32,
+    now: i64,
+}
+
+impl QuotaContext<'_> {
+    /// Take the quotas one delivery needs: its push type's counter (see
+    /// [`counters_for`]), then device-level control. On failure nothing stays taken.
+    fn take_quotas(&self, a: &Admitted, reservation: &mut Reservation) -> Result<(), ReceiptCode> {
+        let Some(policy) = self.apps.get(&a.record.client_id) else {
+            return Err(ReceiptCode::TOKEN_INVALID);
+        };
+        let quotas = &self.app.quotas;
+        let mut taken = Vec::new();
+        for (key, (counter, code)) in counters_for(self.parsed, &a.record, self.day, self.now) {
+            let applies = match counter {
+                // Only notifications shown as MARKETING count towards its quota.
+                Counter::Marketing => a.category == Some(Category::Marketing),
+                // Only messages that stayed IM background messages count per hour.
+                Counter::ImBackgroundHour => a.background_mode == Some(1),
+                _ => true,
+            };
+            if !applies {
+                continue;
+            }
+            let limit = match counter {
+                Counter::Marketing => policy.limits.marketing_per_day,
+                Counter::Widget => self.app.config.widget_daily_limit,
+                Counter::ImBackgroundHour => herald_core::quota::IM_BACKGROUND_PER_HOUR,
+                Counter::DeviceTotal | Counter::TestMessages => u32::MAX,
+            };
+            if !quotas.try_take(&key, limit, reservation) {
+                for k in taken {
+                    quotas.give_back(&k, reservation);
+                }
+                return Err(code);
+            }
+            taken.push(key);
+        }
+        let total_key = CounterKey::per_device(
+            Counter::DeviceTotal,
+            &a.record.client_id,
+            &a.record.device_id,
+            self.day,
+        );
+        if !quotas.try_take(&total_key, policy.limits.device_daily_total, reservation) {
+            for k in taken {
+                quotas.give_back(&k, reservation);
+            }
+            return Err(ReceiptCode::DEVICE_CONTROL);
+        }
+        Ok(())
+    }
+}
+
+/// A Live View operation for one device: state rules (155/156/265/268/269), the
+/// per-activity rate (256), then device-level control. Runs under the activity's lock;
+/// the entry's state changes only when the operation is accepted (or an unknown id gets
+/// blocked).
+fn decide_live_view(
+    ctx: &QuotaContext<'_>,
+    admitted: &Admitted,
+    op: &herald_core::send::LiveView,
+    entry: &mut LiveEntry,
     reservation: &mut Reservation,
 ) -> Result<(), ReceiptCode> {
-    let Some(policy) = apps.get(&record.client_id) else {
-        return Err(ReceiptCode::TOKEN_INVALID);
-    };
-    let marketing_key = CounterKey::per_device(
-        Counter::Marketing,
-        &record.client_id,
-        &record.device_id,
-        day,
-    );
-    let counts_as_marketing = category == Some(Category::Marketing) && !test;
-    if counts_as_marketing
-        && !app
-            .quotas
-            .try_take(&marketing_key, policy.limits.marketing_per_day, reservation)
-    {
-        return Err(ReceiptCode::FREQUENCY_LIMIT);
-    }
-    let total_key = CounterKey::per_device(
-        Counter::DeviceTotal,
-        &record.client_id,
-        &record.device_id,
-        day,
-    );
-    if !app
-        .quotas
-        .try_take(&total_key, policy.limits.device_daily_total, reservation)
-    {
-        if counts_as_marketing {
-            app.quotas.give_back(&marketing_key, reservation);
+    match live::decide(entry.state.as_ref(), op, ctx.now) {
+        LiveDecision::Reject(code, new_state) => {
+            if let Some(state) = new_state {
+                entry.state = Some(state);
+            }
+            Err(code)
         }
-        return Err(ReceiptCode::DEVICE_CONTROL);
+        LiveDecision::Accept(next) => {
+            if !entry.rate.try_take(&op.event, ctx.now) {
+                return Err(ReceiptCode::FREQUENCY_LIMIT);
+            }
+            ctx.take_quotas(admitted, reservation)?;
+            entry.state = Some(next);
+            Ok(())
+        }
     }
-    Ok(())
 }

@@ -157,6 +157,8 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
     let mut alive = load_backlog(&app, &mut session, &mut sink).await;
     while alive {
         tokio::select! {
+            // In this order: shutdown, replacement, then VoIP calls ahead of other traffic.
+            biased;
             _ = app.shutdown.cancelled() => {
                 close = Some(Close::new(close::GOING_AWAY, "server shutting down"));
                 break;
@@ -164,6 +166,11 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
             _ = reg.kicked.cancelled() => {
                 close = Some(Close::new(close::REPLACED, "another connection took over"));
                 break;
+            }
+            Some(live) = reg.urgent_rx.recv() => {
+                if let Some(frame) = session.on_live(live, app.clock.now_ms()) {
+                    alive = send_frames(&mut sink, vec![frame]).await;
+                }
             }
             inbound = stream.next() => {
                 last_heard = Instant::now();

@@ -236,29 +236,62 @@ impl Identified {
         Ok(vec![ServerFrame::TokenDeleted { client_id }])
     }
 
-    /// Frames for the stored queue, skipping what this connection already sent.
+    /// Frames for the stored queue, skipping what this connection already sent. VoIP
+    /// calls go first: a call must ring before older notifications are shown.
     pub fn on_backlog(&mut self, backlog: Vec<StoredDelivery>) -> Vec<ServerFrame> {
-        backlog
+        let (calls, rest): (Vec<_>, Vec<_>) = backlog
             .into_iter()
+            .partition(|d| d.kind == "message" && d.push_type == VOIP_PUSH_TYPE);
+        calls
+            .into_iter()
+            .chain(rest)
             .filter_map(|d| {
-                let message = stored_to_message(d)?;
+                let frame = stored_to_frame(d)?;
                 self.in_flight
-                    .insert(message.id.clone())
-                    .then_some(ServerFrame::Message(message))
+                    .insert(frame_id(&frame).to_owned())
+                    .then_some(frame)
             })
             .collect()
     }
 
     /// A frame for a live message, unless it was already sent or its TTL has ended.
     pub fn on_live(&mut self, live: Live, now_ms: i64) -> Option<ServerFrame> {
-        // A message whose TTL is 0 is deliverable in the millisecond it was sent.
-        if live.message.expires_at < now_ms {
+        // A message whose TTL is 0 is deliverable in the millisecond it was sent; one
+        // whose TTL has ended is never delivered late (a VoIP call that stopped ringing).
+        if let ServerFrame::Message(m) = &live.frame
+            && m.expires_at < now_ms
+        {
             return None;
         }
         self.in_flight
-            .insert(live.message.id.clone())
-            .then_some(ServerFrame::Message(live.message))
+            .insert(frame_id(&live.frame).to_owned())
+            .then_some(live.frame)
     }
+}
+
+/// push-type of VoIP calls.
+const VOIP_PUSH_TYPE: u8 = 10;
+
+/// The id a device acks a frame by.
+fn frame_id(frame: &ServerFrame) -> &str {
+    match frame {
+        ServerFrame::Message(m) => &m.id,
+        ServerFrame::Revoke { id, .. } => id,
+        _ => "",
+    }
+}
+
+/// The frame a stored delivery becomes: a revoke command or a message.
+pub fn stored_to_frame(d: StoredDelivery) -> Option<ServerFrame> {
+    if d.kind == "revoke" {
+        return Some(ServerFrame::Revoke {
+            id: d.message_id,
+            client_id: d.client_id,
+            token: d.token,
+            notify_id: d.notify_id.unwrap_or_default(),
+        });
+    }
+    stored_to_message(d).map(ServerFrame::Message)
 }
 
 fn stored_to_message(d: StoredDelivery) -> Option<DeviceMessage> {
@@ -270,6 +303,7 @@ fn stored_to_message(d: StoredDelivery) -> Option<DeviceMessage> {
         }
     };
     let category = d.category;
+    let background_mode = d.background_mode;
     let message = DeviceMessage {
         id: d.message_id,
         client_id: d.client_id,
@@ -282,6 +316,7 @@ fn stored_to_message(d: StoredDelivery) -> Option<DeviceMessage> {
         test: d.test,
         bi_tag: d.bi_tag,
         reminder: None,
+        background_mode,
     };
     Some(crate::delivery::finish(message, category.as_deref()))
 }

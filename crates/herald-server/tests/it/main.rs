@@ -8,6 +8,7 @@ mod auth;
 mod docs;
 mod gateway;
 mod helpers;
+mod push_types;
 mod rights_quotas;
 mod sdk;
 mod send_api;

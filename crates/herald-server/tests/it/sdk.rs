@@ -19,14 +19,14 @@ use crate::helpers::{TestApp, events_for_token, spawn_app, wait_for_state};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// An SDK device for the bootstrap app, its events and the app's handle.
-struct Phone {
-    device: Device,
-    events: mpsc::Receiver<SdkEvent>,
-    app: AppHandle,
+pub struct Phone {
+    pub device: Device,
+    pub events: mpsc::Receiver<SdkEvent>,
+    pub app: AppHandle,
     _dir: tempfile::TempDir,
 }
 
-async fn phone(server: &TestApp) -> Phone {
+pub async fn phone(server: &TestApp) -> Phone {
     let dir = tempfile::tempdir().unwrap();
     let (device, events) = Device::open_with_clock(
         DeviceConfig {
@@ -49,7 +49,7 @@ async fn phone(server: &TestApp) -> Phone {
 
 impl Phone {
     /// The first event `pick` accepts, skipping others.
-    async fn wait_for<T>(&mut self, mut pick: impl FnMut(&SdkEvent) -> Option<T>) -> T {
+    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(&SdkEvent) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
@@ -62,7 +62,7 @@ impl Phone {
         }
     }
 
-    async fn notification(&mut self) -> (String, i64, Value) {
+    pub async fn notification(&mut self) -> (String, i64, Value) {
         self.wait_for(|e| match e {
             SdkEvent::Notification { shown, .. } => Some((
                 shown.message_id.clone(),
@@ -74,7 +74,7 @@ impl Phone {
         .await
     }
 
-    async fn suppressed(&mut self) -> (String, Option<u32>) {
+    pub async fn suppressed(&mut self) -> (String, Option<u32>) {
         self.wait_for(|e| match e {
             SdkEvent::Suppressed {
                 message_id,
@@ -86,7 +86,7 @@ impl Phone {
         .await
     }
 
-    async fn enable(&self) {
+    pub async fn enable(&self) {
         self.app
             .request_enable_notification(&FixedAnswer(true))
             .await

@@ -47,9 +47,31 @@ pub struct DeviceArgs {
     /// `NAME[,action=ACTION][,uri=URI]` (repeat for several; applies to every app).
     #[arg(long = "ability", value_name = "SPEC", value_parser = parse_ability)]
     pub abilities: Vec<AbilityDecl>,
+    /// Where the simulated app is when the device starts: in the foreground (the
+    /// default), in the background, or not running (the first tap is then `onCreate`).
+    #[arg(long, value_enum, default_value = "foreground")]
+    pub app_state: AppState,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--app-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppState {
+    Foreground,
+    Background,
+    Stopped,
+}
+
+impl From<AppState> for RunState {
+    fn from(s: AppState) -> RunState {
+        match s {
+            AppState::Foreground => RunState::Foreground,
+            AppState::Background => RunState::Background,
+            AppState::Stopped => RunState::Stopped,
+        }
+    }
 }
 
 /// `--permission`.
@@ -179,6 +201,7 @@ pub async fn run(args: DeviceArgs) -> anyhow::Result<ExitCode> {
         for decl in &args.abilities {
             app.add_ability(decl.clone(), Arc::new(NoopAbility));
         }
+        app.set_run_state(args.app_state.into());
     }
     // First launch: each app asks for the permission once (its result is an event).
     for app in &apps {
@@ -486,12 +509,71 @@ fn describe(event: &SdkEvent) -> (Value, String) {
             payload,
             handled,
         } => (
-            json!({"event": "received", "client_id": client_id, "kind": kind, "payload": payload, "handled": handled}),
+            // `receiveMessage(kind)` fired: `data` is PushPayload.data, parsed.
+            json!({"event": "message", "client_id": client_id, "message_id": payload.message_id,
+                "push_type": payload.push_type, "kind": kind,
+                "data": serde_json::from_str::<Value>(&payload.data).unwrap_or_else(|_| json!(payload.data)),
+                "handled": handled}),
             format!(
-                "receiveMessage('{}'): app {client_id}: {}",
+                "receiveMessage('{}'): app {client_id}, push-type {}: {}",
                 kind.as_str(),
+                payload.push_type,
                 payload.data
             ),
+        ),
+        SdkEvent::Form {
+            client_id,
+            message_id,
+            form_id,
+            version,
+            form_data,
+        } => (
+            json!({"event": "form", "client_id": client_id, "message_id": message_id,
+                "form_id": form_id, "version": version, "form_data": form_data}),
+            format!("widget {form_id} of app {client_id} now at version {version}: {form_data}"),
+        ),
+        SdkEvent::LiveView {
+            client_id,
+            message_id,
+            activity_id,
+            operation,
+            state,
+        } => (
+            json!({"event": "live_view", "client_id": client_id, "message_id": message_id,
+                "activity_id": activity_id, "operation": operation, "event_type": state.event,
+                "status": state.status, "version": state.version, "ended": state.ended,
+                "state": state.activity_data}),
+            format!(
+                "live view {activity_id} ({}) of app {client_id}: {} {}{}",
+                state.event,
+                ["created", "updated", "ended"]
+                    .get(usize::from(*operation))
+                    .unwrap_or(&"changed"),
+                state.status.as_deref().unwrap_or("-"),
+                if state.ended { " (ended)" } else { "" }
+            ),
+        ),
+        SdkEvent::Cached {
+            client_id,
+            message_id,
+        } => (
+            json!({"event": "cached", "client_id": client_id, "message_id": message_id}),
+            format!(
+                "background message {message_id} of app {client_id} kept until the app comes to the foreground"
+            ),
+        ),
+        SdkEvent::Badge { client_id, count } => (
+            json!({"event": "badge", "client_id": client_id, "count": count}),
+            format!("badge of app {client_id}: {count}"),
+        ),
+        SdkEvent::Revoked {
+            client_id,
+            notify_id,
+            message_id,
+        } => (
+            json!({"event": "revoked", "client_id": client_id, "notify_id": notify_id,
+                "message_id": message_id}),
+            format!("revoked: notification {notify_id} of app {client_id} removed"),
         ),
         SdkEvent::Message(m) => (
             json!({"event": "message", "client_id": m.client_id, "message_id": m.id,

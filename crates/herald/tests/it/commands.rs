@@ -56,7 +56,13 @@ fn a_click_starts_the_ability_with_the_data_cold_then_warm() {
         &s.server.url,
         &s.client_id,
         &s.dir.path().join("device"),
-        &["--ability", "OrderAbility,action=com.example.ORDER"],
+        // Not running: the first tap is a cold start.
+        &[
+            "--ability",
+            "OrderAbility,action=com.example.ORDER",
+            "--app-state",
+            "stopped",
+        ],
     );
     let permission = device.expect("permission", Duration::from_secs(20));
     assert_eq!(
@@ -178,8 +184,9 @@ fn permission_settings_profiles_and_token_deletion_from_the_command_line() {
         json!({"category": "IM", "title": "quiet", "body": "b", "foregroundShow": false,
         "clickAction": {"actionType": 0}}),
     );
-    let received = device.expect("received", WAIT);
+    let received = device.expect("message", WAIT);
     assert_eq!(received["kind"], "DEFAULT");
+    assert_eq!(received["push_type"], 0);
 
     // delete_token: a new token is printed.
     device.command(json!({"cmd": "delete_token"}));

@@ -9,3 +9,4 @@ mod crash;
 mod newcomer;
 mod operator;
 mod process;
+mod push_types;

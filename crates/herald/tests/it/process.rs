@@ -226,17 +226,23 @@ pub fn sign_jwt(key_file: &Value) -> String {
     jsonwebtoken::encode(&header, &claims, &key).expect("signed")
 }
 
-/// POST a send with a fresh JWT; returns (status, body).
+/// POST a push-type 0 send with a fresh JWT; returns (status, body).
 pub fn post_send(url: &str, project_id: &str, jwt: &str, body: &Value) -> (u16, Value) {
+    post_push(url, &format!("v3/{project_id}/messages:send"), jwt, 0, body)
+}
+
+/// POST to a Push Kit endpoint (`v3/{projectId}/messages:send`,
+/// `v1/{clientId}/messages:revoke`) with a JWT and a `push-type`.
+pub fn post_push(url: &str, path: &str, jwt: &str, push_type: u8, body: &Value) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
         let resp = reqwest::Client::new()
-            .post(format!("{url}/v3/{project_id}/messages:send"))
+            .post(format!("{url}/{path}"))
             .header("Authorization", format!("Bearer {jwt}"))
-            .header("push-type", "0")
+            .header("push-type", push_type.to_string())
             .json(body)
             .send()
             .await

@@ -1,0 +1,189 @@
+//! `POST /v1/{clientId}/messages:revoke`: withdraw notifications (push-type 0) and
+//! text-to-speech messages (push-type 2) by `notifyId` (reference §1.3).
+//!
+//! A revoked message still queued is never delivered; one a device may show gets a
+//! revoke command queued like a message, and the device removes it unless it was tapped.
+
+use std::collections::HashSet;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use herald_core::send::{MAX_BODY_BYTES, MAX_NOTIFY_ID, MAX_TOKENS, PushType, Rejection};
+use herald_core::token;
+use herald_proto::Code;
+use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
+use herald_store::Revoke;
+
+use super::respond;
+use crate::gateway::sm::stored_to_frame;
+use crate::ids;
+use crate::registry::Live;
+use crate::state::Shared;
+
+const MAX_RAW_BODY: usize = MAX_BODY_BYTES + MAX_TOKENS * (token::MAX_TOKEN_LEN + 3);
+
+/// The revoke endpoint.
+pub async fn revoke(
+    State(app): State<Shared>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let now = app.clock.now_ms();
+    let request_id = ids::request_id(now);
+    match handle(&app, &client_id, &headers, body, now, &request_id).await {
+        Ok((code, msg)) => respond(code, msg, &request_id),
+        Err(r) => respond(r.code, r.msg, &request_id),
+    }
+}
+
+fn internal(e: herald_store::StoreError) -> Rejection {
+    tracing::error!(error = %e, "The store failed during a revoke.");
+    Rejection::new(Code::InnerError, Code::InnerError.default_msg())
+}
+
+async fn handle(
+    app: &Shared,
+    client_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    now: i64,
+    request_id: &str,
+) -> Result<(Code, String), Rejection> {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = app
+        .jwt
+        .principal(authorization)
+        .await
+        .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
+    let push_type = PushType::from_header(headers.get("push-type").and_then(|v| v.to_str().ok()))?;
+    if !matches!(push_type, PushType::Alert | PushType::Voice) {
+        return Err(Rejection::payload(
+            "only notification (0) and text-to-speech (2) messages can be revoked",
+        ));
+    }
+    let owner = app
+        .apps
+        .get(app.store.as_ref(), client_id)
+        .await
+        .map_err(internal)?;
+    if owner.is_none_or(|a| a.project_id != principal.project_id) {
+        return Err(Rejection::new(
+            Code::NoRevokePermission,
+            Code::NoRevokePermission.default_msg(),
+        ));
+    }
+
+    let bytes = to_bytes(body, MAX_RAW_BODY)
+        .await
+        .map_err(|_| Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg()))?;
+    let request: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        Rejection::new(
+            Code::ParameterError,
+            format!("Check Parameter Error, body does not match the schema: {e}"),
+        )
+    })?;
+    let tokens = request.token.unwrap_or_default();
+    let token_bytes: usize = tokens.iter().map(|t| t.len() + 3).sum();
+    if bytes.len().saturating_sub(token_bytes) > MAX_BODY_BYTES {
+        return Err(Rejection::new(
+            Code::MessageTooLong,
+            Code::MessageTooLong.default_msg(),
+        ));
+    }
+    if tokens.is_empty() || tokens.len() > MAX_TOKENS {
+        return Err(Rejection::new(
+            Code::TokenCountOutOfRange,
+            format!("token count should within 1 and {MAX_TOKENS}."),
+        ));
+    }
+    let notify_id = match request.notify_id {
+        Some(id @ 0..=MAX_NOTIFY_ID) => id as u32,
+        Some(_) => {
+            return Err(Rejection::payload(format!(
+                "notifyId must be within 0 and {MAX_NOTIFY_ID}"
+            )));
+        }
+        None => return Err(Rejection::payload("notifyId is mandatory")),
+    };
+
+    let mut seen = HashSet::new();
+    let tokens: Vec<&str> = tokens
+        .iter()
+        .map(String::as_str)
+        .filter(|t| seen.insert(*t))
+        .collect();
+    let records = app
+        .tokens
+        .resolve(app.store.as_ref(), &tokens)
+        .await
+        .map_err(internal)?;
+    let apps: HashSet<&str> = records
+        .iter()
+        .flatten()
+        .map(|r| r.client_id.as_str())
+        .collect();
+    if apps.len() > 1 {
+        return Err(Rejection::new(
+            Code::TokenAppCountExceeded,
+            Code::TokenAppCountExceeded.default_msg(),
+        ));
+    }
+    if apps.iter().any(|a| *a != client_id) {
+        return Err(Rejection::new(
+            Code::TokenAppMismatch,
+            Code::TokenAppMismatch.default_msg(),
+        ));
+    }
+
+    let mut failures = TokenFailures::default();
+    let mut targets = Vec::new();
+    for (token, record) in tokens.iter().zip(records) {
+        match record {
+            Some(r) => {
+                failures.success += 1;
+                targets.push((r.token, r.device_id, r.client_id));
+            }
+            None => failures.add(TokenFailure::TokenFormatError, *token),
+        }
+    }
+    if targets.is_empty() {
+        return Ok((Code::AllTokensInvalid, failures.to_msg()));
+    }
+    let result = app
+        .store
+        .revoke(Revoke {
+            request_id: request_id.to_owned(),
+            project_id: principal.project_id.clone(),
+            push_type: push_type.as_u8(),
+            notify_id,
+            tokens: targets,
+            now,
+        })
+        .await
+        .map_err(internal)?;
+    for (seq, stored) in result.commands {
+        let device_id = stored.device_id.clone();
+        if let Some(frame) = stored_to_frame(stored) {
+            app.registry.deliver(
+                &device_id,
+                Live {
+                    seq,
+                    frame,
+                    urgent: false,
+                },
+            );
+        }
+    }
+    metrics::counter!("herald_messages_revoked_total").increment(result.revoked.len() as u64);
+    tracing::info!(%client_id, %request_id, notify_id, revoked = result.revoked.len(), "Revoke accepted.");
+    if failures.is_empty() {
+        Ok((Code::Success, Code::Success.default_msg().to_owned()))
+    } else {
+        Ok((Code::RevokePartialSuccess, failures.to_msg()))
+    }
+}
