@@ -5,8 +5,9 @@ pub mod push;
 pub mod revoke;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use herald_core::send::{PushType, Rejection};
 use herald_proto::Code;
 use herald_proto::push::ApiResponse;
 
@@ -14,4 +15,28 @@ use herald_proto::push::ApiResponse;
 pub fn respond(code: Code, msg: impl Into<String>, request_id: &str) -> Response {
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::OK);
     (status, Json(ApiResponse::new(code, msg, request_id))).into_response()
+}
+
+/// Answer a Push Kit endpoint's outcome (an accepted code and `msg`, or a rejection),
+/// counting rejections by code.
+pub fn answer(outcome: Result<(Code, String), Rejection>, request_id: &str) -> Response {
+    match outcome {
+        Ok((code, msg)) => respond(code, msg, request_id),
+        Err(r) => {
+            metrics::counter!("herald_api_rejected_total", "code" => r.code.as_str()).increment(1);
+            respond(r.code, r.msg, request_id)
+        }
+    }
+}
+
+/// The `Authorization` header, if it is text.
+pub fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The `push-type` header, parsed (missing or unknown → `80100003`).
+pub fn push_type(headers: &HeaderMap) -> Result<PushType, Rejection> {
+    PushType::from_header(headers.get("push-type").and_then(|v| v.to_str().ok()))
 }

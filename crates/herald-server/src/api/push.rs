@@ -21,7 +21,7 @@ use herald_store::{
 };
 use rand::Rng;
 
-use super::respond;
+use super::{answer, authorization, push_type};
 use crate::delivery;
 use crate::ids;
 use crate::policy::{LiveEntry, Reservation};
@@ -40,14 +40,8 @@ pub async fn send(
 ) -> Response {
     let now = app.clock.now_ms();
     let request_id = ids::request_id(now);
-    match handle_send(&app, &project_id, &headers, body, now, &request_id).await {
-        Ok((code, msg)) => respond(code, msg, &request_id),
-        Err(rejection) => {
-            metrics::counter!("herald_send_rejected_total", "code" => rejection.code.as_str())
-                .increment(1);
-            respond(rejection.code, rejection.msg, &request_id)
-        }
-    }
+    let outcome = handle_send(&app, &project_id, &headers, body, now, &request_id).await;
+    answer(outcome, &request_id)
 }
 
 fn inner_error(e: StoreError) -> Rejection {
@@ -63,15 +57,12 @@ async fn handle_send(
     now: i64,
     request_id: &str,
 ) -> Result<(Code, String), Rejection> {
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
     app.jwt
-        .authenticate(authorization, project_id)
+        .authenticate(authorization(headers), project_id)
         .await
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
 
-    let push_type = PushType::from_header(headers.get("push-type").and_then(|v| v.to_str().ok()))?;
+    let push_type = push_type(headers)?;
     let bytes = to_bytes(body, MAX_RAW_BODY)
         .await
         .map_err(|_| Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg()))?;

@@ -16,7 +16,7 @@ use herald_proto::Code;
 use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
 use herald_store::Revoke;
 
-use super::respond;
+use super::{answer, authorization, push_type};
 use crate::gateway::sm::stored_to_frame;
 use crate::ids;
 use crate::registry::Live;
@@ -33,10 +33,8 @@ pub async fn revoke(
 ) -> Response {
     let now = app.clock.now_ms();
     let request_id = ids::request_id(now);
-    match handle(&app, &client_id, &headers, body, now, &request_id).await {
-        Ok((code, msg)) => respond(code, msg, &request_id),
-        Err(r) => respond(r.code, r.msg, &request_id),
-    }
+    let outcome = handle(&app, &client_id, &headers, body, now, &request_id).await;
+    answer(outcome, &request_id)
 }
 
 fn internal(e: herald_store::StoreError) -> Rejection {
@@ -52,15 +50,12 @@ async fn handle(
     now: i64,
     request_id: &str,
 ) -> Result<(Code, String), Rejection> {
-    let authorization = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
     let principal = app
         .jwt
-        .principal(authorization)
+        .principal(authorization(headers))
         .await
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
-    let push_type = PushType::from_header(headers.get("push-type").and_then(|v| v.to_str().ok()))?;
+    let push_type = push_type(headers)?;
     if !matches!(push_type, PushType::Alert | PushType::Voice) {
         return Err(Rejection::payload(
             "only notification (0) and text-to-speech (2) messages can be revoked",

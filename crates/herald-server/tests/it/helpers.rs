@@ -397,15 +397,26 @@ pub fn events_for_token(
     request_id: &str,
     token: &str,
 ) -> Vec<(String, Option<u32>)> {
+    events_where(app, "request_id = ?1 AND token = ?2", &[request_id, token])
+}
+
+/// (outcome, receipt code) of every event of a request, oldest first.
+pub fn events_of_request(app: &TestApp, request_id: &str) -> Vec<(String, Option<u32>)> {
+    events_where(app, "request_id = ?1", &[request_id])
+}
+
+fn events_where(app: &TestApp, filter: &str, args: &[&str]) -> Vec<(String, Option<u32>)> {
     let db = rusqlite::Connection::open(app.dir.path().join(herald_server::DATABASE_FILE))
         .expect("open the database");
     let mut stmt = db
-        .prepare(
-            "SELECT outcome, code FROM events WHERE request_id = ?1 AND token = ?2 ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT outcome, code FROM events WHERE {filter} ORDER BY id"
+        ))
         .expect("prepare");
-    stmt.query_map([request_id, token], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+    stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
 }

@@ -43,16 +43,12 @@ fn notification(token: &str, category: &str, title: &str) -> Value {
     })
 }
 
-/// The outcomes recorded for the last message sent to `token` with this title.
+/// The receipt code of the request's `dropped` event, if it was dropped.
 async fn dropped_code(app: &TestApp, request_id: &str) -> Option<u32> {
-    let db = app.dir.path().join(herald_server::DATABASE_FILE);
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
-        "SELECT code FROM events WHERE request_id = ?1 AND outcome = 'dropped'",
-        [request_id],
-        |r| r.get(0),
-    )
-    .ok()
+    crate::helpers::events_of_request(app, request_id)
+        .into_iter()
+        .find(|(outcome, _)| outcome == "dropped")
+        .and_then(|(_, code)| code)
 }
 
 #[tokio::test]
