@@ -8,6 +8,7 @@ pub mod category;
 pub mod clock;
 pub mod lifecycle;
 pub mod quota;
+pub mod receipt;
 pub mod rights;
 pub mod send;
 pub mod token;
