@@ -38,6 +38,17 @@ pub struct Config {
     pub send_rate_per_sec: u32,
     /// Test messages per project per day (receipt 256 past it).
     pub test_messages_per_day: u32,
+    /// Milliseconds receipts for one endpoint gather before a callback that is not yet
+    /// full (100 statuses) is sent.
+    pub receipt_batch_window_ms: u64,
+    /// Longest wait between retries of a failed receipt callback, in seconds.
+    pub receipt_retry_cap_secs: u64,
+    /// Seconds a receipt is retried before it is dropped (counted and logged).
+    pub receipt_retry_for_secs: u64,
+    /// Seconds a receipt callback may take before it counts as failed.
+    pub receipt_timeout_secs: u64,
+    /// Refuse `http://` receipt callback URLs, as Push Kit does.
+    pub receipt_require_https: bool,
 }
 
 impl Default for Config {
@@ -56,6 +67,11 @@ impl Default for Config {
             device_daily_total: herald_core::quota::DEVICE_DAILY_TOTAL,
             send_rate_per_sec: herald_core::quota::SEND_RATE_PER_SEC,
             test_messages_per_day: herald_core::quota::TEST_MESSAGES_PER_DAY,
+            receipt_batch_window_ms: 200,
+            receipt_retry_cap_secs: 300,
+            receipt_retry_for_secs: 86_400,
+            receipt_timeout_secs: 10,
+            receipt_require_https: false,
         }
     }
 }
@@ -126,6 +142,11 @@ impl Config {
             "HERALD_DEVICE_DAILY_TOTAL" => self.device_daily_total = parse(var, value)?,
             "HERALD_SEND_RATE_PER_SEC" => self.send_rate_per_sec = parse(var, value)?,
             "HERALD_TEST_MESSAGES_PER_DAY" => self.test_messages_per_day = parse(var, value)?,
+            "HERALD_RECEIPT_BATCH_WINDOW_MS" => self.receipt_batch_window_ms = parse(var, value)?,
+            "HERALD_RECEIPT_RETRY_CAP_SECS" => self.receipt_retry_cap_secs = parse(var, value)?,
+            "HERALD_RECEIPT_RETRY_FOR_SECS" => self.receipt_retry_for_secs = parse(var, value)?,
+            "HERALD_RECEIPT_TIMEOUT_SECS" => self.receipt_timeout_secs = parse(var, value)?,
+            "HERALD_RECEIPT_REQUIRE_HTTPS" => self.receipt_require_https = parse(var, value)?,
             _ => {}
         }
         Ok(())
@@ -166,6 +187,20 @@ device_daily_total = {device_total}
 send_rate_per_sec = {rate}
 # Test messages (pushOptions.testMessage) per project per day; past it, receipt 256.
 test_messages_per_day = {tests}
+
+# Delivery receipts (herald admin receipt …).
+# Milliseconds receipts for one endpoint gather before a callback with fewer than 100
+# statuses is sent (a full one goes at once).
+receipt_batch_window_ms = {batch_window}
+# Failed callbacks are retried with exponential backoff and jitter from about a second,
+# each wait at most this many seconds …
+receipt_retry_cap_secs = {retry_cap}
+# … for this many seconds after the receipt was queued; then it is dropped and logged.
+receipt_retry_for_secs = {retry_for}
+# Seconds a callback may take before it counts as failed.
+receipt_timeout_secs = {receipt_timeout}
+# Refuse http:// callback URLs, as Push Kit does (http is handy for local receivers).
+receipt_require_https = {require_https}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -179,6 +214,11 @@ test_messages_per_day = {tests}
             device_total = d.device_daily_total,
             rate = d.send_rate_per_sec,
             tests = d.test_messages_per_day,
+            batch_window = d.receipt_batch_window_ms,
+            retry_cap = d.receipt_retry_cap_secs,
+            retry_for = d.receipt_retry_for_secs,
+            receipt_timeout = d.receipt_timeout_secs,
+            require_https = d.receipt_require_https,
         )
     }
 }

@@ -159,7 +159,12 @@ struct AppPolicy {
 /// The per-token decision: fail (in `illegalTokens`), drop with a receipt, or deliver.
 enum Decision {
     Fail(TokenFailure),
-    Drop(ReceiptCode),
+    /// Dropped with this receipt code; `client_id` is the token's app when it has one
+    /// (its receipt then goes to that app's receipt config).
+    Drop {
+        code: ReceiptCode,
+        client_id: Option<String>,
+    },
     Deliver {
         record: TokenRecord,
         category: Option<Category>,
@@ -182,12 +187,20 @@ fn admit(
         return Decision::Fail(TokenFailure::NotSupportPlayVoice);
     }
     let record = match record {
-        None => return Decision::Drop(ReceiptCode::TOKEN_INVALID),
+        None => {
+            return Decision::Drop {
+                code: ReceiptCode::TOKEN_INVALID,
+                client_id: None,
+            };
+        }
         Some(r) if r.project_id != project_id => return Decision::Fail(TokenFailure::NoRight),
         Some(r) => r,
     };
     let Some(policy) = apps.get(&record.client_id) else {
-        return Decision::Drop(ReceiptCode::TOKEN_INVALID);
+        return Decision::Drop {
+            code: ReceiptCode::TOKEN_INVALID,
+            client_id: None,
+        };
     };
     if matches!(parsed.payload, Payload::Badge(_))
         && !policy.rights.has(&Right::Category(Category::Im))
@@ -326,25 +339,29 @@ async fn plan_deliveries(
     let mut drops = Vec::new();
     for (token, decision) in decisions {
         let decision = match decision {
-            Decision::Deliver { .. } if !test_budget_left => {
-                Decision::Drop(ReceiptCode::FREQUENCY_LIMIT)
-            }
+            Decision::Deliver { record, .. } if !test_budget_left => Decision::Drop {
+                code: ReceiptCode::FREQUENCY_LIMIT,
+                client_id: Some(record.client_id),
+            },
             Decision::Deliver { record, category } => {
                 match take_quotas(app, &apps, &record, category, test, day, &mut reservation) {
                     Ok(()) => Decision::Deliver { record, category },
-                    Err(code) => Decision::Drop(code),
+                    Err(code) => Decision::Drop {
+                        code,
+                        client_id: Some(record.client_id),
+                    },
                 }
             }
             other => other,
         };
         match decision {
             Decision::Fail(reason) => failures.add(reason, token),
-            Decision::Drop(code) => {
+            Decision::Drop { code, client_id } => {
                 failures.success += 1;
                 drops.push(NewDrop {
                     message_id: ids::hex_id(32),
                     token: token.to_owned(),
-                    client_id: None,
+                    client_id,
                     outcome: Outcome::Dropped(code),
                 });
             }
