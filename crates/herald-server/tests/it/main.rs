@@ -8,5 +8,6 @@ mod auth;
 mod docs;
 mod gateway;
 mod helpers;
+mod receipts;
 mod rights_quotas;
 mod send_api;
