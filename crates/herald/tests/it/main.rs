@@ -8,3 +8,4 @@ mod crash;
 mod newcomer;
 mod operator;
 mod process;
+mod receipts;
