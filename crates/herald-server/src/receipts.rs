@@ -191,7 +191,7 @@ struct Dispatcher {
 }
 
 /// Run until shutdown, then wait for batches on the wire (bounded by the callback
-/// timeout) so that what an endpoint acknowledged is recorded.
+/// timeout and the shutdown grace) so that what an endpoint acknowledged is recorded.
 pub async fn run(state: Shared) {
     let now = state.clock.now_ms();
     // On start, pending receipts are sent at once, whatever their backoff said.
@@ -227,7 +227,12 @@ pub async fn run(state: Shared) {
             d.finished(done);
         }
     }
-    let limit = Duration::from_secs(d.state.config.receipt_timeout_secs + 1);
+    // Bounded by the shutdown grace too: an unfinished batch stays pending and is sent
+    // again after the restart.
+    let config = &d.state.config;
+    let limit = Duration::from_secs(
+        (config.receipt_timeout_secs + 1).min(config.shutdown_grace_secs.max(1)),
+    );
     let drain = async { while d.tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(limit, drain).await.is_err() {
         tracing::warn!("Receipt callbacks still running at shutdown; they will be sent again.");
