@@ -57,6 +57,10 @@ impl AdminClient {
         self.call(self.http.patch(self.url(path)).json(body)).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<AdminResponse, AdminError> {
+        self.call(self.http.delete(self.url(path))).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod payloads;
 pub mod quota;
+pub mod receipt;
 pub mod rights;
 pub mod send;
 pub mod token;

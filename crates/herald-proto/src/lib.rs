@@ -7,5 +7,6 @@ pub mod code;
 pub mod device;
 pub mod keyfile;
 pub mod push;
+pub mod receipt;
 
 pub use code::Code;

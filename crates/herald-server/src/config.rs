@@ -40,6 +40,17 @@ pub struct Config {
     pub test_messages_per_day: u32,
     /// Refreshes per widget (`formId`) per device per day (receipt 262 past it).
     pub widget_daily_limit: u32,
+    /// Milliseconds receipts for one endpoint gather before a callback that is not yet
+    /// full (100 statuses) is sent.
+    pub receipt_batch_window_ms: u64,
+    /// Longest wait between retries of a failed receipt callback, in seconds.
+    pub receipt_retry_cap_secs: u64,
+    /// Seconds a receipt is retried before it is dropped (counted and logged).
+    pub receipt_retry_for_secs: u64,
+    /// Seconds a receipt callback may take before it counts as failed.
+    pub receipt_timeout_secs: u64,
+    /// Refuse `http://` receipt callback URLs, as Push Kit does.
+    pub receipt_require_https: bool,
 }
 
 impl Default for Config {
@@ -59,6 +70,11 @@ impl Default for Config {
             send_rate_per_sec: herald_core::quota::SEND_RATE_PER_SEC,
             test_messages_per_day: herald_core::quota::TEST_MESSAGES_PER_DAY,
             widget_daily_limit: herald_core::quota::WIDGET_REFRESHES_PER_DAY,
+            receipt_batch_window_ms: 200,
+            receipt_retry_cap_secs: 300,
+            receipt_retry_for_secs: 86_400,
+            receipt_timeout_secs: 10,
+            receipt_require_https: false,
         }
     }
 }
@@ -130,6 +146,11 @@ impl Config {
             "HERALD_SEND_RATE_PER_SEC" => self.send_rate_per_sec = parse(var, value)?,
             "HERALD_TEST_MESSAGES_PER_DAY" => self.test_messages_per_day = parse(var, value)?,
             "HERALD_WIDGET_DAILY_LIMIT" => self.widget_daily_limit = parse(var, value)?,
+            "HERALD_RECEIPT_BATCH_WINDOW_MS" => self.receipt_batch_window_ms = parse(var, value)?,
+            "HERALD_RECEIPT_RETRY_CAP_SECS" => self.receipt_retry_cap_secs = parse(var, value)?,
+            "HERALD_RECEIPT_RETRY_FOR_SECS" => self.receipt_retry_for_secs = parse(var, value)?,
+            "HERALD_RECEIPT_TIMEOUT_SECS" => self.receipt_timeout_secs = parse(var, value)?,
+            "HERALD_RECEIPT_REQUIRE_HTTPS" => self.receipt_require_https = parse(var, value)?,
             _ => {}
         }
         Ok(())
@@ -172,6 +193,20 @@ send_rate_per_sec = {rate}
 test_messages_per_day = {tests}
 # Refreshes per widget (formId) per device per day; past it, receipt 262.
 widget_daily_limit = {widgets}
+
+# Delivery receipts (herald admin receipt …).
+# Milliseconds receipts for one endpoint gather before a callback with fewer than 100
+# statuses is sent (a full one goes at once).
+receipt_batch_window_ms = {batch_window}
+# Failed callbacks are retried with exponential backoff and jitter from about a second,
+# each wait at most this many seconds …
+receipt_retry_cap_secs = {retry_cap}
+# … for this many seconds after the receipt was queued; then it is dropped and logged.
+receipt_retry_for_secs = {retry_for}
+# Seconds a callback may take before it counts as failed.
+receipt_timeout_secs = {receipt_timeout}
+# Refuse http:// callback URLs, as Push Kit does (http is handy for local receivers).
+receipt_require_https = {require_https}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -186,6 +221,11 @@ widget_daily_limit = {widgets}
             rate = d.send_rate_per_sec,
             tests = d.test_messages_per_day,
             widgets = d.widget_daily_limit,
+            batch_window = d.receipt_batch_window_ms,
+            retry_cap = d.receipt_retry_cap_secs,
+            retry_for = d.receipt_retry_for_secs,
+            receipt_timeout = d.receipt_timeout_secs,
+            require_https = d.receipt_require_https,
         )
     }
 }

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod ids;
 pub mod keys;
 pub mod policy;
+pub mod receipts;
 pub mod registry;
 pub mod state;
 pub mod web;
@@ -122,7 +123,12 @@ impl Herald {
             send_rate_per_sec: config.send_rate_per_sec,
             test_messages_per_day: config.test_messages_per_day,
         };
+        let receipt_http =
+            receipts::http_client(Duration::from_secs(config.receipt_timeout_secs.max(1)))
+                .map_err(|e| ServerError::Config(format!("receipt HTTP client: {e}")))?;
         let state = Arc::new(AppState {
+            receipt_wake: store.receipts_queued(),
+            receipt_http,
             calendar,
             limits,
             rights: Default::default(),
@@ -184,6 +190,7 @@ impl Herald {
         let state = self.state;
         let token = state.shutdown.clone();
         let sweeper = tokio::spawn(expiry_sweeper(state.clone()));
+        let dispatcher = tokio::spawn(receipts::run(state.clone()));
         let app = router(state.clone());
         let serve_token = token.clone();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
@@ -212,6 +219,10 @@ impl Herald {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sweeper.abort();
+        // The dispatcher stops on the shutdown token and records the batches it has on
+        // the wire before the store closes.
+        token.cancel();
+        let _ = dispatcher.await;
         state.store.close().await;
         tracing::info!("Herald stopped.");
         result.map_err(ServerError::Io)

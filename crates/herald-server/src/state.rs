@@ -32,6 +32,11 @@ pub struct AppState {
     pub limits: herald_core::quota::DefaultLimits,
     /// Cancelled when the server begins to shut down; device connections close on it.
     pub shutdown: CancellationToken,
+    /// Wakes the receipt dispatcher: the store signals it after commits that queued
+    /// receipts; tests poke it after moving the clock.
+    pub receipt_wake: Arc<tokio::sync::Notify>,
+    /// The HTTP client for receipt callbacks (dispatcher and `receipt test`).
+    pub receipt_http: reqwest::Client,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 

@@ -8,7 +8,11 @@ mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
 use herald_core::quota::CounterKey;
+use herald_core::receipt::ReceiptFate;
+use tokio::sync::Notify;
 
 pub use model::*;
 
@@ -99,6 +103,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Durably store one accepted request, its queued deliveries and its drop events.
     /// Applies `collapseKey` replacement and the offline cache cap, returning what it
     /// replaced so the caller can report it.
+    ///
+    /// Every event with a receipt code (here and in `ack`, `record_reports`,
+    /// `expire_due`) queues its receipt in the same transaction, for the config chosen by
+    /// `requests.receipt_id` (if it exists in the project and is not another app's), else
+    /// the oldest config of the token's app, else the oldest project-level config.
     async fn enqueue(&self, batch: Enqueue) -> Result<EnqueueResult>;
     /// Queued, unexpired deliveries for the device, oldest first.
     async fn pending(&self, device_id: &str, now_ms: i64) -> Result<Vec<StoredDelivery>>;
@@ -113,6 +122,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn events_for(&self, message_id: &str) -> Result<Vec<EventRecord>>;
     /// Count of deliveries per state (for metrics and the report).
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>>;
+
+    /// Add a receipt configuration.
+    async fn create_receipt_config(&self, config: ReceiptConfig) -> Result<()>;
+    async fn receipt_config(&self, receipt_id: &str) -> Result<Option<ReceiptConfig>>;
+    /// A project's receipt configurations, its apps' included, oldest first.
+    async fn list_receipt_configs(&self, project_id: &str) -> Result<Vec<ReceiptConfig>>;
+    /// Delete a configuration; its pending receipts are dropped. `None` when there is no
+    /// such config, else how many pending receipts were dropped.
+    async fn delete_receipt_config(&self, receipt_id: &str, now_ms: i64) -> Result<Option<u64>>;
+    /// Pending receipts due at `now_ms`: up to `per_config` per configuration, oldest
+    /// first, grouped by configuration.
+    async fn due_receipts(&self, now_ms: i64, per_config: usize) -> Result<Vec<DueReceipts>>;
+    /// Record what became of callback attempts (pending receipts only; one attempt each).
+    async fn settle_receipts(&self, fates: &[(i64, ReceiptFate)], now_ms: i64) -> Result<()>;
+    /// Make every pending receipt due now (on start: pending receipts are sent at once).
+    async fn retry_pending_receipts_now(&self, now_ms: i64) -> Result<u64>;
+    /// How many receipts are pending.
+    async fn pending_receipts(&self) -> Result<u64>;
+    /// Count of receipts per state (`pending`, `sent`, `dropped`), for the report.
+    async fn receipt_counts(&self) -> Result<Vec<(String, u64)>>;
+    /// Signalled after every commit that queued receipts (the dispatcher waits on it).
+    fn receipts_queued(&self) -> Arc<Notify>;
 
     /// Flush and stop background work; later calls fail with [`StoreError::Closed`].
     async fn close(&self);

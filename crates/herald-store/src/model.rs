@@ -249,3 +249,65 @@ pub struct EventRecord {
     pub outcome: Outcome,
     pub at: i64,
 }
+
+/// Where an app's (or a whole project's) delivery receipts go.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReceiptConfig {
+    pub receipt_id: String,
+    pub project_id: String,
+    /// `Some` for an app-level config (wins over the project's).
+    pub client_id: Option<String>,
+    pub url: String,
+    pub username: Option<String>,
+    /// Base64 of the HMAC key for configs Herald generated; see `herald-server::receipts`.
+    pub secret: String,
+    /// Always `V2`.
+    pub version: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for ReceiptConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptConfig")
+            .field("receipt_id", &self.receipt_id)
+            .field("project_id", &self.project_id)
+            .field("client_id", &self.client_id)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .field("version", &self.version)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// One queued receipt status, as the outbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReceipt {
+    /// Outbox id (ascending = queue order).
+    pub id: i64,
+    pub receipt_id: String,
+    pub request_id: String,
+    pub token: String,
+    pub push_type: u8,
+    /// `""` when the request had none.
+    pub bi_tag: String,
+    /// `""` when the token belongs to no known app.
+    pub app_package_name: String,
+    /// Widgets (push type 1): the payload's `formId`.
+    pub form_id: Option<i64>,
+    /// The receipt code.
+    pub result: u32,
+    /// When the event happened (ms).
+    pub at: i64,
+    /// Callback attempts so far.
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+/// The due receipts of one config, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReceipts {
+    pub config: ReceiptConfig,
+    pub receipts: Vec<PendingReceipt>,
+}

@@ -14,15 +14,17 @@ use async_trait::async_trait;
 use herald_core::Outcome;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::{
-    Admin, App, AppUpdate, Bootstrap, Enqueue, EnqueueResult, EventRecord, LiveViewKey, NewDevice,
-    NewToken, Project, Report, Result, Revoke, RevokeResult, RightChange, RightEvent, RightRecord,
-    ServiceAccount, Store, StoreError, StoredDelivery, TokenRecord,
+    Admin, App, AppUpdate, Bootstrap, DueReceipts, Enqueue, EnqueueResult, EventRecord,
+    LiveViewKey, NewDevice, NewToken, PendingReceipt, Project, ReceiptConfig, Report, Result,
+    Revoke, RevokeResult, RightChange, RightEvent, RightRecord, ServiceAccount, Store, StoreError,
+    StoredDelivery, TokenRecord,
 };
 use herald_core::live::LiveViewState;
 use herald_core::quota::{CounterKey, LimitOverrides};
+use herald_core::receipt::ReceiptFate;
 use herald_core::rights::RightState;
 
 /// Most jobs committed in one transaction.
@@ -34,6 +36,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../migrations/sqlite/001_init.sql")),
     M::up(include_str!("../migrations/sqlite/002_rights_quotas.sql")),
     M::up(include_str!("../migrations/sqlite/004_push_types.sql")),
+    M::up(include_str!("../migrations/sqlite/005_receipts.sql")),
 ];
 
 const APP_COLUMNS: &str = "client_id, project_id, package_name, name, created_at, app_category, marketing_per_day, device_daily_total, send_rate_per_sec";
@@ -51,6 +54,22 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
             device_daily_total: r.get(7)?,
             send_rate_per_sec: r.get(8)?,
         },
+    })
+}
+
+const RECEIPT_CONFIG_COLUMNS: &str =
+    "receipt_id, project_id, client_id, url, username, secret, version, created_at";
+
+fn receipt_config_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptConfig> {
+    Ok(ReceiptConfig {
+        receipt_id: r.get(0)?,
+        project_id: r.get(1)?,
+        client_id: r.get(2)?,
+        url: r.get(3)?,
+        username: r.get(4)?,
+        secret: r.get(5)?,
+        version: r.get(6)?,
+        created_at: r.get(7)?,
     })
 }
 
@@ -124,6 +143,7 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     durability: Durability,
+    receipts_queued: Arc<Notify>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -159,15 +179,21 @@ impl SqliteStore {
         Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
 
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let receipts_queued = Arc::new(Notify::new());
+        let signal = ReceiptSignal {
+            notify: receipts_queued.clone(),
+            last_id: last_receipt_id(&conn)?,
+        };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))?;
+            .spawn(move || writer_loop(conn, rx, signal))?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
             readers: Arc::new(Mutex::new(Vec::new())),
             durability,
+            receipts_queued,
         })
     }
 
@@ -252,7 +278,39 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>) {
+/// The highest receipt outbox id ever assigned (AUTOINCREMENT keeps it in
+/// `sqlite_sequence`, rolled back with the savepoint that inserted it).
+fn last_receipt_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'receipts'), 0)",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
+/// Tells the receipt dispatcher that a commit queued receipts. Comparing the outbox's
+/// sequence before and after each commit counts exactly the committed rows, without
+/// threading a counter through every write.
+struct ReceiptSignal {
+    notify: Arc<Notify>,
+    last_id: i64,
+}
+
+impl ReceiptSignal {
+    fn after_commit(&mut self, conn: &Connection) {
+        match last_receipt_id(conn) {
+            Ok(id) if id > self.last_id => {
+                metrics::counter!("herald_receipts_queued_total")
+                    .increment((id - self.last_id) as u64);
+                self.last_id = id;
+                self.notify.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Could not read the receipt outbox sequence."),
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>, mut signal: ReceiptSignal) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -277,6 +335,9 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<Job>) {
             e.to_string()
         });
         metrics::histogram!("herald_store_commit_batch_size").record(completions.len() as f64);
+        if commit_error.is_none() {
+            signal.after_commit(&conn);
+        }
         for done in completions {
             done(commit_error.clone());
         }
@@ -379,6 +440,7 @@ fn revoke_in(conn: &Connection, rv: &Revoke) -> Result<RevokeResult> {
                     message_id,
                     Some(request_id),
                     Some(token),
+                    Some(client_id),
                     Outcome::Revoked,
                     rv.now,
                 )?;
@@ -413,25 +475,79 @@ fn revoke_in(conn: &Connection, rv: &Revoke) -> Result<RevokeResult> {
     Ok(result)
 }
 
+/// Record one lifecycle event. An event with a receipt code also queues its receipt, in
+/// the same transaction, so no committed event loses its receipt (see [`queue_receipt`]).
 fn insert_event(
     conn: &Connection,
     message_id: &str,
     request_id: Option<&str>,
     token: Option<&str>,
+    client_id: Option<&str>,
     outcome: Outcome,
     at: i64,
 ) -> rusqlite::Result<()> {
+    let code = outcome.receipt_code().map(|c| c.0);
     conn.prepare_cached(
-        "INSERT INTO events (message_id, request_id, token, outcome, code, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (message_id, request_id, token, client_id, outcome, code, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         message_id,
         request_id,
         token,
+        client_id,
         outcome.name(),
-        outcome.receipt_code().map(|c| c.0),
+        code,
         at
     ])?;
+    if let (Some(code), Some(request_id), Some(token)) = (code, request_id, token) {
+        queue_receipt(
+            conn,
+            conn.last_insert_rowid(),
+            request_id,
+            token,
+            client_id,
+            code,
+            at,
+        )?;
+    }
+    Ok(())
+}
+
+/// Queue the receipt of event `event_id`, if a config applies: the request's `receiptId`
+/// when it names a config of the request's project that is not another app's; else the
+/// oldest config of the token's app; else the oldest project-level config. The status
+/// fields (biTag, pushType, package name, widget formId) are copied now, so a receipt
+/// reports what was true when its event happened.
+fn queue_receipt(
+    conn: &Connection,
+    event_id: i64,
+    request_id: &str,
+    token: &str,
+    client_id: Option<&str>,
+    code: u32,
+    at: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO receipts (event_id, receipt_id, request_id, token, push_type, bi_tag, app_package_name,
+                               form_id, result, at, state, attempts, next_attempt_at, created_at, updated_at)
+         SELECT ?1, cfg.receipt_id, r.request_id, ?3, r.push_type, COALESCE(r.bi_tag, ''),
+                COALESCE((SELECT package_name FROM apps WHERE client_id = ?4), ''),
+                CASE WHEN r.push_type = 1 AND json_valid(r.payload)
+                     THEN json_extract(r.payload, '$.formId') END,
+                ?5, ?6, 'pending', 0, ?6, ?6, ?6
+         FROM requests r
+         JOIN receipt_configs cfg ON cfg.receipt_id = COALESCE(
+             (SELECT c.receipt_id FROM receipt_configs c
+               WHERE c.receipt_id = r.receipt_id AND c.project_id = r.project_id
+                 AND (c.client_id IS NULL OR c.client_id IS ?4)),
+             (SELECT c.receipt_id FROM receipt_configs c
+               WHERE ?4 IS NOT NULL AND c.client_id = ?4 ORDER BY c.created_at, c.rowid LIMIT 1),
+             (SELECT c.receipt_id FROM receipt_configs c
+               WHERE c.project_id = r.project_id AND c.client_id IS NULL
+               ORDER BY c.created_at, c.rowid LIMIT 1))
+         WHERE r.request_id = ?2",
+    )?
+    .execute(params![event_id, request_id, token, client_id, code, at])?;
     Ok(())
 }
 
@@ -442,11 +558,11 @@ fn replace_queued(
     args: &[&dyn rusqlite::ToSql],
     at: i64,
 ) -> rusqlite::Result<Vec<String>> {
-    let ids: Vec<(String, String, String)> = conn
+    let ids: Vec<(String, String, String, String)> = conn
         .prepare_cached(sql_selecting_message_ids)?
-        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for (id, request_id, token) in &ids {
+    for (id, request_id, token, client_id) in &ids {
         conn.prepare_cached(
             "UPDATE deliveries SET state = 'replaced', updated_at = ?2 WHERE message_id = ?1",
         )?
@@ -456,11 +572,12 @@ fn replace_queued(
             id,
             Some(request_id),
             Some(token),
+            Some(client_id),
             Outcome::Replaced,
             at,
         )?;
     }
-    Ok(ids.into_iter().map(|(id, _, _)| id).collect())
+    Ok(ids.into_iter().map(|(id, ..)| id).collect())
 }
 
 fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
@@ -486,8 +603,8 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
         if let Some(key) = d.collapse_key {
             result.replaced.extend(replace_queued(
                 conn,
-                "SELECT message_id, request_id, token FROM deliveries
-                 WHERE token = ?1 AND collapse_key = ?2 AND state = 'queued'",
+                "SELECT message_id, request_id, token, client_id FROM deliveries
+                 WHERE token = ?1 AND collapse_key = ?2 AND state = 'queued' AND kind = 'message'",
                 &[&d.token, &key],
                 at,
             )?);
@@ -515,13 +632,14 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             &d.message_id,
             Some(&r.request_id),
             Some(&d.token),
+            Some(&d.client_id),
             Outcome::Queued,
             at,
         )?;
         result.replaced.extend(replace_queued(
             conn,
-            "SELECT message_id, request_id, token FROM deliveries
-             WHERE token = ?1 AND state = 'queued'
+            "SELECT message_id, request_id, token, client_id FROM deliveries
+             WHERE token = ?1 AND state = 'queued' AND kind = 'message'
              ORDER BY seq DESC LIMIT -1 OFFSET ?2",
             &[&d.token, &OFFLINE_CACHE_CAP],
             at,
@@ -543,6 +661,7 @@ fn enqueue_in(conn: &Connection, batch: &Enqueue) -> Result<EnqueueResult> {
             &drop.message_id,
             Some(&r.request_id),
             Some(&drop.token),
+            drop.client_id.as_deref(),
             drop.outcome,
             at,
         )?;
@@ -980,22 +1099,26 @@ impl Store for SqliteStore {
         let (device_id, ids) = (device_id.to_owned(), message_ids.to_vec());
         self.write(move |c| {
             for id in &ids {
-                let row: Option<(String, String)> = c
+                let row: Option<(String, String, String, String)> = c
                     .prepare_cached(
                         "UPDATE deliveries SET state = 'delivered', updated_at = ?3
                          WHERE message_id = ?1 AND device_id = ?2 AND state = 'queued'
-                         RETURNING request_id, token",
+                         RETURNING request_id, token, client_id, kind",
                     )?
                     .query_row(params![id, device_id, now_ms], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                     .optional()?;
-                if let Some((request_id, token)) = row {
+                // A revoke command is not a message: it has no lifecycle and no receipt.
+                if let Some((request_id, token, client_id, kind)) = row
+                    && kind == "message"
+                {
                     insert_event(
                         c,
                         id,
                         Some(&request_id),
                         Some(&token),
+                        Some(&client_id),
                         Outcome::Delivered,
                         now_ms,
                     )?;
@@ -1010,17 +1133,17 @@ impl Store for SqliteStore {
         let (device_id, reports) = (device_id.to_owned(), reports.to_vec());
         self.write(move |c| {
             for rep in &reports {
-                let row: Option<(String, String, String)> = c
+                let row: Option<(String, String, String, String)> = c
                     .prepare_cached(
-                        "SELECT request_id, token, state FROM deliveries
+                        "SELECT request_id, token, state, client_id FROM deliveries
                          WHERE message_id = ?1 AND device_id = ?2
-                           AND state IN ('queued', 'delivered', 'shown', 'suppressed', 'clicked')",
+                           AND kind = 'message' AND state IN ('queued', 'delivered', 'shown', 'suppressed', 'clicked')",
                     )?
                     .query_row(params![rep.message_id, device_id], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                     .optional()?;
-                let Some((request_id, token, state)) = row else {
+                let Some((request_id, token, state, client_id)) = row else {
                     continue;
                 };
                 // A report implies delivery, even if the device's ack has not landed yet.
@@ -1030,6 +1153,7 @@ impl Store for SqliteStore {
                         &rep.message_id,
                         Some(&request_id),
                         Some(&token),
+                        Some(&client_id),
                         Outcome::Delivered,
                         rep.at,
                     )?;
@@ -1043,6 +1167,7 @@ impl Store for SqliteStore {
                     &rep.message_id,
                     Some(&request_id),
                     Some(&token),
+                    Some(&client_id),
                     rep.outcome,
                     rep.at,
                 )?;
@@ -1054,20 +1179,29 @@ impl Store for SqliteStore {
 
     async fn expire_due(&self, now_ms: i64) -> Result<u64> {
         self.write(move |c| {
-            let expired: Vec<(String, String, String)> = c
+            let expired: Vec<(String, String, String, String, String)> = c
                 .prepare_cached(
                     "UPDATE deliveries SET state = 'expired', updated_at = ?1
                      WHERE state = 'queued' AND expires_at <= ?1
-                     RETURNING message_id, request_id, token",
+                     RETURNING message_id, request_id, token, client_id, kind",
                 )?
-                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map([now_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
-            for (id, request_id, token) in &expired {
+            // Revoke commands expire silently: they are not messages.
+            let expired: Vec<_> = expired
+                .into_iter()
+                .filter(|(.., kind)| kind == "message")
+                .map(|(id, request_id, token, client_id, _)| (id, request_id, token, client_id))
+                .collect();
+            for (id, request_id, token, client_id) in &expired {
                 insert_event(
                     c,
                     id,
                     Some(request_id),
                     Some(token),
+                    Some(client_id),
                     Outcome::Expired,
                     now_ms,
                 )?;
@@ -1152,8 +1286,181 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_receipt_config(&self, config: ReceiptConfig) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO receipt_configs (receipt_id, project_id, client_id, url, username, secret, version, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                config.receipt_id,
+                config.project_id,
+                config.client_id,
+                config.url,
+                config.username,
+                config.secret,
+                config.version,
+                config.created_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn receipt_config(&self, receipt_id: &str) -> Result<Option<ReceiptConfig>> {
+        let id = receipt_id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs WHERE receipt_id = ?1"
+            ))?
+            .query_row([id], receipt_config_from_row)
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_receipt_configs(&self, project_id: &str) -> Result<Vec<ReceiptConfig>> {
+        let id = project_id.to_owned();
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs WHERE project_id = ?1 ORDER BY created_at, rowid"
+                ))?
+                .query_map([id], receipt_config_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_receipt_config(&self, receipt_id: &str, now_ms: i64) -> Result<Option<u64>> {
+        let id = receipt_id.to_owned();
+        self.write(move |c| {
+            if c.prepare_cached("DELETE FROM receipt_configs WHERE receipt_id = ?1")?
+                .execute([&id])?
+                == 0
+            {
+                return Ok(None);
+            }
+            let dropped = c
+                .prepare_cached(
+                    "UPDATE receipts SET state = 'dropped', updated_at = ?2
+                     WHERE receipt_id = ?1 AND state = 'pending'",
+                )?
+                .execute(params![id, now_ms])?;
+            Ok(Some(dropped as u64))
+        })
+        .await
+    }
+
+    async fn due_receipts(&self, now_ms: i64, per_config: usize) -> Result<Vec<DueReceipts>> {
+        let limit = i64::try_from(per_config).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            // Configs are few; each one's due rows come from the partial index in id order.
+            let configs = c
+                .prepare_cached(&format!(
+                    "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs ORDER BY created_at, rowid"
+                ))?
+                .query_map([], receipt_config_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT id, receipt_id, request_id, token, push_type, bi_tag, app_package_name, form_id,
+                        result, at, attempts, created_at
+                 FROM receipts
+                 WHERE receipt_id = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+                 ORDER BY id LIMIT ?3",
+            )?;
+            let mut out = Vec::new();
+            for config in configs {
+                let receipts = stmt
+                    .query_map(params![config.receipt_id, now_ms, limit], |r| {
+                        Ok(PendingReceipt {
+                            id: r.get(0)?,
+                            receipt_id: r.get(1)?,
+                            request_id: r.get(2)?,
+                            token: r.get(3)?,
+                            push_type: r.get(4)?,
+                            bi_tag: r.get(5)?,
+                            app_package_name: r.get(6)?,
+                            form_id: r.get(7)?,
+                            result: r.get(8)?,
+                            at: r.get(9)?,
+                            attempts: r.get(10)?,
+                            created_at: r.get(11)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                if !receipts.is_empty() {
+                    out.push(DueReceipts { config, receipts });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn revoke(&self, revoke: Revoke) -> Result<RevokeResult> {
         self.write(move |c| revoke_in(c, &revoke)).await
+    }
+
+    async fn settle_receipts(&self, fates: &[(i64, ReceiptFate)], now_ms: i64) -> Result<()> {
+        let fates = fates.to_vec();
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE receipts SET state = ?2, next_attempt_at = ?3, attempts = attempts + 1, updated_at = ?4
+                 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for (id, fate) in &fates {
+                let (state, next) = match fate {
+                    ReceiptFate::Sent => ("sent", now_ms),
+                    ReceiptFate::Dropped => ("dropped", now_ms),
+                    ReceiptFate::Retry { next_attempt_at } => ("pending", *next_attempt_at),
+                };
+                stmt.execute(params![id, state, next, now_ms])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_pending_receipts_now(&self, now_ms: i64) -> Result<u64> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE receipts SET next_attempt_at = ?1 WHERE state = 'pending' AND next_attempt_at > ?1",
+            )?
+            .execute([now_ms])? as u64)
+        })
+        .await
+    }
+
+    async fn pending_receipts(&self) -> Result<u64> {
+        self.read(|c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM receipts WHERE state = 'pending'")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn receipt_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT state, COUNT(*) FROM receipts GROUP BY state ORDER BY state",
+                )?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(s, n)| (s, n.max(0) as u64))
+                .collect())
+        })
+        .await
+    }
+
+    fn receipts_queued(&self) -> Arc<Notify> {
+        self.receipts_queued.clone()
     }
 
     async fn close(&self) {

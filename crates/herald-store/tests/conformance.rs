@@ -295,6 +295,7 @@ async fn story(store: &dyn Store) {
     assert_eq!(names(&store.events_for("after").await.unwrap()), ["queued"]);
 
     admin_story(store).await;
+    receipt_story(store).await;
 
     let counts = store.delivery_counts().await.unwrap();
     assert!(counts.iter().any(|(s, n)| s == "queued" && *n == 120));
@@ -434,6 +435,257 @@ async fn admin_story(store: &dyn Store) {
     );
 }
 
+fn receipt_config(id: &str, client_id: Option<&str>, at: i64) -> ReceiptConfig {
+    ReceiptConfig {
+        receipt_id: id.into(),
+        project_id: "p1".into(),
+        client_id: client_id.map(str::to_owned),
+        url: format!("http://127.0.0.1:1/{id}"),
+        username: Some("user".into()),
+        secret: "c2VjcmV0".into(),
+        version: "V2".into(),
+        created_at: at,
+    }
+}
+
+/// Receipts are queued with their events, for the right config, and drained durably.
+async fn receipt_story(store: &dyn Store) {
+    use herald_core::receipt::ReceiptFate;
+    use std::time::Duration;
+
+    let signal = store.receipts_queued();
+    let due = |now| async move { store.due_receipts(now, 100).await.unwrap() };
+    let total = |d: &[DueReceipts]| d.iter().map(|d| d.receipts.len()).sum::<usize>();
+
+    // No config, no receipt.
+    assert!(due(i64::MAX).await.is_empty());
+
+    store
+        .create_receipt_config(receipt_config("rc-project", None, NOW))
+        .await
+        .unwrap();
+    store
+        .create_receipt_config(receipt_config("rc-project-2", None, NOW + 1))
+        .await
+        .unwrap();
+    store
+        .create_receipt_config(receipt_config("rc-app", Some("c1"), NOW + 2))
+        .await
+        .unwrap();
+    assert_eq!(store.list_receipt_configs("p1").await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .receipt_config("rc-app")
+            .await
+            .unwrap()
+            .unwrap()
+            .client_id
+            .as_deref(),
+        Some("c1")
+    );
+
+    store
+        .register_device(NewDevice {
+            device_id: "d-r".into(),
+            secret_hash: "sh".into(),
+            created_at: NOW,
+        })
+        .await
+        .unwrap();
+    let token = store
+        .token_for(
+            "d-r",
+            "c1",
+            NewToken {
+                token: "tok-r".into(),
+                created_at: NOW,
+            },
+        )
+        .await
+        .unwrap();
+    let mut delivery = delivery("r-m1", &token, None, NOW + 60_000);
+    delivery.device_id = "d-r".into();
+    let mut explicit = request("r-explicit", NOW);
+    explicit.receipt_id = Some("rc-project-2".into());
+    let mut unknown_id = request("r-unknown-id", NOW);
+    unknown_id.receipt_id = Some("no-such-config".into());
+    store
+        .enqueue(Enqueue {
+            request: request("r-r1", NOW),
+            deliveries: vec![delivery],
+            drops: vec![],
+            usage: vec![],
+            live_views: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(due(i64::MAX).await.is_empty(), "queued has no receipt");
+    store.ack("d-r", &["r-m1".into()], NOW + 5).await.unwrap();
+    // Drops: an unknown token has no app (project-level config); a quota drop has one.
+    let drop = |id: &str, token: &str, client_id: Option<&str>, code| NewDrop {
+        message_id: id.into(),
+        token: token.into(),
+        client_id: client_id.map(str::to_owned),
+        outcome: Outcome::Dropped(ReceiptCode(code)),
+    };
+    store
+        .enqueue(Enqueue {
+            request: request("r-r2", NOW + 6),
+            deliveries: vec![],
+            drops: vec![
+                drop("r-ghost", "ghost", None, 5),
+                drop("r-quota", &token, Some("c1"), 256),
+            ],
+            usage: vec![],
+            live_views: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .enqueue(Enqueue {
+            request: explicit,
+            deliveries: vec![],
+            drops: vec![drop("r-explicit-ghost", "ghost", None, 5)],
+            usage: vec![],
+            live_views: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .enqueue(Enqueue {
+            request: unknown_id,
+            deliveries: vec![],
+            drops: vec![drop("r-fallback", "ghost", None, 5)],
+            usage: vec![],
+            live_views: vec![],
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), signal.notified())
+        .await
+        .expect("the dispatcher is told about new receipts");
+
+    let all = due(i64::MAX).await;
+    let by_config = |id: &str| -> Vec<(String, u32)> {
+        all.iter()
+            .filter(|d| d.config.receipt_id == id)
+            .flat_map(|d| d.receipts.iter().map(|r| (r.token.clone(), r.result)))
+            .collect()
+    };
+    assert_eq!(
+        by_config("rc-app"),
+        [(token.clone(), 0), (token.clone(), 256)],
+        "the app's config wins for its tokens"
+    );
+    assert_eq!(
+        by_config("rc-project"),
+        [("ghost".to_owned(), 5), ("ghost".to_owned(), 5)],
+        "tokens of no app, and unknown receiptIds, go to the oldest project config"
+    );
+    assert_eq!(
+        by_config("rc-project-2"),
+        [("ghost".to_owned(), 5)],
+        "receiptId chooses the config"
+    );
+    let app_receipts = &all
+        .iter()
+        .find(|d| d.config.receipt_id == "rc-app")
+        .unwrap()
+        .receipts;
+    let delivered = &app_receipts[0];
+    assert_eq!(
+        (
+            delivered.request_id.as_str(),
+            delivered.bi_tag.as_str(),
+            delivered.app_package_name.as_str(),
+            delivered.push_type,
+            delivered.at,
+            delivered.attempts,
+        ),
+        ("r-r1", "bi", "com.x", 0, NOW + 5, 0)
+    );
+    assert!(
+        app_receipts[0].id < app_receipts[1].id,
+        "oldest first within a config"
+    );
+    assert_eq!(total(&due(NOW + 5).await), 3, "not due before their event");
+    assert_eq!(
+        store.due_receipts(i64::MAX, 1).await.unwrap()[0]
+            .receipts
+            .len(),
+        1,
+        "at most `per_config` per config"
+    );
+    assert_eq!(store.pending_receipts().await.unwrap(), 5);
+
+    // Settling: sent and dropped leave the queue, a retry waits for its time.
+    let ids: Vec<i64> = app_receipts.iter().map(|r| r.id).collect();
+    let ghosts: Vec<i64> = all
+        .iter()
+        .filter(|d| d.config.receipt_id == "rc-project")
+        .flat_map(|d| d.receipts.iter().map(|r| r.id))
+        .collect();
+    store
+        .settle_receipts(
+            &[
+                (ids[0], ReceiptFate::Sent),
+                (
+                    ids[1],
+                    ReceiptFate::Retry {
+                        next_attempt_at: NOW + 1_000,
+                    },
+                ),
+                (ghosts[0], ReceiptFate::Dropped),
+            ],
+            NOW + 10,
+        )
+        .await
+        .unwrap();
+    // Settling again is a no-op for receipts that are no longer pending.
+    store
+        .settle_receipts(&[(ids[0], ReceiptFate::Dropped)], NOW + 11)
+        .await
+        .unwrap();
+    let later = due(NOW + 999).await;
+    assert!(later.iter().all(|d| d.config.receipt_id != "rc-app"));
+    let retried = due(NOW + 1_000).await;
+    let retried = &retried
+        .iter()
+        .find(|d| d.config.receipt_id == "rc-app")
+        .unwrap()
+        .receipts;
+    assert_eq!((retried[0].id, retried[0].attempts), (ids[1], 1));
+    assert_eq!(store.retry_pending_receipts_now(NOW + 20).await.unwrap(), 1);
+    assert_eq!(total(&due(NOW + 20).await), 3);
+    let counts = store.receipt_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            ("dropped".to_owned(), 1),
+            ("pending".to_owned(), 3),
+            ("sent".to_owned(), 1)
+        ]
+    );
+
+    // Deleting a config drops its pending receipts.
+    assert_eq!(
+        store
+            .delete_receipt_config("rc-project", NOW + 30)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .delete_receipt_config("rc-project", NOW + 30)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.pending_receipts().await.unwrap(), 2);
+    assert_eq!(store.list_receipt_configs("p1").await.unwrap().len(), 2);
+}
+
 #[tokio::test]
 async fn sqlite_passes_the_story() {
     let dir = tempfile::tempdir().unwrap();
@@ -467,9 +719,25 @@ async fn sqlite_state_survives_reopening() {
             )
             .await
             .unwrap();
+        store
+            .create_receipt_config(receipt_config("rc", None, NOW))
+            .await
+            .unwrap();
         enqueue_one(&store, "m1", None, NOW + 60_000).await;
+        store.expire_due(NOW + 60_000).await.unwrap();
+        enqueue_one(&store, "m2", None, NOW + 60_000).await;
         store.close().await;
     }
     let store = SqliteStore::open(&path, Durability::Full).unwrap();
     assert_eq!(store.pending("d1", NOW).await.unwrap().len(), 1);
+    let due = store.due_receipts(i64::MAX, 100).await.unwrap();
+    assert_eq!(
+        due[0].receipts.len(),
+        1,
+        "queued receipts survive a restart"
+    );
+    assert_eq!(
+        due[0].receipts[0].result, 14,
+        "TTL expiry is reported as 14"
+    );
 }

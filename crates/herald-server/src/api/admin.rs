@@ -6,12 +6,14 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use herald_core::quota::{AppCategory, Counter, CounterKey};
 use herald_core::rights::{Right, RightAction};
 use herald_proto::keyfile::KeyFile;
-use herald_store::{App, AppUpdate, Project, RightChange, ServiceAccount, StoreError};
+use herald_store::{
+    App, AppUpdate, Project, ReceiptConfig, RightChange, ServiceAccount, StoreError,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -23,15 +25,17 @@ use crate::state::Shared;
 /// The admin API's OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Herald admin API", description = "Projects, apps, keys, scenario rights and quotas."),
+    info(title = "Herald admin API", description = "Projects, apps, keys, scenario rights, quotas and receipt configurations."),
     paths(
         list_projects, create_project, create_key, list_keys,
         list_apps, create_app, show_app, update_app,
         list_rights, change_right, show_quotas,
+        create_receipt, list_receipts, delete_receipt, test_receipt,
     ),
     components(schemas(
         ProjectView, NewProjectBody, AppView, NewAppBody, AppPatch, LimitsView, KeyView,
         RightView, RightHistoryView, RightsView, RightBody, QuotasView, ErrorBody,
+        NewReceiptBody, ReceiptView, DeletedReceiptView, ReceiptTestView,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -67,6 +71,12 @@ pub fn routes() -> Router<Shared> {
             post(change_right),
         )
         .route("/api/v1/apps/{client_id}/quotas", get(show_quotas))
+        .route(
+            "/api/v1/projects/{project_id}/receipts",
+            get(list_receipts).post(create_receipt),
+        )
+        .route("/api/v1/receipts/{receipt_id}", delete(delete_receipt))
+        .route("/api/v1/receipts/{receipt_id}/test", post(test_receipt))
 }
 
 /// An admin API failure: an HTTP status and a sentence.
@@ -656,5 +666,229 @@ async fn show_quotas(
         limits: view.limits,
         test_messages_used: used(&test_key),
         device,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewReceiptBody {
+    /// The callback URL (`https://`; `http://` too unless `receipt_require_https`).
+    url: String,
+    /// Callback user name, signed into `X-HUAWEI-CALLBACK-ID` (empty when absent).
+    username: Option<String>,
+    /// The signing secret. Absent: Herald generates Base64 of 32 random bytes. A secret
+    /// that is valid Base64 is decoded to form the HMAC key, any other is used as UTF-8.
+    secret: Option<String>,
+    /// Make it an app-level configuration (wins over the project's).
+    client_id: Option<String>,
+}
+
+/// A receipt configuration. `secret` is shown only when it is created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    #[serde(rename = "receiptId")]
+    receipt_id: String,
+    url: String,
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    client_id: Option<String>,
+    project_id: String,
+    /// Always `V2`.
+    version: String,
+    created_at: i64,
+}
+
+fn receipt_view(c: ReceiptConfig, with_secret: bool) -> ReceiptView {
+    ReceiptView {
+        secret: with_secret.then_some(c.secret),
+        receipt_id: c.receipt_id,
+        url: c.url,
+        username: c.username,
+        client_id: c.client_id,
+        project_id: c.project_id,
+        version: c.version,
+        created_at: c.created_at,
+    }
+}
+
+/// Longest callback user name accepted.
+const MAX_RECEIPT_USERNAME: usize = 256;
+
+/// Check a callback URL: absolute http(s) with a host; https when the config demands it.
+fn receipt_url(app: &Shared, url: &str) -> Result<String, AdminError> {
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| bad_request(format!("url is not a valid URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if !app.config.receipt_require_https => {}
+        "http" => {
+            return Err(bad_request(
+                "url must be https:// (this server sets receipt_require_https)",
+            ));
+        }
+        _ => return Err(bad_request("url must be an http:// or https:// URL")),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad_request("url must name a host"));
+    }
+    Ok(parsed.to_string())
+}
+
+/// Create a receipt configuration (V2) for a project, or for one of its apps with
+/// `client_id`. Messages choose one with `pushOptions.receiptId`; otherwise the app's
+/// oldest configuration applies, else the project's oldest.
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/receipts",
+    params(("project_id" = String, Path)), request_body = NewReceiptBody,
+    responses((status = 201, body = ReceiptView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn create_receipt(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(project_id): Path<String>,
+    Json(body): Json<NewReceiptBody>,
+) -> Result<(StatusCode, Json<ReceiptView>), AdminError> {
+    if app.store.project(&project_id).await?.is_none() {
+        return Err(not_found("project"));
+    }
+    let url = receipt_url(&app, &body.url)?;
+    let username = body
+        .username
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty());
+    if username
+        .as_ref()
+        .is_some_and(|u| u.len() > MAX_RECEIPT_USERNAME)
+    {
+        return Err(bad_request("username is too long"));
+    }
+    let secret = match body.secret {
+        Some(s) if s.trim().is_empty() => return Err(bad_request("secret must not be empty")),
+        Some(s) => s.trim().to_owned(),
+        None => crate::receipts::generate_secret(),
+    };
+    if let Some(client_id) = &body.client_id {
+        let found = app
+            .store
+            .app(client_id)
+            .await?
+            .ok_or_else(|| not_found("app"))?;
+        if found.project_id != project_id {
+            return Err(bad_request("the app belongs to another project"));
+        }
+    }
+    let config = ReceiptConfig {
+        receipt_id: format!("RCP{}", ids::hex_id(24).to_uppercase()),
+        project_id,
+        client_id: body.client_id,
+        url,
+        username,
+        secret,
+        version: herald_proto::receipt::VERSION.to_owned(),
+        created_at: app.clock.now_ms(),
+    };
+    app.store.create_receipt_config(config.clone()).await?;
+    tracing::info!(receipt_id = %config.receipt_id, project_id = %config.project_id, url = %config.url, "Receipt configuration created.");
+    Ok((StatusCode::CREATED, Json(receipt_view(config, true))))
+}
+
+/// A project's receipt configurations (its apps' included), oldest first, without secrets.
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/receipts",
+    params(("project_id" = String, Path)),
+    responses((status = 200, body = [ReceiptView]), (status = 404, body = ErrorBody)))]
+async fn list_receipts(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(project_id): Path<String>,
+) -> Result<Json<Vec<ReceiptView>>, AdminError> {
+    if app.store.project(&project_id).await?.is_none() {
+        return Err(not_found("project"));
+    }
+    Ok(Json(
+        app.store
+            .list_receipt_configs(&project_id)
+            .await?
+            .into_iter()
+            .map(|c| receipt_view(c, false))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedReceiptView {
+    #[serde(rename = "receiptId")]
+    receipt_id: String,
+    deleted: bool,
+    /// Receipts still waiting for this endpoint, now dropped.
+    dropped_pending: u64,
+}
+
+/// Delete a receipt configuration; receipts still pending for it are dropped.
+#[utoipa::path(delete, path = "/api/v1/receipts/{receipt_id}",
+    params(("receipt_id" = String, Path)),
+    responses((status = 200, body = DeletedReceiptView), (status = 404, body = ErrorBody)))]
+async fn delete_receipt(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(receipt_id): Path<String>,
+) -> Result<Json<DeletedReceiptView>, AdminError> {
+    let dropped = app
+        .store
+        .delete_receipt_config(&receipt_id, app.clock.now_ms())
+        .await?
+        .ok_or_else(|| not_found("receipt configuration"))?;
+    if dropped > 0 {
+        metrics::counter!("herald_receipts_dropped_total").increment(dropped);
+    }
+    tracing::info!(%receipt_id, dropped_pending = dropped, "Receipt configuration deleted.");
+    Ok(Json(DeletedReceiptView {
+        receipt_id,
+        deleted: true,
+        dropped_pending: dropped,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptTestView {
+    /// The endpoint answered HTTP 2xx with `{"code":"0"}`.
+    success: bool,
+    /// Its HTTP status; `null` when it could not be reached.
+    status: Option<u16>,
+    /// Its answer (or the connection error).
+    body: String,
+}
+
+/// Send the fixed test receipt (one delivered status with token
+/// `HERALD_TEST_RECEIPT_TOKEN`, requestId `000000000000000000000`, biTag
+/// `herald-test-receipt`), signed like every receipt, and report the endpoint's answer.
+#[utoipa::path(post, path = "/api/v1/receipts/{receipt_id}/test",
+    params(("receipt_id" = String, Path)),
+    responses((status = 200, body = ReceiptTestView), (status = 404, body = ErrorBody)))]
+async fn test_receipt(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Path(receipt_id): Path<String>,
+) -> Result<Json<ReceiptTestView>, AdminError> {
+    let config = app
+        .store
+        .receipt_config(&receipt_id)
+        .await?
+        .ok_or_else(|| not_found("receipt configuration"))?;
+    let package = match &config.client_id {
+        Some(c) => app
+            .store
+            .app(c)
+            .await?
+            .map(|a| a.package_name)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let now = app.clock.now_ms();
+    let body = herald_proto::receipt::test_body(&package, now);
+    let outcome = crate::receipts::post(&app.receipt_http, &config, &body, now).await;
+    tracing::info!(%receipt_id, success = outcome.success, "Test receipt sent.");
+    Ok(Json(ReceiptTestView {
+        success: outcome.success,
+        status: outcome.status,
+        body: outcome.body,
     }))
 }

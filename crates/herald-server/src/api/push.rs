@@ -161,8 +161,31 @@ struct AppPolicy {
 /// The per-token decision: fail (in `illegalTokens`), drop with a receipt, or deliver.
 enum Decision {
     Fail(TokenFailure),
-    Drop(ReceiptCode),
+    /// Dropped with this receipt code; `client_id` is the token's app when it has one
+    /// (its receipt then goes to that app's receipt configuration).
+    Drop {
+        code: ReceiptCode,
+        client_id: Option<String>,
+    },
     Deliver(Admitted),
+}
+
+impl Decision {
+    /// A drop of a token whose app is unknown.
+    fn drop_unknown(code: ReceiptCode) -> Decision {
+        Decision::Drop {
+            code,
+            client_id: None,
+        }
+    }
+
+    /// A drop of an admitted token (its app is known).
+    fn drop_admitted(code: ReceiptCode, a: &Admitted) -> Decision {
+        Decision::Drop {
+            code,
+            client_id: Some(a.record.client_id.clone()),
+        }
+    }
 }
 
 /// A token that passed the checks that need no quota.
@@ -190,12 +213,12 @@ fn admit(
         return Decision::Fail(TokenFailure::NotSupportPlayVoice);
     }
     let record = match record {
-        None => return Decision::Drop(ReceiptCode::TOKEN_INVALID),
+        None => return Decision::drop_unknown(ReceiptCode::TOKEN_INVALID),
         Some(r) if r.project_id != project_id => return Decision::Fail(TokenFailure::NoRight),
         Some(r) => r,
     };
     let Some(policy) = apps.get(&record.client_id) else {
-        return Decision::Drop(ReceiptCode::TOKEN_INVALID);
+        return Decision::drop_unknown(ReceiptCode::TOKEN_INVALID);
     };
     if let Some(failure) = missing_type_right(&parsed.payload, &policy.rights) {
         return Decision::Fail(failure);
@@ -371,8 +394,8 @@ async fn plan_deliveries(
     };
     for (token, decision) in decisions {
         let decision = match decision {
-            Decision::Deliver(_) if !test_budget_left => {
-                Decision::Drop(ReceiptCode::FREQUENCY_LIMIT)
+            Decision::Deliver(a) if !test_budget_left => {
+                Decision::drop_admitted(ReceiptCode::FREQUENCY_LIMIT, &a)
             }
             Decision::Deliver(admitted) => match &parsed.payload {
                 Payload::LiveView(op) => {
@@ -389,25 +412,25 @@ async fn plan_deliveries(
                         }
                         match outcome {
                             Ok(()) => Decision::Deliver(admitted),
-                            Err(code) => Decision::Drop(code),
+                            Err(code) => Decision::drop_admitted(code, &admitted),
                         }
                     })
                 }
                 _ => match ctx.take_quotas(&admitted, &mut reservation) {
                     Ok(()) => Decision::Deliver(admitted),
-                    Err(code) => Decision::Drop(code),
+                    Err(code) => Decision::drop_admitted(code, &admitted),
                 },
             },
             other => other,
         };
         match decision {
             Decision::Fail(reason) => failures.add(reason, token),
-            Decision::Drop(code) => {
+            Decision::Drop { code, client_id } => {
                 failures.success += 1;
                 drops.push(NewDrop {
                     message_id: ids::hex_id(32),
                     token: token.to_owned(),
-                    client_id: None,
+                    client_id,
                     outcome: Outcome::Dropped(code),
                 });
             }

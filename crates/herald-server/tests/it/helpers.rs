@@ -190,8 +190,13 @@ impl TestApp {
 
     /// Stop gracefully and start again on the same data directory (and clock).
     pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like `restart`, with the configuration tuned as for `spawn_app_with`.
+    pub async fn restart_with(self, tune: impl FnOnce(&mut Config)) -> TestApp {
         let (dir, info, clock) = self.stop().await;
-        start(dir, Some((info, clock)), |_| {}).await
+        start(dir, Some((info, clock)), tune).await
     }
 
     pub fn ws_url(&self) -> String {

@@ -9,6 +9,7 @@ mod docs;
 mod gateway;
 mod helpers;
 mod push_types;
+mod receipts;
 mod rights_quotas;
 mod sdk;
 mod send_api;

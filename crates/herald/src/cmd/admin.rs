@@ -57,6 +57,49 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: QuotaCommand,
     },
+    /// Delivery-receipt configurations: where each message's fate is reported.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReceiptCommand {
+    /// Create a receipt configuration; prints its receiptId and secret.
+    Create {
+        /// The callback URL.
+        #[arg(long)]
+        url: String,
+        /// Callback user name (signed into X-HUAWEI-CALLBACK-ID).
+        #[arg(long)]
+        username: Option<String>,
+        /// Signing secret (default: generated, Base64 of 32 random bytes).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Make it app-level (wins over the project's configurations).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// The project (default: the app's with --client-id, else the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+    },
+    /// List a project's receipt configurations.
+    List {
+        /// The project (default: the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+    },
+    /// Delete a receipt configuration (its pending receipts are dropped).
+    Delete {
+        #[arg(long)]
+        receipt_id: String,
+    },
+    /// Send the fixed test receipt and report whether the endpoint answered success.
+    Test {
+        #[arg(long)]
+        receipt_id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,8 +210,14 @@ pub enum QuotaCommand {
     },
 }
 
+/// The server's admin API, and the bootstrap file when there is one.
+struct Connection {
+    client: AdminClient,
+    bootstrap: Option<Value>,
+}
+
 /// Resolve server URL and token: flags/env first, then the bootstrap file.
-fn connect(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+fn connect(args: &AdminArgs) -> anyhow::Result<Connection> {
     let bootstrap_path = args.bootstrap.clone().or_else(|| {
         let default = PathBuf::from("herald-data/bootstrap.json");
         default.exists().then_some(default)
@@ -196,7 +245,37 @@ fn connect(args: &AdminArgs) -> anyhow::Result<AdminClient> {
     let Some(token) = args.token.clone().or_else(|| from_bootstrap("admin_token")) else {
         bail!("no admin token: pass --token, set HERALD_ADMIN_TOKEN or --bootstrap FILE");
     };
-    Ok(AdminClient::new(server, token)?)
+    Ok(Connection {
+        client: AdminClient::new(server, token)?,
+        bootstrap,
+    })
+}
+
+impl Connection {
+    /// `--project-id`, else the app's project (with `--client-id`), else the bootstrap's.
+    async fn project_id(
+        &self,
+        project_id: &Option<String>,
+        client_id: &Option<String>,
+    ) -> anyhow::Result<String> {
+        if let Some(p) = project_id {
+            return Ok(p.clone());
+        }
+        if let Some(c) = client_id {
+            let r = self.client.get(&format!("/api/v1/apps/{c}")).await?;
+            if !r.is_success() {
+                bail!("app {c}: {}", r.body);
+            }
+            if let Some(p) = r.body["project_id"].as_str() {
+                return Ok(p.to_owned());
+            }
+        }
+        self.bootstrap
+            .as_ref()
+            .and_then(|b| b["project_id"].as_str())
+            .map(str::to_owned)
+            .context("no project: pass --project-id (or --bootstrap FILE)")
+    }
 }
 
 fn limit(value: &Option<String>, name: &str) -> anyhow::Result<Option<Value>> {
@@ -225,7 +304,8 @@ fn write_key_file(path: &Path, key: &Value) -> anyhow::Result<()> {
 
 /// Runs one admin command and prints its JSON answer; non-zero exit on an error answer.
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let client = connect(&args)?;
+    let connection = connect(&args)?;
+    let client = &connection.client;
     let response: AdminResponse = match &args.command {
         AdminCommand::Rights { command } => match command {
             RightsCommand::List { client_id } => {
@@ -345,6 +425,49 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     None => format!("/api/v1/apps/{client_id}/quotas"),
                 };
                 client.get(&path).await?
+            }
+        },
+        AdminCommand::Receipt { command } => match command {
+            ReceiptCommand::Create {
+                url,
+                username,
+                secret,
+                client_id,
+                project_id,
+            } => {
+                let project_id = connection.project_id(project_id, client_id).await?;
+                client
+                    .post(
+                        &format!("/api/v1/projects/{project_id}/receipts"),
+                        &json!({"url": url, "username": username, "secret": secret,
+                                "client_id": client_id}),
+                    )
+                    .await?
+            }
+            ReceiptCommand::List { project_id } => {
+                let project_id = connection.project_id(project_id, &None).await?;
+                client
+                    .get(&format!("/api/v1/projects/{project_id}/receipts"))
+                    .await?
+            }
+            ReceiptCommand::Delete { receipt_id } => {
+                client
+                    .delete(&format!("/api/v1/receipts/{receipt_id}"))
+                    .await?
+            }
+            ReceiptCommand::Test { receipt_id } => {
+                let r = client
+                    .post(&format!("/api/v1/receipts/{receipt_id}/test"), &json!({}))
+                    .await?;
+                // A test the endpoint failed is a failed command.
+                if r.is_success() && r.body["success"] != true {
+                    AdminResponse {
+                        status: 502,
+                        body: r.body,
+                    }
+                } else {
+                    r
+                }
             }
         },
     };

@@ -10,3 +10,4 @@ mod newcomer;
 mod operator;
 mod process;
 mod push_types;
+mod receipts;

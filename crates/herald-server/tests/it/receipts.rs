@@ -1,0 +1,741 @@
+//! Delivery receipts (issue "Delivery receipts…"): a real HTTP receiver on port 0 checks
+//! the V2 body, the signature, the codes, batching, config choice, retries and restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use herald_client::admin::AdminClient;
+use herald_core::Clock;
+use herald_proto::device::{ClientFrame, ReportStatus};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{
+    TestApp, add_project_with_app, device_with_token, notification, spawn_app, spawn_app_with,
+};
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// `{"code":"0","message":"success"}`
+    Success,
+    /// HTTP 500.
+    ServerError,
+    /// HTTP 200 with a non-zero code.
+    WrongCode,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    path: String,
+    callback_id: Option<String>,
+    content_type: Option<String>,
+    body: Value,
+    answer: Answer,
+}
+
+#[derive(Clone, Default)]
+struct Shared {
+    calls: Arc<Mutex<Vec<Call>>>,
+    answer: Arc<Mutex<Option<Answer>>>,
+}
+
+/// A receipt endpoint, as an app's backend would run it.
+struct Receiver {
+    base: String,
+    shared: Shared,
+}
+
+async fn record(
+    State(shared): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let answer = shared.answer.lock().unwrap().unwrap_or(Answer::Success);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    shared.calls.lock().unwrap().push(Call {
+        path: uri.path().to_owned(),
+        callback_id: header("x-huawei-callback-id"),
+        content_type: header("content-type"),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        answer,
+    });
+    match answer {
+        Answer::Success => (
+            StatusCode::OK,
+            json!({"code": "0", "message": "success"}).to_string(),
+        ),
+        Answer::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "down".into()),
+        Answer::WrongCode => (
+            StatusCode::OK,
+            json!({"code": "1", "message": "busy"}).to_string(),
+        ),
+    }
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let shared = Shared::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { base, shared }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn answer(&self, a: Answer) {
+        *self.shared.answer.lock().unwrap() = Some(a);
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.shared.calls.lock().unwrap().clone()
+    }
+
+    async fn wait_calls(&self, n: usize) -> Vec<Call> {
+        for _ in 0..1000 {
+            let calls = self.calls();
+            if calls.len() >= n {
+                return calls;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {n} callbacks, got {}", self.calls().len());
+    }
+
+    /// Statuses of callbacks the receiver acknowledged.
+    fn acknowledged(&self) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.answer == Answer::Success)
+            .flat_map(|c| c.body["statuses"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    async fn wait_acknowledged(&self, n: usize) -> Vec<Value> {
+        for _ in 0..1000 {
+            let statuses = self.acknowledged();
+            if statuses.len() >= n {
+                return statuses;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "expected {n} acknowledged statuses, got {}",
+            self.acknowledged().len()
+        );
+    }
+}
+
+fn admin(app: &TestApp) -> AdminClient {
+    AdminClient::new(&app.url, &app.info.admin_token).unwrap()
+}
+
+/// Create a receipt config through the admin API; returns its JSON.
+async fn create_config(app: &TestApp, body: Value) -> Value {
+    let r = admin(app)
+        .post(
+            &format!("/api/v1/projects/{}/receipts", app.info.project_id),
+            &body,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body
+}
+
+/// Tokens of the right shape that belong to no device.
+fn unknown_tokens(n: usize, tag: char) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}{i:0>111}")).collect()
+}
+
+fn request_id(resp: &Value) -> String {
+    resp["requestId"].as_str().unwrap().to_owned()
+}
+
+/// Let the dispatcher look again (after the test moved the clock).
+fn poke(app: &TestApp) {
+    app.state.receipt_wake.notify_one();
+}
+
+/// The independent check of `X-HUAWEI-CALLBACK-ID`: parse it and recompute the HMAC.
+fn verify_signature(header: &str, key: &[u8], username: &str) -> i64 {
+    let parts: HashMap<&str, &str> = header
+        .split(';')
+        .map(|kv| kv.split_once('=').unwrap())
+        .collect();
+    let timestamp = parts["timestamp"];
+    let nonce = parts["nonce"];
+    uuid::Uuid::parse_str(nonce).expect("the nonce is a UUID");
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(format!("{timestamp}{nonce}{username}").as_bytes());
+    let expected = STANDARD.encode(mac.finalize().into_bytes());
+    // The value itself may contain '=' (Base64 padding): take everything after "value=".
+    let value = header.split_once("value=").unwrap().1;
+    assert_eq!(value, expected, "signature of {header}");
+    timestamp.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_delivered_message_is_reported_in_push_kits_v2_format_and_signed() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let secret = STANDARD.encode(b"a 32 byte key for the receipts!!");
+    create_config(
+        &app,
+        json!({"url": receiver.url("/receipts"), "username": "receiver", "secret": secret}),
+    )
+    .await;
+    let (mut d, token) = device_with_token(&app).await;
+    let mut body = notification(&[&token], "hello");
+    body["pushOptions"] = json!({"biTag": "campaign-7"});
+    let (_, resp) = app.send(body).await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+
+    let calls = receiver.wait_calls(1).await;
+    let call = &calls[0];
+    assert_eq!(call.path, "/receipts");
+    assert_eq!(call.content_type.as_deref(), Some("application/json"));
+    let now = app.clock.now_ms();
+    assert_eq!(
+        call.body,
+        json!({"statuses": [{
+            "biTag": "campaign-7",
+            "pushType": 0,
+            "token": token,
+            "requestId": request_id(&resp),
+            "appPackageName": "com.example.herald.demo",
+            "deliveryStatus": {"result": 0, "timestamp": now}
+        }]})
+    );
+    let header = call.callback_id.as_deref().expect("signed");
+    let key = STANDARD.decode(&secret).unwrap();
+    assert_eq!(verify_signature(header, &key, "receiver"), now);
+    // Nothing else comes for this message.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_secret_that_is_not_base64_signs_as_its_bytes_and_no_username_signs_as_empty() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    create_config(
+        &app,
+        json!({"url": receiver.url("/r"), "secret": "not Base64: plain text!"}),
+    )
+    .await;
+    app.send(notification(&[&unknown_tokens(1, 'S')[0]], "x"))
+        .await;
+    let calls = receiver.wait_calls(1).await;
+    verify_signature(
+        calls[0].callback_id.as_deref().unwrap(),
+        b"not Base64: plain text!",
+        "",
+    );
+}
+
+#[tokio::test]
+async fn every_fate_gets_its_receipt_code() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    create_config(&app, json!({"url": receiver.url("/all")})).await;
+    let (mut d, token) = device_with_token(&app).await;
+    let mut expected: Vec<(String, Vec<u64>)> = Vec::new();
+
+    // Unknown token → 5.
+    let (_, r) = app
+        .send(notification(&[&unknown_tokens(1, 'U')[0]], "ghost"))
+        .await;
+    expected.push((request_id(&r), vec![5]));
+
+    // Shown only after delivery, then not shown: switch off → 6, profile not bound → 144.
+    for code in [6, 144] {
+        let (_, r) = app.send(notification(&[&token], "suppressed")).await;
+        let m = d.message().await;
+        d.send(&ClientFrame::Report {
+            id: m.id.clone(),
+            status: ReportStatus::Suppressed,
+            code: Some(code),
+        })
+        .await;
+        expected.push((request_id(&r), vec![0, u64::from(code)]));
+    }
+
+    // collapseKey replacement → 15 for the older, 0 for the newer once acknowledged.
+    let mut older = notification(&[&token], "older");
+    older["pushOptions"] = json!({"collapseKey": 1});
+    let (_, r1) = app.send(older).await;
+    d.message().await;
+    let mut newer = notification(&[&token], "newer");
+    newer["pushOptions"] = json!({"collapseKey": 1});
+    let (_, r2) = app.send(newer).await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+    expected.push((request_id(&r1), vec![15]));
+    expected.push((request_id(&r2), vec![0]));
+
+    // TTL expiry → 14.
+    let mut short = notification(&[&token], "short-lived");
+    short["pushOptions"] = json!({"ttl": 60});
+    let (_, r) = app.send(short).await;
+    d.message().await;
+    app.clock.advance_secs(61);
+    app.state
+        .store
+        .expire_due(app.clock.now_ms())
+        .await
+        .unwrap();
+    expected.push((request_id(&r), vec![14]));
+
+    // MARKETING quota (2 a day) → 256 for the third.
+    let marketing = |title: &str| {
+        let mut n = notification(&[&token], title);
+        n["payload"]["notification"]["category"] = json!("MARKETING");
+        n
+    };
+    for title in ["m1", "m2"] {
+        app.send(marketing(title)).await;
+        d.message().await;
+    }
+    let (_, r) = app.send(marketing("m3")).await;
+    expected.push((request_id(&r), vec![256]));
+
+    // Device-level control → 102.
+    let patch = admin(&app)
+        .patch(
+            &format!("/api/v1/apps/{}", app.info.client_id),
+            &json!({"device_daily_total": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patch.status, 200);
+    let (_, r) = app.send(notification(&[&token], "too many")).await;
+    expected.push((request_id(&r), vec![102]));
+
+    let total = expected.iter().map(|(_, c)| c.len()).sum::<usize>();
+    let statuses = receiver.wait_acknowledged(total).await;
+    let mut by_request: HashMap<String, Vec<u64>> = HashMap::new();
+    for s in &statuses {
+        let package = s["appPackageName"].as_str().unwrap();
+        let result = s["deliveryStatus"]["result"].as_u64().unwrap();
+        assert_eq!(
+            package,
+            if result == 5 {
+                ""
+            } else {
+                "com.example.herald.demo"
+            },
+            "{s}"
+        );
+        by_request
+            .entry(s["requestId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(result);
+    }
+    for (request, codes) in &expected {
+        let mut got = by_request.get(request).cloned().unwrap_or_default();
+        got.sort_unstable();
+        assert_eq!(&got, codes, "receipts of request {request}");
+    }
+    assert_eq!(statuses.len(), total, "nothing else is reported");
+}
+
+#[tokio::test]
+async fn receipts_are_batched_at_most_100_per_callback() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    create_config(&app, json!({"url": receiver.url("/batch")})).await;
+    let tokens = unknown_tokens(1000, 'B');
+    let (_, resp) = app
+        .send(json!({
+            "payload": {"notification": {"category": "IM", "title": "t", "body": "b",
+                "clickAction": {"actionType": 0}}},
+            "target": {"token": tokens}
+        }))
+        .await;
+    assert_eq!(resp["code"], "80000000");
+    let more = unknown_tokens(50, 'C');
+    app.send(notification(
+        &more.iter().map(String::as_str).collect::<Vec<_>>(),
+        "fifty",
+    ))
+    .await;
+
+    let statuses = receiver.wait_acknowledged(1050).await;
+    let calls = receiver.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.body["statuses"].as_array().unwrap().len() <= 100)
+    );
+    assert!(calls.len() >= 11, "{} callbacks", calls.len());
+    assert!(
+        calls.len() <= 12,
+        "full batches are not split: {} callbacks",
+        calls.len()
+    );
+    let distinct: HashSet<&str> = statuses
+        .iter()
+        .map(|s| s["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 1050, "every token once");
+    assert!(statuses.iter().all(|s| s["deliveryStatus"]["result"] == 5));
+}
+
+#[tokio::test]
+async fn receipt_id_chooses_the_config_and_app_level_beats_project_level() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    create_config(&app, json!({"url": receiver.url("/project-1")})).await;
+    let second = create_config(&app, json!({"url": receiver.url("/project-2")})).await;
+    create_config(
+        &app,
+        json!({"url": receiver.url("/app"), "client_id": app.info.client_id}),
+    )
+    .await;
+    let (mut d, token) = device_with_token(&app).await;
+
+    // The app's own config wins for its tokens.
+    app.send(notification(&[&token], "to the app")).await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+    // A token of no app only has project-level configs: the oldest.
+    let ghost = unknown_tokens(1, 'G');
+    app.send(notification(&[&ghost[0]], "ghost")).await;
+    // receiptId picks one explicitly.
+    let mut chosen = notification(&[&token], "chosen");
+    chosen["pushOptions"] = json!({"receiptId": second["receiptId"]});
+    app.send(chosen).await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+
+    receiver.wait_acknowledged(3).await;
+    let mut paths: Vec<(String, String)> = receiver
+        .calls()
+        .iter()
+        .flat_map(|c| {
+            c.body["statuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (c.path.clone(), s["token"].as_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    paths.sort();
+    let mut expected = vec![
+        ("/app".to_owned(), token.clone()),
+        ("/project-1".to_owned(), ghost[0].clone()),
+        ("/project-2".to_owned(), token.clone()),
+    ];
+    expected.sort();
+    assert_eq!(paths, expected);
+}
+
+#[tokio::test]
+async fn failed_callbacks_are_retried_until_the_endpoint_answers_success() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::ServerError);
+    create_config(&app, json!({"url": receiver.url("/flaky")})).await;
+    let (_, resp) = app
+        .send(notification(&[&unknown_tokens(1, 'R')[0]], "retry me"))
+        .await;
+
+    receiver.wait_calls(1).await;
+    // Not retried before its backoff ends (the clock has not moved).
+    poke(&app);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.calls().len(), 1, "backoff holds the retry");
+
+    receiver.answer(Answer::WrongCode);
+    app.clock.advance_secs(301);
+    poke(&app);
+    receiver.wait_calls(2).await;
+
+    receiver.answer(Answer::Success);
+    app.clock.advance_secs(301);
+    poke(&app);
+    let statuses = receiver.wait_acknowledged(1).await;
+    assert_eq!(statuses[0]["requestId"], resp["requestId"]);
+    let calls = receiver.calls();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(
+        calls[0].body, calls[2].body,
+        "every attempt sends the same statuses"
+    );
+    assert_ne!(
+        calls[0].callback_id, calls[2].callback_id,
+        "each attempt is signed afresh"
+    );
+
+    // Acknowledged means done.
+    app.clock.advance_secs(301);
+    poke(&app);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.calls().len(), 3);
+    let counts = app.state.store.receipt_counts().await.unwrap();
+    assert_eq!(counts, [("sent".to_owned(), 1)]);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "herald_receipts_queued_total",
+        "herald_receipts_posted_total",
+        "herald_receipts_retried_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+}
+
+#[tokio::test]
+async fn receipts_are_dropped_when_the_endpoint_fails_for_the_whole_retry_window() {
+    let app = spawn_app_with(|c| c.receipt_retry_for_secs = 60).await;
+    // Nothing listens here: every attempt is a refused connection.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/gone", closed.local_addr().unwrap());
+    drop(closed);
+    create_config(&app, json!({"url": url})).await;
+    app.send(notification(&[&unknown_tokens(1, 'D')[0]], "lost"))
+        .await;
+
+    let store = app.state.store.clone();
+    let attempts = || async {
+        store
+            .due_receipts(i64::MAX, 100)
+            .await
+            .unwrap()
+            .first()
+            .map(|d| d.receipts[0].attempts)
+    };
+    for _ in 0..500 {
+        if attempts().await == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(attempts().await, Some(1), "the first attempt failed");
+    app.clock.advance_secs(61);
+    poke(&app);
+    for _ in 0..500 {
+        if app.state.store.receipt_counts().await.unwrap() == [("dropped".to_owned(), 1)] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "not dropped: {:?}",
+        app.state.store.receipt_counts().await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn pending_receipts_survive_a_restart_and_are_delivered_once() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::ServerError);
+    create_config(&app, json!({"url": receiver.url("/restart")})).await;
+    let tokens = unknown_tokens(30, 'P');
+    app.send(notification(
+        &tokens.iter().map(String::as_str).collect::<Vec<_>>(),
+        "pending",
+    ))
+    .await;
+    receiver.wait_calls(1).await;
+
+    // The endpoint recovers while Herald restarts; no clock moves, yet on start the
+    // pending receipts are sent at once.
+    receiver.answer(Answer::Success);
+    let app = app.restart().await;
+    let statuses = receiver.wait_acknowledged(30).await;
+    let keys: HashSet<(String, String, u64)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s["requestId"].as_str().unwrap().to_owned(),
+                s["token"].as_str().unwrap().to_owned(),
+                s["deliveryStatus"]["result"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), 30);
+
+    // Acknowledged receipts are never posted again, not even after another restart.
+    let app = app.restart().await;
+    app.clock.advance_secs(3600);
+    poke(&app);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.acknowledged().len(), 30);
+    assert_eq!(
+        app.state.store.receipt_counts().await.unwrap(),
+        [("sent".to_owned(), 30)]
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_manages_configs_and_sends_the_test_receipt() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let a = admin(&app);
+    let base = format!("/api/v1/projects/{}/receipts", app.info.project_id);
+
+    let created = create_config(
+        &app,
+        json!({"url": receiver.url("/test"), "username": "ops"}),
+    )
+    .await;
+    let receipt_id = created["receiptId"].as_str().unwrap().to_owned();
+    assert_eq!(created["version"], "V2");
+    assert_eq!(created["project_id"], app.info.project_id.as_str());
+    assert_eq!(created["client_id"], Value::Null);
+    let secret = created["secret"].as_str().unwrap();
+    assert_eq!(
+        STANDARD.decode(secret).unwrap().len(),
+        32,
+        "a generated secret is Base64 of 32 bytes"
+    );
+
+    let listed = a.get(&base).await.unwrap();
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+    assert_eq!(listed.body[0]["receiptId"], receipt_id.as_str());
+    assert!(listed.body[0].get("secret").is_none(), "shown only once");
+
+    // The test receipt: one fixed status, signed like the others.
+    let test = a
+        .post(&format!("/api/v1/receipts/{receipt_id}/test"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(test.status, 200);
+    assert_eq!(test.body["success"], true);
+    assert_eq!(test.body["status"], 200);
+    let call = &receiver.calls()[0];
+    let status = &call.body["statuses"][0];
+    assert_eq!(status["token"], herald_proto::receipt::TEST_TOKEN);
+    assert_eq!(status["requestId"], herald_proto::receipt::TEST_REQUEST_ID);
+    assert_eq!(status["deliveryStatus"]["result"], 0);
+    verify_signature(
+        call.callback_id.as_deref().unwrap(),
+        &STANDARD.decode(secret).unwrap(),
+        "ops",
+    );
+    receiver.answer(Answer::ServerError);
+    let test = a
+        .post(&format!("/api/v1/receipts/{receipt_id}/test"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&test.body["success"], &test.body["status"]),
+        (&json!(false), &json!(500))
+    );
+
+    // Bad input.
+    for (body, status) in [
+        (json!({"url": "ftp://example.com/r"}), 400),
+        (json!({"url": "not a url"}), 400),
+        (json!({"url": "https://example.com/r", "secret": " "}), 400),
+        (
+            json!({"url": "https://example.com/r", "client_id": "nope"}),
+            404,
+        ),
+    ] {
+        let r = a.post(&base, &body).await.unwrap();
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+    }
+    let other = add_project_with_app(&app, "900000000000000001", "900000000000000000001").await;
+    let r = a
+        .post(
+            &base,
+            &json!({"url": "https://example.com/r", "client_id": other}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "another project's app");
+    let r = a
+        .post(
+            "/api/v1/projects/nope/receipts",
+            &json!({"url": "https://example.com/r"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+
+    let deleted = a
+        .delete(&format!("/api/v1/receipts/{receipt_id}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted.status, &deleted.body["deleted"]),
+        (200, &json!(true))
+    );
+    let again = a
+        .delete(&format!("/api/v1/receipts/{receipt_id}"))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 404);
+    let test = a
+        .post(&format!("/api/v1/receipts/{receipt_id}/test"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(test.status, 404);
+
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/projects/{project_id}/receipts",
+        "/api/v1/receipts/{receipt_id}",
+        "/api/v1/receipts/{receipt_id}/test",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+}
+
+#[tokio::test]
+async fn https_can_be_required_for_callback_urls() {
+    let app = spawn_app_with(|c| c.receipt_require_https = true).await;
+    let base = format!("/api/v1/projects/{}/receipts", app.info.project_id);
+    let r = admin(&app)
+        .post(&base, &json!({"url": "http://127.0.0.1:9/r"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    let r = admin(&app)
+        .post(&base, &json!({"url": "https://receipts.example.com/r"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+}
