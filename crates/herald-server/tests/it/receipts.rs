@@ -739,3 +739,99 @@ async fn https_can_be_required_for_callback_urls() {
         .unwrap();
     assert_eq!(r.status, 201);
 }
+
+/// Push-types beyond notifications: a widget's receipt carries `formStatus`, Live View
+/// rejections carry their codes, and a revoke command (not a message) has no receipt.
+#[tokio::test]
+async fn widgets_live_views_and_revoke_commands_in_receipts() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    create_config(&app, json!({"url": receiver.url("/r")})).await;
+    admin(&app)
+        .post(
+            &format!(
+                "/api/v1/apps/{}/rights/LIVE_VIEW_FLIGHT/grant",
+                app.info.client_id
+            ),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let (mut d, token) = device_with_token(&app).await;
+    let push = |push_type: &'static str, payload: Value| {
+        let body = json!({"payload": payload, "target": {"token": [token.clone()]}});
+        let app = &app;
+        async move {
+            let (s, b) = app
+                .send_raw(
+                    &app.info.project_id,
+                    Some(format!("Bearer {}", app.jwt())),
+                    Some(push_type),
+                    serde_json::to_vec(&body).unwrap(),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            b
+        }
+    };
+    push(
+        "1",
+        json!({"formId": 4711, "version": 1, "moduleName": "m", "formName": "f",
+        "abilityName": "a", "formData": {"k": 1}}),
+    )
+    .await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+    let widget = receiver.wait_acknowledged(1).await;
+    assert_eq!(widget[0]["pushType"], 1);
+    assert_eq!(widget[0]["formStatus"]["formId"], 4711);
+    assert_eq!(widget[0]["formStatus"]["result"], 0);
+    assert!(widget[0].get("deliveryStatus").is_none());
+
+    // An update of an activity never created: 155.
+    push(
+        "7",
+        json!({"activityId": 5, "operation": 1, "event": "FLIGHT", "status": "X",
+        "activityData": {"notificationData": {"type": 3}}}),
+    )
+    .await;
+    let statuses = receiver.wait_acknowledged(2).await;
+    assert_eq!(statuses[1]["pushType"], 7);
+    assert_eq!(statuses[1]["deliveryStatus"]["result"], 155);
+
+    // A revoke after delivery: the device gets a command; only the message has receipts.
+    let (_, b) = app
+        .send(
+            json!({"payload": {"notification": {"category": "IM", "title": "t",
+        "body": "b", "notifyId": 9, "clickAction": {"actionType": 0}}},
+        "target": {"token": [token]}}),
+        )
+        .await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+    receiver.wait_acknowledged(3).await;
+    let r = app
+        .http
+        .post(format!(
+            "{}/v1/{}/messages:revoke",
+            app.url, app.info.client_id
+        ))
+        .header("Authorization", format!("Bearer {}", app.jwt()))
+        .header("push-type", "0")
+        .json(&json!({"notifyId": 9, "token": [token]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    match d.next().await.unwrap() {
+        herald_proto::device::ServerFrame::Revoke { id, notify_id, .. } => {
+            assert_eq!(notify_id, 9);
+            d.ack(&[&id]).await;
+        }
+        other => panic!("expected a revoke frame, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = receiver.acknowledged();
+    assert_eq!(all.len(), 3, "no receipt for the revoke command: {all:?}");
+    assert_eq!(all[2]["requestId"], b["requestId"]);
+}
