@@ -158,3 +158,26 @@ test("a push sent through the REST API is listed and its click reaches the abili
   await send(token, { category: "IM", title: "For 111***222", body: "b", notifyId: 80, profileId: "111***222", clickAction: { actionType: 0 } });
   await page.locator('#notifications li[data-notify-id="80"]').waitFor({ timeout: 10000 });
 });
+
+test("the console: sign in, the live push report counts the pushes, operations grant a right", async () => {
+  const consolePage = await context.newPage();
+  await consolePage.goto(`${url}/console`);
+  await consolePage.fill("#password", boot.admin_password);
+  await consolePage.click("#signin");
+  // The pushes of the previous test are in the report (sent and delivered).
+  await consolePage.waitForFunction(() => {
+    const tiles = [...document.querySelectorAll("#tiles .tile")];
+    const sent = tiles.find((t) => t.textContent.endsWith("sent"));
+    return sent && Number(sent.querySelector("b").textContent) >= 1;
+  }, null, { timeout: 10000 });
+  assert.match(await consolePage.textContent("#lines"), /delivered/);
+
+  await consolePage.click('nav button[data-tab="ops"]');
+  await consolePage.waitForFunction(() => document.querySelectorAll("#right-name option").length > 20);
+  await consolePage.selectOption("#right-name", "WORK");
+  await consolePage.fill("#right-reason", "approvals for our staff");
+  await consolePage.click('button[data-right="grant"]');
+  await consolePage.waitForFunction(() => document.getElementById("rights").textContent.includes("WORK"));
+  assert.match(await consolePage.textContent("#rights"), /granted/);
+  await consolePage.close();
+});

@@ -241,6 +241,7 @@ pub fn router(state: Shared) -> Router {
         .merge(api::admin::routes())
         .route(web::DEVICE_PATH, get(web::device_page))
         .route(web::SDK_PATH, get(web::sdk_js))
+        .route(web::CONSOLE_PATH, get(web::console_page))
         .fallback(not_found)
         .with_state(state)
 }

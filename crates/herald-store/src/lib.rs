@@ -78,6 +78,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke(&self, revoke: Revoke) -> Result<RevokeResult>;
     /// The admin whose bearer token hashes to `token_hash`.
     async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
+    /// An admin and their password hash, for a login.
+    async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>>;
+    /// Another bearer token for an admin (a console login).
+    async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()>;
+    /// Event counts by outcome and receipt code since `since_ms`, optionally of one
+    /// project or one app: the push report.
+    async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>>;
 
     async fn register_device(&self, device: NewDevice) -> Result<()>;
     async fn device_secret_hash(&self, device_id: &str) -> Result<Option<String>>;

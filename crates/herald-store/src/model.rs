@@ -311,3 +311,20 @@ pub struct DueReceipts {
     pub config: ReceiptConfig,
     pub receipts: Vec<PendingReceipt>,
 }
+
+/// What the push report counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportFilter {
+    pub project_id: Option<String>,
+    pub client_id: Option<String>,
+    pub since_ms: i64,
+}
+
+/// One line of the push report: how many (message, token) pairs reached `outcome` (with
+/// receipt `code`) in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub outcome: String,
+    pub code: Option<u32>,
+    pub count: u64,
+}

@@ -18,9 +18,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::{
     Admin, App, AppUpdate, Bootstrap, DueReceipts, Enqueue, EnqueueResult, EventRecord,
-    LiveViewKey, NewDevice, NewToken, PendingReceipt, Project, ReceiptConfig, Report, Result,
-    Revoke, RevokeResult, RightChange, RightEvent, RightRecord, ServiceAccount, Store, StoreError,
-    StoredDelivery, TokenRecord,
+    LiveViewKey, NewDevice, NewToken, PendingReceipt, Project, ReceiptConfig, Report, ReportFilter,
+    ReportRow, Result, Revoke, RevokeResult, RightChange, RightEvent, RightRecord, ServiceAccount,
+    Store, StoreError, StoredDelivery, TokenRecord,
 };
 use herald_core::live::LiveViewState;
 use herald_core::quota::{CounterKey, LimitOverrides};
@@ -37,6 +37,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../migrations/sqlite/002_rights_quotas.sql")),
     M::up(include_str!("../migrations/sqlite/004_push_types.sql")),
     M::up(include_str!("../migrations/sqlite/005_receipts.sql")),
+    M::up(include_str!("../migrations/sqlite/006_report.sql")),
 ];
 
 const APP_COLUMNS: &str = "client_id, project_id, package_name, name, created_at, app_category, marketing_per_day, device_daily_total, send_rate_per_sec";
@@ -967,6 +968,65 @@ impl Store for SqliteStore {
                 })
             })
             .optional()?)
+        })
+        .await
+    }
+
+    async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>> {
+        let name = username.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, username, password_hash FROM admins WHERE username = ?1",
+            )?
+            .query_row([name], |r| {
+                Ok((
+                    Admin {
+                        id: r.get(0)?,
+                        username: r.get(1)?,
+                    },
+                    r.get(2)?,
+                ))
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()> {
+        let hash = token_hash.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO admin_tokens (token_hash, admin_id, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![hash, admin_id, now_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>> {
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT e.outcome, e.code, COUNT(*) FROM events e
+                     LEFT JOIN requests r ON r.request_id = e.request_id
+                     WHERE e.at >= ?1
+                       AND (?2 IS NULL OR r.project_id = ?2)
+                       AND (?3 IS NULL OR e.client_id = ?3)
+                     GROUP BY e.outcome, e.code ORDER BY e.outcome, e.code",
+                )?
+                .query_map(
+                    params![filter.since_ms, filter.project_id, filter.client_id],
+                    |r| {
+                        Ok(ReportRow {
+                            outcome: r.get(0)?,
+                            code: r.get(1)?,
+                            count: r.get::<_, i64>(2)?.max(0) as u64,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

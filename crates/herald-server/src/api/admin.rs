@@ -29,12 +29,13 @@ use crate::state::Shared;
     paths(
         list_projects, create_project, create_key, list_keys,
         list_apps, create_app, show_app, update_app,
-        list_rights, change_right, show_quotas,
+        list_rights, change_right, show_quotas, create_session, show_report,
         create_receipt, list_receipts, delete_receipt, test_receipt,
     ),
     components(schemas(
         ProjectView, NewProjectBody, AppView, NewAppBody, AppPatch, LimitsView, KeyView,
         RightView, RightHistoryView, RightsView, RightBody, QuotasView, ErrorBody,
+        LoginBody, SessionView, ReportView, ReportLine, ReportSummary,
         NewReceiptBody, ReceiptView, DeletedReceiptView, ReceiptTestView,
     )),
     modifiers(&BearerAuth),
@@ -71,6 +72,8 @@ pub fn routes() -> Router<Shared> {
             post(change_right),
         )
         .route("/api/v1/apps/{client_id}/quotas", get(show_quotas))
+        .route("/api/v1/sessions", post(create_session))
+        .route("/api/v1/report", get(show_report))
         .route(
             "/api/v1/projects/{project_id}/receipts",
             get(list_receipts).post(create_receipt),
@@ -890,5 +893,158 @@ async fn test_receipt(
         success: outcome.success,
         status: outcome.status,
         body: outcome.body,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    username: String,
+    /// A new bearer token for the admin API (the console keeps it).
+    token: String,
+}
+
+/// Log in with the admin's user name and password; answers a new bearer token.
+#[utoipa::path(post, path = "/api/v1/sessions", request_body = LoginBody, security(()),
+    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
+async fn create_session(
+    State(app): State<Shared>,
+    Json(body): Json<LoginBody>,
+) -> Result<(StatusCode, Json<SessionView>), AdminError> {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let refused = || {
+        AdminError(
+            StatusCode::UNAUTHORIZED,
+            "wrong user name or password".into(),
+        )
+    };
+    let (admin, hash) = app
+        .store
+        .admin_by_username(&body.username)
+        .await?
+        .ok_or_else(refused)?;
+    // Argon2 is deliberately slow: verify off the async workers.
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        return Err(refused());
+    }
+    let token = ids::secret(32);
+    app.store
+        .create_admin_token(admin.id, &ids::sha256_hex(&token), app.clock.now_ms())
+        .await?;
+    tracing::info!(username = %admin.username, "Admin logged in.");
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionView {
+            username: admin.username,
+            token,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReportQuery {
+    project_id: Option<String>,
+    client_id: Option<String>,
+    /// Start of the window, ms since the epoch (default: 24 hours ago).
+    since_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportLine {
+    /// `queued`, `delivered`, `shown`, `suppressed`, `clicked`, `replaced`, `expired`,
+    /// `revoked` or `dropped`.
+    outcome: String,
+    /// The receipt code, where Push Kit has one.
+    code: Option<u32>,
+    count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportSummary {
+    /// Messages accepted for a token (queued for a device, or dropped at once).
+    sent: u64,
+    delivered: u64,
+    shown: u64,
+    clicked: u64,
+    /// Not shown by the device (switch off, profile mismatch…).
+    suppressed: u64,
+    /// Never delivered: dropped, replaced, expired or revoked.
+    not_delivered: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportView {
+    since_ms: i64,
+    until_ms: i64,
+    summary: ReportSummary,
+    /// Every outcome with its receipt code, e.g. dropped/256 (MARKETING quota).
+    lines: Vec<ReportLine>,
+    /// Receipt callbacks by state (pending, sent, dropped).
+    receipts: std::collections::BTreeMap<String, u64>,
+}
+
+/// The push report: what happened to the messages of a window, by outcome and reason.
+#[utoipa::path(get, path = "/api/v1/report", params(ReportQuery),
+    responses((status = 200, body = ReportView)))]
+async fn show_report(
+    _: AdminUser,
+    State(app): State<Shared>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<ReportView>, AdminError> {
+    let now = app.clock.now_ms();
+    let since_ms = q.since_ms.unwrap_or(now - 86_400_000);
+    let rows = app
+        .store
+        .report(herald_store::ReportFilter {
+            project_id: q.project_id,
+            client_id: q.client_id,
+            since_ms,
+        })
+        .await?;
+    let count = |names: &[&str]| -> u64 {
+        rows.iter()
+            .filter(|r| names.contains(&r.outcome.as_str()))
+            .map(|r| r.count)
+            .sum()
+    };
+    let summary = ReportSummary {
+        sent: count(&["queued", "dropped"]),
+        delivered: count(&["delivered"]),
+        shown: count(&["shown"]),
+        clicked: count(&["clicked"]),
+        suppressed: count(&["suppressed"]),
+        not_delivered: count(&["dropped", "replaced", "expired", "revoked"]),
+    };
+    let receipts = app.store.receipt_counts().await?.into_iter().collect();
+    Ok(Json(ReportView {
+        since_ms,
+        until_ms: now,
+        summary,
+        lines: rows
+            .into_iter()
+            .map(|r| ReportLine {
+                outcome: r.outcome,
+                code: r.code,
+                count: r.count,
+            })
+            .collect(),
+        receipts,
     }))
 }

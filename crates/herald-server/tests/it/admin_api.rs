@@ -209,3 +209,80 @@ async fn quotas_show_limits_and_usage() {
         .unwrap();
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn a_login_gives_a_working_token_and_a_wrong_password_does_not() {
+    let app = spawn_app().await;
+    let anonymous = AdminClient::new(&app.url, "none").unwrap();
+    let r = anonymous
+        .post(
+            "/api/v1/sessions",
+            &json!({"username": "admin", "password": "wrong"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = anonymous
+        .post(
+            "/api/v1/sessions",
+            &json!({"username": "admin", "password": app.info.admin_password}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let session = AdminClient::new(&app.url, r.body["token"].as_str().unwrap()).unwrap();
+    assert_eq!(session.get("/api/v1/projects").await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn the_push_report_counts_every_outcome_with_its_reason() {
+    let app = spawn_app().await;
+    let (mut d, token) = device_with_token(&app).await;
+    // Two MARKETING notifications pass, the third meets the quota; one unknown token.
+    for i in 0..3 {
+        let mut body = notification(&[&token], &format!("m{i}"));
+        body["payload"]["notification"]["category"] = json!("MARKETING");
+        app.send(body).await;
+    }
+    app.send(notification(&[&"U".repeat(120)], "ghost")).await;
+    for _ in 0..2 {
+        let m = d.message().await;
+        d.ack(&[&m.id]).await;
+    }
+    let a = admin(&app);
+    let mut report = serde_json::Value::Null;
+    for _ in 0..100 {
+        report = a.get("/api/v1/report").await.unwrap().body;
+        if report["summary"]["delivered"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(report["summary"]["sent"], 4, "{report}");
+    assert_eq!(report["summary"]["delivered"], 2);
+    assert_eq!(report["summary"]["not_delivered"], 2);
+    let line = |outcome: &str, code: u32| {
+        report["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["outcome"] == outcome && l["code"] == code)
+            .map(|l| l["count"].as_u64().unwrap())
+    };
+    assert_eq!(line("dropped", 256), Some(1), "MARKETING quota");
+    assert_eq!(line("dropped", 5), Some(1), "unknown token");
+    let by_app = a
+        .get(&format!("/api/v1/report?client_id={}", app.info.client_id))
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(by_app["summary"]["delivered"], 2);
+    let console = app
+        .http
+        .get(format!("{}/console", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    assert!(console.text().await.unwrap().contains("push report"));
+}
