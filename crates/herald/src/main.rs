@@ -32,6 +32,8 @@ enum Command {
     Send(cmd::send::SendArgs),
     /// Operate a server: projects, apps, keys, scenario rights, quotas (prints JSON).
     Admin(cmd::admin::AdminArgs),
+    /// Benchmark a node: connect devices, send notifications, measure throughput and latency.
+    Bench(cmd::bench::BenchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -45,8 +47,9 @@ enum ConfigCommand {
     Default,
 }
 
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(json: bool, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -62,12 +65,18 @@ async fn main() -> ExitCode {
     // One TLS provider for the whole process, before anything builds a TLS config.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    // The benchmark's embedded node would log every request between the progress bars.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_json, default_level);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Device(args) => cmd::device::run(args).await,
         Command::Send(args) => cmd::send::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
+        Command::Bench(args) => cmd::bench::run(args).await,
         Command::Config {
             command: ConfigCommand::Default,
         } => {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
 
+mod bench;
 mod commands;
 mod crash;
 mod newcomer;
