@@ -258,6 +258,38 @@ impl SqliteStore {
         .await
         .map_err(|_| StoreError::Closed)?
     }
+
+    /// The first row of `sql` (string parameters `args`), mapped by `map`.
+    async fn read_one<T: Send + 'static>(
+        &self,
+        sql: String,
+        args: Vec<String>,
+        map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(&args), map)
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Every row of `sql` (string parameters `args`), mapped by `map`.
+    async fn read_all<T: Send + 'static>(
+        &self,
+        sql: String,
+        args: Vec<String>,
+        map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(&args), map)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
 }
 
 fn configure_reader(conn: &Connection, _durability: Durability) -> rusqlite::Result<()> {
@@ -734,15 +766,9 @@ impl Store for SqliteStore {
     }
 
     async fn app(&self, client_id: &str) -> Result<Option<App>> {
-        let id = client_id.to_owned();
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {APP_COLUMNS} FROM apps WHERE client_id = ?1"
-            ))?
-            .query_row([id], app_from_row)
-            .optional()?)
-        })
-        .await
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE client_id = ?1");
+        self.read_one(sql, vec![client_id.to_owned()], app_from_row)
+            .await
     }
 
     async fn list_projects(&self) -> Result<Vec<Project>> {
@@ -819,17 +845,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccount>> {
-        let id = project_id.to_owned();
-        self.read(move |c| {
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {SA_COLUMNS} FROM service_accounts WHERE project_id = ?1 ORDER BY created_at"
-                ))?
-                .query_map([id], service_account_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-        .await
+        let sql = format!(
+            "SELECT {SA_COLUMNS} FROM service_accounts WHERE project_id = ?1 ORDER BY created_at"
+        );
+        self.read_all(sql, vec![project_id.to_owned()], service_account_from_row)
+            .await
     }
 
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>> {
@@ -944,50 +964,32 @@ impl Store for SqliteStore {
     }
 
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>> {
-        let id = key_id.to_owned();
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {SA_COLUMNS} FROM service_accounts WHERE key_id = ?1"
-            ))?
-            .query_row([id], service_account_from_row)
-            .optional()?)
-        })
-        .await
+        let sql = format!("SELECT {SA_COLUMNS} FROM service_accounts WHERE key_id = ?1");
+        self.read_one(sql, vec![key_id.to_owned()], service_account_from_row)
+            .await
     }
 
     async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>> {
-        let h = token_hash.to_owned();
-        self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT a.id, a.username FROM admin_tokens t JOIN admins a ON a.id = t.admin_id WHERE t.token_hash = ?1",
-            )?
-            .query_row([h], |r| {
-                Ok(Admin {
-                    id: r.get(0)?,
-                    username: r.get(1)?,
-                })
+        let sql = "SELECT a.id, a.username FROM admin_tokens t JOIN admins a ON a.id = t.admin_id WHERE t.token_hash = ?1".to_owned();
+        self.read_one(sql, vec![token_hash.to_owned()], |r| {
+            Ok(Admin {
+                id: r.get(0)?,
+                username: r.get(1)?,
             })
-            .optional()?)
         })
         .await
     }
 
     async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>> {
-        let name = username.to_owned();
-        self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT id, username, password_hash FROM admins WHERE username = ?1",
-            )?
-            .query_row([name], |r| {
-                Ok((
-                    Admin {
-                        id: r.get(0)?,
-                        username: r.get(1)?,
-                    },
-                    r.get(2)?,
-                ))
-            })
-            .optional()?)
+        let sql = "SELECT id, username, password_hash FROM admins WHERE username = ?1".to_owned();
+        self.read_one(sql, vec![username.to_owned()], |r| {
+            Ok((
+                Admin {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                },
+                r.get(2)?,
+            ))
         })
         .await
     }
@@ -1047,15 +1049,9 @@ impl Store for SqliteStore {
     }
 
     async fn device_secret_hash(&self, device_id: &str) -> Result<Option<String>> {
-        let id = device_id.to_owned();
-        self.read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT secret_hash FROM devices WHERE device_id = ?1")?
-                    .query_row([id], |r| r.get(0))
-                    .optional()?,
-            )
-        })
-        .await
+        let sql = "SELECT secret_hash FROM devices WHERE device_id = ?1".to_owned();
+        self.read_one(sql, vec![device_id.to_owned()], |r| r.get(0))
+            .await
     }
 
     async fn token_for(
@@ -1368,29 +1364,18 @@ impl Store for SqliteStore {
     }
 
     async fn receipt_config(&self, receipt_id: &str) -> Result<Option<ReceiptConfig>> {
-        let id = receipt_id.to_owned();
-        self.read(move |c| {
-            Ok(c.prepare_cached(&format!(
-                "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs WHERE receipt_id = ?1"
-            ))?
-            .query_row([id], receipt_config_from_row)
-            .optional()?)
-        })
-        .await
+        let sql =
+            format!("SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs WHERE receipt_id = ?1");
+        self.read_one(sql, vec![receipt_id.to_owned()], receipt_config_from_row)
+            .await
     }
 
     async fn list_receipt_configs(&self, project_id: &str) -> Result<Vec<ReceiptConfig>> {
-        let id = project_id.to_owned();
-        self.read(move |c| {
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs WHERE project_id = ?1 ORDER BY created_at, rowid"
-                ))?
-                .query_map([id], receipt_config_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
-        .await
+        let sql = format!(
+            "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs WHERE project_id = ?1 ORDER BY created_at, rowid"
+        );
+        self.read_all(sql, vec![project_id.to_owned()], receipt_config_from_row)
+            .await
     }
 
     async fn delete_receipt_config(&self, receipt_id: &str, now_ms: i64) -> Result<Option<u64>> {
