@@ -341,6 +341,15 @@ impl SqliteStore {
     }
 }
 
+/// `SELECT state, COUNT(*)` of a table, by state.
+fn count_by_state(table: &str) -> String {
+    format!("SELECT state, COUNT(*) FROM {table} GROUP BY state ORDER BY state")
+}
+
+fn state_count(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, u64)> {
+    Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+}
+
 fn configure_reader(conn: &Connection, _durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
@@ -1344,19 +1353,8 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>> {
-        self.read(|c| {
-            let rows = c
-                .prepare_cached(
-                    "SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state",
-                )?
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .into_iter()
-                .map(|(s, n)| (s, n.max(0) as u64))
-                .collect())
-        })
-        .await
+        self.read_all(count_by_state("deliveries"), vec![], state_count)
+            .await
     }
 
     async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>> {
@@ -1538,19 +1536,8 @@ impl Store for SqliteStore {
     }
 
     async fn receipt_counts(&self) -> Result<Vec<(String, u64)>> {
-        self.read(|c| {
-            let rows = c
-                .prepare_cached(
-                    "SELECT state, COUNT(*) FROM receipts GROUP BY state ORDER BY state",
-                )?
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .into_iter()
-                .map(|(s, n)| (s, n.max(0) as u64))
-                .collect())
-        })
-        .await
+        self.read_all(count_by_state("receipts"), vec![], state_count)
+            .await
     }
 
     fn receipts_queued(&self) -> Arc<Notify> {

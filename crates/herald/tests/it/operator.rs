@@ -6,24 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, herald, post_send, read_json, sign_jwt};
-
-fn admin(boot: &Path, args: &[&str]) -> (bool, Value) {
-    let out = herald()
-        .arg("admin")
-        .arg("--bootstrap")
-        .arg(boot)
-        .args(args)
-        .output()
-        .unwrap();
-    let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "admin printed non-JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    (out.status.success(), body)
-}
+use crate::process::{DeviceProc, Server, admin, herald, post_send, read_json, sign_jwt};
 
 fn im(token: &str, title: &str) -> Value {
     json!({"payload":{"notification":{"category":"IM","title":title,"body":"b",

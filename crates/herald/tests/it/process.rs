@@ -251,3 +251,21 @@ pub fn post_push(url: &str, path: &str, jwt: &str, push_type: u8, body: &Value) 
         (status, resp.json().await.expect("JSON"))
     })
 }
+
+/// `herald admin --bootstrap BOOT ARGS…`: whether it succeeded, and the JSON it printed.
+pub fn admin(boot: &Path, args: &[&str]) -> (bool, Value) {
+    let out = herald()
+        .arg("admin")
+        .arg("--bootstrap")
+        .arg(boot)
+        .args(args)
+        .output()
+        .expect("herald admin runs");
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "admin printed non-JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.success(), body)
+}

@@ -6,30 +6,23 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, herald, post_push, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, admin, post_push, read_json, sign_jwt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn grant(boot: &Path, client_id: &str, right: &str) {
-    let out = herald()
-        .arg("admin")
-        .arg("--bootstrap")
-        .arg(boot)
-        .args([
+    let (ok, body) = admin(
+        boot,
+        &[
             "rights",
             "grant",
             "--client-id",
             client_id,
             "--category",
             right,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        ],
     );
+    assert!(ok, "{body}");
 }
 
 struct Backend {

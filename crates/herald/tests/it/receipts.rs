@@ -13,24 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::process::{Server, herald, post_send, sign_jwt};
-
-fn admin(boot: &Path, args: &[&str]) -> (bool, Value) {
-    let out = herald()
-        .arg("admin")
-        .arg("--bootstrap")
-        .arg(boot)
-        .args(args)
-        .output()
-        .unwrap();
-    let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "admin printed non-JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    (out.status.success(), body)
-}
+use crate::process::{Server, admin, post_send, sign_jwt};
 
 /// Acknowledged statuses (requestId, token, result), and whether to fail callbacks.
 #[derive(Clone, Default)]
