@@ -45,7 +45,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_what_next(info: &BootstrapInfo, data_dir: &std::path::Path) {
-    let exe = "herald";
+    // The path of this binary, so the commands below can be pasted as they are (a
+    // newcomer running `cargo run` has no `herald` on their PATH).
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "herald".to_owned());
     eprintln!(
         "\
 Herald is serving at {url}  (first start: bootstrapped {dir})
@@ -61,6 +65,8 @@ What next:
   2. Send it a notification with the service-account key:
        {exe} send --key-file {key} --server {url} --token <TOKEN> --title Hello --body World
      or POST {url}/v3/{project}/messages:send with a PS256 JWT signed with that key.
+  3. Open the console (push report, rights, keys, receipts) at {console}
+     and sign in as {user} with the password in bootstrap.json.
 ",
         url = info.push_api_url,
         dir = data_dir.display(),
@@ -68,6 +74,7 @@ What next:
         client = info.client_id,
         package = info.package_name,
         user = info.admin_username,
+        console = info.console_url,
         key = info.service_account_file,
     );
 }
