@@ -30,6 +30,8 @@ enum Command {
     Device(cmd::device::DeviceArgs),
     /// Send a message through the Push Kit v3 API, signing a JWT from a key file.
     Send(cmd::send::SendArgs),
+    /// Withdraw a notification by notifyId through the Push Kit revoke API.
+    Revoke(cmd::revoke::RevokeArgs),
     /// Operate a server: projects, apps, keys, scenario rights, quotas (prints JSON).
     Admin(cmd::admin::AdminArgs),
     /// Benchmark a node: connect devices, send notifications, measure throughput and latency.
@@ -76,6 +78,7 @@ async fn main() -> ExitCode {
         Command::Device(args) => cmd::device::run(args).await,
         Command::Send(args) => cmd::send::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
+        Command::Revoke(args) => cmd::revoke::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
         Command::Config {
             command: ConfigCommand::Default,

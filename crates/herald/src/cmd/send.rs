@@ -72,25 +72,42 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         Some(path) => read_body(path)?,
         None => notification_body(&args),
     };
-    let key_file = load_key_file(&args.key_file)?;
-    let mut signer = JwtSigner::new(&key_file)?.with_algorithm(match args.alg {
-        JwtAlgorithm::Ps256 => SigningAlgorithm::Ps256,
-        JwtAlgorithm::Rs256 => SigningAlgorithm::Rs256,
-    });
-    if !args.no_jwt_cache
-        && let Some(cache) = JwtDiskCache::default_for(&key_file.key_id)
-    {
-        signer = signer.with_disk_cache(cache);
-    }
-    let client = PushClient::new(&args.server, signer)?;
+    let client = push_client(&args.key_file, &args.server, args.alg, args.no_jwt_cache)?;
     let (status, response) = client
         .send(args.push_type, &body)
         .await
         .with_context(|| format!("sending to {}", args.server))?;
+    print_answer(status, &response)
+}
+
+/// A Push Kit client for `server` signing with the key file's service account (the JWT
+/// is reused from the on-disk cache while it is fresh, unless `no_jwt_cache`).
+pub fn push_client(
+    key_file: &std::path::Path,
+    server: &str,
+    alg: JwtAlgorithm,
+    no_jwt_cache: bool,
+) -> anyhow::Result<PushClient> {
+    let key_file = load_key_file(key_file)?;
+    let mut signer = JwtSigner::new(&key_file)?.with_algorithm(match alg {
+        JwtAlgorithm::Ps256 => SigningAlgorithm::Ps256,
+        JwtAlgorithm::Rs256 => SigningAlgorithm::Rs256,
+    });
+    if !no_jwt_cache && let Some(cache) = JwtDiskCache::default_for(&key_file.key_id) {
+        signer = signer.with_disk_cache(cache);
+    }
+    Ok(PushClient::new(server, signer)?)
+}
+
+/// Print Push Kit's answer; success only for `80000000`.
+pub fn print_answer(
+    status: u16,
+    response: &herald_proto::push::ApiResponse,
+) -> anyhow::Result<ExitCode> {
     if !(200..300).contains(&status) {
         eprintln!("HTTP {status}");
     }
-    println!("{}", serde_json::to_string_pretty(&response)?);
+    println!("{}", serde_json::to_string_pretty(response)?);
     Ok(if response.code == Code::Success.as_str() {
         ExitCode::SUCCESS
     } else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, admin, post_push, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, admin, herald, post_push, read_json, sign_jwt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,18 +44,6 @@ impl Backend {
             &self.jwt,
             push_type,
             &body,
-        );
-        assert_eq!((s, r["code"].as_str()), (200, Some("80000000")), "{r}");
-        r
-    }
-
-    fn revoke(&self, notify_id: i64, token: &str) -> Value {
-        let (s, r) = post_push(
-            &self.url,
-            &format!("v1/{}/messages:revoke", self.client_id),
-            &self.jwt,
-            0,
-            &json!({"notifyId": notify_id, "token": [token]}),
         );
         assert_eq!((s, r["code"].as_str()), (200, Some("80000000")), "{r}");
         r
@@ -170,7 +158,32 @@ fn every_push_type_on_a_herald_device() {
         &token,
     );
     device.expect("notification", WAIT);
-    backend.revoke(5, &token);
+    // Revoke with `herald revoke`, signing from the key file as `herald send` does.
+    let out = herald()
+        .args([
+            "revoke",
+            "--key-file",
+            boot["service_account_file"].as_str().unwrap(),
+        ])
+        .args([
+            "--server",
+            &server.url,
+            "--client-id",
+            &client_id,
+            "--notify-id",
+            "5",
+        ])
+        .args(["--token", &token])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["code"], "80000000");
     assert_eq!(device.expect("revoked", WAIT)["notify_id"], 5);
 }
 
