@@ -358,12 +358,7 @@ pub fn parse_send(push_type: PushType, body: &[u8]) -> Result<ParsedSend, Reject
     } else {
         MAX_TOKENS
     };
-    if tokens.is_empty() || tokens.len() > max_tokens {
-        return Err(Rejection::new(
-            Code::TokenCountOutOfRange,
-            format!("token count should within 1 and {max_tokens}."),
-        ));
-    }
+    check_token_count(tokens.len(), max_tokens)?;
     let mut options = parse_options(request.push_options.unwrap_or_default())?;
     // collapseKey only applies to notifications (0) and text-to-speech (2);
     // backgroundMode only to background messages (6).
@@ -406,14 +401,29 @@ pub fn parse_send(push_type: PushType, body: &[u8]) -> Result<ParsedSend, Reject
     })
 }
 
+/// The largest raw body worth reading: 4096 bytes of message plus the most tokens of the
+/// longest well-formed shape. Anything larger is `80300008` without parsing.
+pub const MAX_RAW_BODY: usize = MAX_BODY_BYTES + MAX_TOKENS * (crate::token::MAX_TOKEN_LEN + 3);
+
 /// The 4096-byte limit applies to the body without the token strings (and their quotes
-/// and separators).
-fn check_body_size(body_len: usize, tokens: &[String]) -> Result<(), Rejection> {
+/// and separators). Shared by send and revoke.
+pub fn check_body_size(body_len: usize, tokens: &[String]) -> Result<(), Rejection> {
     let token_bytes: usize = tokens.iter().map(|t| t.len() + 3).sum();
     if body_len.saturating_sub(token_bytes) > MAX_BODY_BYTES {
         return Err(Rejection::new(
             Code::MessageTooLong,
             Code::MessageTooLong.default_msg(),
+        ));
+    }
+    Ok(())
+}
+
+/// `80300010` unless `1 <= count <= max`. Shared by send and revoke.
+pub fn check_token_count(count: usize, max: usize) -> Result<(), Rejection> {
+    if count == 0 || count > max {
+        return Err(Rejection::new(
+            Code::TokenCountOutOfRange,
+            format!("token count should within 1 and {max}."),
         ));
     }
     Ok(())

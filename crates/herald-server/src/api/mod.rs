@@ -29,6 +29,13 @@ pub fn answer(outcome: Result<(Code, String), Rejection>, request_id: &str) -> R
     }
 }
 
+/// The request body, at most [`herald_core::send::MAX_RAW_BODY`] bytes (else `80300008`).
+pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Rejection> {
+    axum::body::to_bytes(body, herald_core::send::MAX_RAW_BODY)
+        .await
+        .map_err(|_| Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg()))
+}
+
 /// The `Authorization` header, if it is text.
 pub fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -21,15 +21,12 @@ use herald_store::{
 };
 use rand::Rng;
 
-use super::{answer, authorization, push_type};
+use super::{answer, authorization, push_type, read_body};
 use crate::delivery;
 use crate::ids;
 use crate::policy::{LiveEntry, Reservation};
 use crate::registry::Live;
 use crate::state::Shared;
-
-/// Largest raw body read: 4096 bytes of message plus 1000 tokens of the longest shape.
-const MAX_RAW_BODY: usize = 4096 + herald_core::send::MAX_TOKENS * (token::MAX_TOKEN_LEN + 3);
 
 /// The send endpoint.
 pub async fn send(
@@ -63,9 +60,7 @@ async fn handle_send(
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
 
     let push_type = push_type(headers)?;
-    let bytes = to_bytes(body, MAX_RAW_BODY)
-        .await
-        .map_err(|_| Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg()))?;
+    let bytes = read_body(body).await?;
     let parsed = parse_send(push_type, &bytes)?;
 
     let (plan, reservation) = plan_deliveries(app, project_id, &parsed, now, request_id).await?;

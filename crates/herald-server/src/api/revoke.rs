@@ -6,23 +6,22 @@
 
 use std::collections::HashSet;
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use herald_core::send::{MAX_BODY_BYTES, MAX_NOTIFY_ID, MAX_TOKENS, PushType, Rejection};
-use herald_core::token;
+use herald_core::send::{
+    MAX_NOTIFY_ID, MAX_TOKENS, PushType, Rejection, check_body_size, check_token_count,
+};
 use herald_proto::Code;
 use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
 use herald_store::Revoke;
 
-use super::{answer, authorization, push_type};
+use super::{answer, authorization, push_type, read_body};
 use crate::gateway::sm::stored_to_frame;
 use crate::ids;
 use crate::registry::Live;
 use crate::state::Shared;
-
-const MAX_RAW_BODY: usize = MAX_BODY_BYTES + MAX_TOKENS * (token::MAX_TOKEN_LEN + 3);
 
 /// The revoke endpoint.
 pub async fn revoke(
@@ -73,9 +72,7 @@ async fn handle(
         ));
     }
 
-    let bytes = to_bytes(body, MAX_RAW_BODY)
-        .await
-        .map_err(|_| Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg()))?;
+    let bytes = read_body(body).await?;
     let request: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
         Rejection::new(
             Code::ParameterError,
@@ -83,19 +80,8 @@ async fn handle(
         )
     })?;
     let tokens = request.token.unwrap_or_default();
-    let token_bytes: usize = tokens.iter().map(|t| t.len() + 3).sum();
-    if bytes.len().saturating_sub(token_bytes) > MAX_BODY_BYTES {
-        return Err(Rejection::new(
-            Code::MessageTooLong,
-            Code::MessageTooLong.default_msg(),
-        ));
-    }
-    if tokens.is_empty() || tokens.len() > MAX_TOKENS {
-        return Err(Rejection::new(
-            Code::TokenCountOutOfRange,
-            format!("token count should within 1 and {MAX_TOKENS}."),
-        ));
-    }
+    check_body_size(bytes.len(), &tokens)?;
+    check_token_count(tokens.len(), MAX_TOKENS)?;
     let notify_id = match request.notify_id {
         Some(id @ 0..=MAX_NOTIFY_ID) => id as u32,
         Some(_) => {
