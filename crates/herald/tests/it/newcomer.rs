@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::process::{DeviceProc, Server, herald, post_send, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, cli, post_send, read_json, sign_jwt};
 
 #[test]
 fn seed_example_signed_by_the_backend_reaches_a_herald_device() {
@@ -81,48 +81,38 @@ fn seed_example_signed_by_the_backend_reaches_a_herald_device() {
     assert!(shown["notify_id"].is_i64());
 
     // `herald send` does the same from the key file, and exits 0 on 80000000.
-    let out = herald()
-        .args([
+    let key_path = boot["service_account_file"].as_str().unwrap();
+    let cache = dir.path().join("cache");
+    let (ok, printed) = cli(
+        &[
             "send",
             "--key-file",
-            boot["service_account_file"].as_str().unwrap(),
-        ])
-        .args([
+            key_path,
             "--server",
             &server.url,
             "--token",
             &token,
             "--title",
             "from the CLI",
-        ])
-        .args([
             "--body",
             "sent by herald send",
             "--data",
             r#"{"orderId":"42"}"#,
-        ])
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        ],
+        &cache,
     );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ok, "{printed}");
     assert_eq!(printed["code"], "80000000");
     let shown = device.expect("notification", Duration::from_secs(10));
     assert_eq!(shown["title"], "from the CLI");
     assert_eq!(shown["click_action"]["data"]["orderId"], "42");
 
     // A bad token: non-zero exit, the response still printed.
-    let out = herald()
-        .args([
+    let (ok, printed) = cli(
+        &[
             "send",
             "--key-file",
-            boot["service_account_file"].as_str().unwrap(),
-        ])
-        .args([
+            key_path,
             "--server",
             &server.url,
             "--token",
@@ -131,12 +121,10 @@ fn seed_example_signed_by_the_backend_reaches_a_herald_device() {
             "t",
             "--body",
             "b",
-        ])
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ],
+        &cache,
+    );
+    assert!(!ok);
     assert_eq!(printed["code"], "80300007");
 
     // SIGTERM stops the server cleanly.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, admin, herald, post_send, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, admin, cli, post_send, read_json, sign_jwt};
 
 fn im(token: &str, title: &str) -> Value {
     json!({"payload":{"notification":{"category":"IM","title":title,"body":"b",
@@ -156,8 +156,8 @@ fn operations_grant_a_right_and_the_device_shows_the_difference() {
         .as_str()
         .unwrap()
         .to_owned();
-    let out = herald()
-        .args([
+    let (ok, printed) = cli(
+        &[
             "send",
             "--key-file",
             key_path.to_str().unwrap(),
@@ -169,16 +169,10 @@ fn operations_grant_a_right_and_the_device_shows_the_difference() {
             "from the new key",
             "--body",
             "b",
-        ])
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &dir.path().join("cache"),
     );
+    assert!(ok, "{printed}");
     let n = new_device.expect("notification", Duration::from_secs(10));
     assert_eq!(n["title"], "from the new key");
 }

@@ -252,20 +252,30 @@ pub fn post_push(url: &str, path: &str, jwt: &str, push_type: u8, body: &Value) 
     })
 }
 
-/// `herald admin --bootstrap BOOT ARGS…`: whether it succeeded, and the JSON it printed.
-pub fn admin(boot: &Path, args: &[&str]) -> (bool, Value) {
+/// Run `herald ARGS…` with its JWT cache under `cache_home`: whether it succeeded, and
+/// the JSON it printed (stdout and stderr are in the panic message when it is not JSON).
+pub fn cli(args: &[&str], cache_home: &Path) -> (bool, Value) {
     let out = herald()
-        .arg("admin")
-        .arg("--bootstrap")
-        .arg(boot)
         .args(args)
+        .env("XDG_CACHE_HOME", cache_home)
         .output()
-        .expect("herald admin runs");
+        .expect("herald runs");
     let body: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
-            "admin printed non-JSON: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "herald {args:?} printed non-JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         )
     });
     (out.status.success(), body)
+}
+
+/// `herald admin --bootstrap BOOT ARGS…`: whether it succeeded, and the JSON it printed.
+pub fn admin(boot: &Path, args: &[&str]) -> (bool, Value) {
+    let boot = boot.to_str().expect("a UTF-8 path");
+    let all: Vec<&str> = ["admin", "--bootstrap", boot]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    cli(&all, &std::env::temp_dir())
 }

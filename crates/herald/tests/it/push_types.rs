@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, admin, herald, post_push, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, admin, cli, post_push, read_json, sign_jwt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -159,30 +159,23 @@ fn every_push_type_on_a_herald_device() {
     );
     device.expect("notification", WAIT);
     // Revoke with `herald revoke`, signing from the key file as `herald send` does.
-    let out = herald()
-        .args([
+    let (ok, printed) = cli(
+        &[
             "revoke",
             "--key-file",
             boot["service_account_file"].as_str().unwrap(),
-        ])
-        .args([
             "--server",
             &server.url,
             "--client-id",
             &client_id,
             "--notify-id",
             "5",
-        ])
-        .args(["--token", &token])
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+            "--token",
+            &token,
+        ],
+        &dir.path().join("cache"),
     );
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ok, "{printed}");
     assert_eq!(printed["code"], "80000000");
     assert_eq!(device.expect("revoked", WAIT)["notify_id"], 5);
 }
