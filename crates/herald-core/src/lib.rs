@@ -9,6 +9,7 @@ pub mod clock;
 pub mod lifecycle;
 pub mod live;
 pub mod payloads;
+pub mod policy;
 pub mod quota;
 pub mod receipt;
 pub mod rights;
@@ -17,4 +18,4 @@ pub mod token;
 
 pub use category::Category;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use lifecycle::{Outcome, ReceiptCode};
+pub use lifecycle::{DeliveryState, Outcome, ReceiptCode};

@@ -109,6 +109,108 @@ impl Outcome {
     }
 }
 
+/// Where one delivery (one message for one token) stands: the compact form the store keeps
+/// instead of one event row per transition.
+///
+/// The order of the live states is the order of the lifecycle: a delivery only ever moves
+/// forward (`queued → delivered → shown → clicked`) or ends in one final state. A report
+/// that would move it back, or touch an ended delivery, changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeliveryState {
+    Queued,
+    Delivered,
+    Shown,
+    Clicked,
+    Suppressed,
+    Replaced,
+    Expired,
+    Revoked,
+    Dropped,
+}
+
+impl DeliveryState {
+    /// Every state, in storage-code order.
+    pub const ALL: [DeliveryState; 9] = [
+        DeliveryState::Queued,
+        DeliveryState::Delivered,
+        DeliveryState::Shown,
+        DeliveryState::Clicked,
+        DeliveryState::Suppressed,
+        DeliveryState::Replaced,
+        DeliveryState::Expired,
+        DeliveryState::Revoked,
+        DeliveryState::Dropped,
+    ];
+
+    /// The small integer the store keeps.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub fn from_code(code: i64) -> Option<DeliveryState> {
+        usize::try_from(code)
+            .ok()
+            .and_then(|i| DeliveryState::ALL.get(i).copied())
+    }
+
+    /// The outcome name of the state (`queued`, `delivered`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryState::Queued => "queued",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Shown => "shown",
+            DeliveryState::Clicked => "clicked",
+            DeliveryState::Suppressed => "suppressed",
+            DeliveryState::Replaced => "replaced",
+            DeliveryState::Expired => "expired",
+            DeliveryState::Revoked => "revoked",
+            DeliveryState::Dropped => "dropped",
+        }
+    }
+
+    /// Still waiting for the device.
+    pub fn is_queued(self) -> bool {
+        self == DeliveryState::Queued
+    }
+
+    /// The state an outcome leads to.
+    pub fn of(outcome: Outcome) -> DeliveryState {
+        match outcome {
+            Outcome::Queued => DeliveryState::Queued,
+            Outcome::Delivered => DeliveryState::Delivered,
+            Outcome::Shown => DeliveryState::Shown,
+            Outcome::Suppressed(_) => DeliveryState::Suppressed,
+            Outcome::Clicked => DeliveryState::Clicked,
+            Outcome::Replaced => DeliveryState::Replaced,
+            Outcome::Expired => DeliveryState::Expired,
+            Outcome::Revoked => DeliveryState::Revoked,
+            Outcome::Dropped(_) => DeliveryState::Dropped,
+        }
+    }
+
+    /// The outcomes that take a delivery from `self` to the state of `to`, oldest first,
+    /// or nothing when the move is not forward. A report of `shown` for a queued delivery
+    /// implies its delivery: `[Delivered, Shown]`. Device reports never end a delivery the
+    /// server already ended (replaced, expired, revoked, dropped), and never repeat.
+    pub fn advance(self, to: Outcome) -> Vec<Outcome> {
+        use DeliveryState as S;
+        let target = DeliveryState::of(to);
+        match (self, target) {
+            (S::Queued, S::Delivered) => vec![to],
+            (S::Queued, S::Shown | S::Suppressed) => vec![Outcome::Delivered, to],
+            (S::Queued, S::Clicked) => vec![Outcome::Delivered, Outcome::Shown, to],
+            (S::Delivered, S::Shown | S::Suppressed) => vec![to],
+            (S::Delivered, S::Clicked) => vec![Outcome::Shown, to],
+            (S::Shown, S::Clicked) => vec![to],
+            // The server's own endings apply to queued deliveries only.
+            (S::Queued, S::Replaced | S::Expired | S::Revoked | S::Dropped) => vec![to],
+            // Revoking a shown (not tapped) notification removes it from the screen.
+            (S::Delivered | S::Shown, S::Revoked) => vec![to],
+            _ => Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +230,38 @@ mod tests {
         ] {
             let code = o.receipt_code().map(|c| c.0);
             assert_eq!(Outcome::from_parts(o.name(), code), Some(o));
+            assert_eq!(DeliveryState::of(o).name(), o.name());
         }
+        for s in DeliveryState::ALL {
+            assert_eq!(DeliveryState::from_code(s.code()), Some(s));
+        }
+    }
+
+    #[test]
+    fn deliveries_only_move_forward() {
+        use DeliveryState as S;
+        let off = Outcome::Suppressed(ReceiptCode::NOTIFICATIONS_OFF);
+        assert_eq!(S::Queued.advance(Outcome::Delivered), vec![Outcome::Delivered]);
+        assert_eq!(S::Queued.advance(off), vec![Outcome::Delivered, off]);
+        assert_eq!(
+            S::Queued.advance(Outcome::Clicked),
+            vec![Outcome::Delivered, Outcome::Shown, Outcome::Clicked]
+        );
+        // Repeats and moves backwards change nothing.
+        assert!(S::Delivered.advance(Outcome::Delivered).is_empty());
+        assert!(S::Shown.advance(Outcome::Delivered).is_empty());
+        assert!(S::Suppressed.advance(off).is_empty());
+        assert!(S::Suppressed.advance(Outcome::Shown).is_empty());
+        assert!(S::Clicked.advance(Outcome::Shown).is_empty());
+        // Ended deliveries stay ended, whatever the device says.
+        for ended in [S::Replaced, S::Expired, S::Revoked, S::Dropped] {
+            for o in [Outcome::Delivered, Outcome::Shown, Outcome::Clicked, off] {
+                assert!(ended.advance(o).is_empty(), "{ended:?} moved by {o:?}");
+            }
+        }
+        // The server ends only queued deliveries, except a revoke of a shown one.
+        assert!(S::Delivered.advance(Outcome::Expired).is_empty());
+        assert_eq!(S::Shown.advance(Outcome::Revoked), vec![Outcome::Revoked]);
+        assert!(S::Clicked.advance(Outcome::Revoked).is_empty());
     }
 }
