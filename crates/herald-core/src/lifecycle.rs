@@ -241,7 +241,10 @@ mod tests {
     fn deliveries_only_move_forward() {
         use DeliveryState as S;
         let off = Outcome::Suppressed(ReceiptCode::NOTIFICATIONS_OFF);
-        assert_eq!(S::Queued.advance(Outcome::Delivered), vec![Outcome::Delivered]);
+        assert_eq!(
+            S::Queued.advance(Outcome::Delivered),
+            vec![Outcome::Delivered]
+        );
         assert_eq!(S::Queued.advance(off), vec![Outcome::Delivered, off]);
         assert_eq!(
             S::Queued.advance(Outcome::Clicked),

@@ -376,8 +376,14 @@ mod tests {
             background_mode: None,
         };
         let mut ledger = Counts::default();
-        assert_eq!(ctx.take_quotas(&WHO, &a, &policy.limits, &mut ledger), Ok(()));
-        assert_eq!(ctx.take_quotas(&WHO, &a, &policy.limits, &mut ledger), Ok(()));
+        assert_eq!(
+            ctx.take_quotas(&WHO, &a, &policy.limits, &mut ledger),
+            Ok(())
+        );
+        assert_eq!(
+            ctx.take_quotas(&WHO, &a, &policy.limits, &mut ledger),
+            Ok(())
+        );
         assert_eq!(
             ctx.take_quotas(&WHO, &a, &policy.limits, &mut ledger),
             Err(ReceiptCode::FREQUENCY_LIMIT)
@@ -390,7 +396,10 @@ mod tests {
             category: Some(Category::Im),
             background_mode: None,
         };
-        assert_eq!(ctx.take_quotas(&WHO, &im, &policy.limits, &mut ledger), Ok(()));
+        assert_eq!(
+            ctx.take_quotas(&WHO, &im, &policy.limits, &mut ledger),
+            Ok(())
+        );
         assert_eq!(
             ctx.take_quotas(&WHO, &im, &policy.limits, &mut ledger),
             Err(ReceiptCode::DEVICE_CONTROL)

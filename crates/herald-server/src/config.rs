@@ -51,6 +51,18 @@ pub struct Config {
     pub receipt_timeout_secs: u64,
     /// Refuse `http://` receipt callback URLs, as Push Kit does.
     pub receipt_require_https: bool,
+    /// Days delivered and ended messages (with their deliveries) are kept.
+    pub retention_messages_days: u32,
+    /// Days sent and dropped receipts are kept.
+    pub retention_receipts_days: u32,
+    /// Days the push report's hourly counters are kept.
+    pub retention_report_days: u32,
+    /// Days a device may stay away before it and its tokens are forgotten.
+    pub retention_idle_devices_days: u32,
+    /// Seconds between pruning rounds.
+    pub prune_every_secs: u64,
+    /// Records of each kind one pruning round deletes at most.
+    pub prune_batch: usize,
 }
 
 impl Default for Config {
@@ -75,6 +87,12 @@ impl Default for Config {
             receipt_retry_for_secs: 86_400,
             receipt_timeout_secs: 10,
             receipt_require_https: false,
+            retention_messages_days: 7,
+            retention_receipts_days: 7,
+            retention_report_days: 90,
+            retention_idle_devices_days: 270,
+            prune_every_secs: 10,
+            prune_batch: 2_000,
         }
     }
 }
@@ -151,6 +169,14 @@ impl Config {
             "HERALD_RECEIPT_RETRY_FOR_SECS" => self.receipt_retry_for_secs = parse(var, value)?,
             "HERALD_RECEIPT_TIMEOUT_SECS" => self.receipt_timeout_secs = parse(var, value)?,
             "HERALD_RECEIPT_REQUIRE_HTTPS" => self.receipt_require_https = parse(var, value)?,
+            "HERALD_RETENTION_MESSAGES_DAYS" => self.retention_messages_days = parse(var, value)?,
+            "HERALD_RETENTION_RECEIPTS_DAYS" => self.retention_receipts_days = parse(var, value)?,
+            "HERALD_RETENTION_REPORT_DAYS" => self.retention_report_days = parse(var, value)?,
+            "HERALD_RETENTION_IDLE_DEVICES_DAYS" => {
+                self.retention_idle_devices_days = parse(var, value)?
+            }
+            "HERALD_PRUNE_EVERY_SECS" => self.prune_every_secs = parse(var, value)?,
+            "HERALD_PRUNE_BATCH" => self.prune_batch = parse(var, value)?,
             _ => {}
         }
         Ok(())
@@ -194,6 +220,15 @@ test_messages_per_day = {tests}
 # Refreshes per widget (formId) per device per day; past it, receipt 262.
 widget_daily_limit = {widgets}
 
+# Retention: records past these ages are deleted in the background, in small batches.
+# Queued messages are always kept until their TTL ends.
+retention_messages_days = {ret_msgs}
+retention_receipts_days = {ret_receipts}
+retention_report_days = {ret_report}
+retention_idle_devices_days = {ret_devices}
+prune_every_secs = {prune_every}
+prune_batch = {prune_batch}
+
 # Delivery receipts (herald admin receipt …).
 # Milliseconds receipts for one endpoint gather before a callback with fewer than 100
 # statuses is sent (a full one goes at once).
@@ -226,7 +261,26 @@ receipt_require_https = {require_https}
             retry_for = d.receipt_retry_for_secs,
             receipt_timeout = d.receipt_timeout_secs,
             require_https = d.receipt_require_https,
+            ret_msgs = d.retention_messages_days,
+            ret_receipts = d.retention_receipts_days,
+            ret_report = d.retention_report_days,
+            ret_devices = d.retention_idle_devices_days,
+            prune_every = d.prune_every_secs,
+            prune_batch = d.prune_batch,
         )
+    }
+
+    /// What the pruner keeps.
+    pub fn retention(&self) -> herald_store::Retention {
+        const DAY: i64 = 86_400_000;
+        let days = |d: u32| i64::from(d) * DAY;
+        herald_store::Retention {
+            deliveries_ms: days(self.retention_messages_days),
+            receipts_ms: days(self.retention_receipts_days),
+            report_ms: days(self.retention_report_days),
+            quota_days: 2,
+            idle_devices_ms: days(self.retention_idle_devices_days),
+        }
     }
 }
 

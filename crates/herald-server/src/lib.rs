@@ -4,6 +4,7 @@
 //!
 //! Invariant: only this crate knows HTTP and WebSocket; policy lives in `herald-core`.
 
+pub mod acks;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
@@ -145,6 +146,7 @@ impl Herald {
             registry: Default::default(),
             shutdown: CancellationToken::new(),
             metrics: metrics_handle(),
+            reports: Default::default(),
         });
         Ok(Herald {
             state,
@@ -190,6 +192,8 @@ impl Herald {
         let state = self.state;
         let token = state.shutdown.clone();
         let sweeper = tokio::spawn(expiry_sweeper(state.clone()));
+        let pruner = tokio::spawn(pruner(state.clone()));
+        let reports = tokio::spawn(acks::run(state.clone()));
         let dispatcher = tokio::spawn(receipts::run(state.clone()));
         let app = router(state.clone());
         let serve_token = token.clone();
@@ -219,10 +223,13 @@ impl Herald {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sweeper.abort();
+        pruner.abort();
         // The dispatcher stops on the shutdown token and records the batches it has on
         // the wire before the store closes.
         token.cancel();
         let _ = dispatcher.await;
+        // What devices said before the end is written before the store closes.
+        let _ = reports.await;
         state.store.close().await;
         tracing::info!("Herald stopped.");
         result.map_err(ServerError::Io)
@@ -274,6 +281,51 @@ async fn not_found() -> impl IntoResponse {
     )
 }
 
+/// Deliveries one expiry write ends at most (a sweep keeps going while there are more).
+const EXPIRE_BATCH: usize = 10_000;
+
+/// Delete what is past its retention, a small batch of each kind at a time, so the
+/// database levels off under any load and sends never wait long behind a prune.
+async fn pruner(state: Shared) {
+    let every = Duration::from_secs(state.config.prune_every_secs.max(1));
+    let retention = state.config.retention();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = state.clock.now_ms();
+        let cutoff_day = state
+            .calendar
+            .day(now - i64::from(retention.quota_days) * 86_400_000);
+        loop {
+            match state
+                .store
+                .prune(&retention, now, cutoff_day, state.config.prune_batch)
+                .await
+            {
+                Ok(p) if p.total() == 0 => break,
+                Ok(p) => {
+                    metrics::counter!("herald_store_pruned_total").increment(p.total());
+                    tracing::debug!(?p, "Pruned records past their retention.");
+                    // A full batch means more is waiting; yield to sends between batches.
+                    if p.total() < state.config.prune_batch as u64 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Pruning failed.");
+                    break;
+                }
+            }
+        }
+        if let Ok(size) = state.store.size_on_disk().await {
+            metrics::gauge!("herald_store_bytes").set(size as f64);
+        }
+    }
+}
+
 /// Expire queued messages whose TTL ended, so their fate is recorded.
 async fn expiry_sweeper(state: Shared) {
     let mut tick =
@@ -285,7 +337,7 @@ async fn expiry_sweeper(state: Shared) {
         }
         let now = state.clock.now_ms();
         state.quotas.forget_before(state.calendar.day(now));
-        match state.store.expire_due(now).await {
+        match state.store.expire_due(now, EXPIRE_BATCH).await {
             Ok(0) => {}
             Ok(n) => {
                 metrics::counter!("herald_messages_expired_total").increment(n);

@@ -6,24 +6,41 @@
 //! queue from the store once it catches up.
 //!
 //! VoIP calls travel in a second, small channel that the connection always drains first
-//! (a call must ring now, not after a backlog of notifications).
+//! (a call must ring now, not after a backlog of notifications). Channel items are one
+//! pointer each: a channel's first block is allocated with the connection, so small items
+//! keep an idle connection small.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use herald_proto::device::ServerFrame;
+use herald_store::DeliveryId;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// A frame (a message or a revoke command) for a connected device, with its store
-/// sequence number.
+use crate::delivery::Prepared;
+
+/// A frame (a message or a revoke command) for a connected device.
 #[derive(Debug, Clone)]
 pub struct Live {
-    pub seq: i64,
-    pub frame: ServerFrame,
+    pub id: DeliveryId,
+    pub body: LiveBody,
     /// VoIP calls: delivered ahead of everything else.
     pub urgent: bool,
+}
+
+/// What a live frame carries.
+#[derive(Debug, Clone)]
+pub enum LiveBody {
+    /// A message: the part shared by every token of it, serialised once.
+    Message {
+        prepared: Arc<Prepared>,
+        client_id: Arc<str>,
+        token: Arc<str>,
+    },
+    /// Anything else (revoke commands), as a frame.
+    Frame(ServerFrame),
 }
 
 /// Capacity of the urgent (VoIP) lane per connection.
@@ -32,8 +49,8 @@ const URGENT_CAPACITY: usize = 16;
 #[derive(Debug)]
 struct ConnHandle {
     conn_id: u64,
-    tx: mpsc::Sender<Live>,
-    urgent_tx: mpsc::Sender<Live>,
+    tx: mpsc::Sender<Box<Live>>,
+    urgent_tx: mpsc::Sender<Box<Live>>,
     resync: Arc<Notify>,
     kick: CancellationToken,
 }
@@ -42,31 +59,31 @@ struct ConnHandle {
 #[derive(Debug)]
 pub struct Registration {
     pub conn_id: u64,
-    pub rx: mpsc::Receiver<Live>,
-    pub urgent_rx: mpsc::Receiver<Live>,
+    pub rx: mpsc::Receiver<Box<Live>>,
+    pub urgent_rx: mpsc::Receiver<Box<Live>>,
     /// Notified when messages were dropped from the channel and must be read from the store.
     pub resync: Arc<Notify>,
     /// Cancelled when another connection takes over this device.
     pub kicked: CancellationToken,
 }
 
-/// Connected devices by device id.
+/// Connected devices by device number. Bounded by the connections the listener admits.
 #[derive(Debug, Default)]
 pub struct Registry {
-    conns: DashMap<String, ConnHandle>,
+    conns: DashMap<i64, ConnHandle>,
     next_id: AtomicU64,
 }
 
 impl Registry {
-    /// Register a connection for `device_id`, replacing (and kicking) any earlier one.
-    pub fn register(&self, device_id: &str, capacity: usize) -> Registration {
+    /// Register a connection for `device`, replacing (and kicking) any earlier one.
+    pub fn register(&self, device: i64, capacity: usize) -> Registration {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let resync = Arc::new(Notify::new());
         let kick = CancellationToken::new();
         let old = self.conns.insert(
-            device_id.to_owned(),
+            device,
             ConnHandle {
                 conn_id,
                 tx,
@@ -89,16 +106,16 @@ impl Registry {
     }
 
     /// Remove the connection, unless a newer one has already replaced it.
-    pub fn unregister(&self, device_id: &str, conn_id: u64) {
-        self.conns.remove_if(device_id, |_, h| h.conn_id == conn_id);
+    pub fn unregister(&self, device: i64, conn_id: u64) {
+        self.conns.remove_if(&device, |_, h| h.conn_id == conn_id);
         metrics::gauge!("herald_devices_connected").set(self.conns.len() as f64);
     }
 
     /// Hand a message to the device's connection if it is connected here. Never waits.
-    pub fn deliver(&self, device_id: &str, live: Live) {
-        if let Some(h) = self.conns.get(device_id) {
+    pub fn deliver(&self, device: i64, live: Live) {
+        if let Some(h) = self.conns.get(&device) {
             let lane = if live.urgent { &h.urgent_tx } else { &h.tx };
-            match lane.try_send(live) {
+            match lane.try_send(Box::new(live)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     metrics::counter!("herald_device_channel_overflows_total").increment(1);
@@ -109,8 +126,8 @@ impl Registry {
         }
     }
 
-    pub fn is_connected(&self, device_id: &str) -> bool {
-        self.conns.contains_key(device_id)
+    pub fn is_connected(&self, device: i64) -> bool {
+        self.conns.contains_key(&device)
     }
 
     pub fn len(&self) -> usize {

@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use dashmap::DashMap;
 use herald_core::Clock;
 use herald_store::{App, Store, StoreError, TokenRecord};
+
+use crate::acks::DeviceReports;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtVerifier;
@@ -38,18 +42,54 @@ pub struct AppState {
     /// The HTTP client for receipt callbacks (dispatcher and `receipt test`).
     pub receipt_http: reqwest::Client,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Acks and reports from every connection, batched into one store write at a time.
+    pub reports: DeviceReports,
 }
 
 pub type Shared = Arc<AppState>;
 
 /// Active tokens by token string. The store is the truth; a miss is looked up in one
-/// batch per request, never one query per token.
-#[derive(Debug, Default)]
+/// batch per request, never one query per token. Bounded: past its capacity, an
+/// arbitrary sixteenth of the entries is forgotten (they are read again on their next use).
+#[derive(Debug)]
 pub struct TokenCache {
     map: DashMap<String, TokenRecord>,
+    capacity: usize,
 }
 
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::with_capacity(DEFAULT_TOKEN_CACHE)
+    }
+}
+
+/// Tokens kept in memory by default (about 300 bytes each).
+pub const DEFAULT_TOKEN_CACHE: usize = 1_000_000;
+
 impl TokenCache {
+    pub fn with_capacity(capacity: usize) -> Self {
+        TokenCache {
+            map: DashMap::new(),
+            capacity: capacity.max(16),
+        }
+    }
+
+    /// Make room for new entries when the cache is full.
+    fn make_room(&self) {
+        if self.map.len() < self.capacity {
+            return;
+        }
+        let victims: Vec<String> = self
+            .map
+            .iter()
+            .take(self.capacity / 16)
+            .map(|e| e.key().clone())
+            .collect();
+        for k in victims {
+            self.map.remove(&k);
+        }
+    }
+
     /// Resolve `tokens`: cached ones from memory, the rest in one store call.
     pub async fn resolve(
         &self,
@@ -69,18 +109,22 @@ impl TokenCache {
         if missing.is_empty() {
             return Ok(out);
         }
+        self.make_room();
+        let mut found: std::collections::HashMap<String, TokenRecord> = HashMap::new();
         for rec in store.lookup_tokens(&missing).await? {
-            self.map.insert(rec.token.clone(), rec);
+            self.map.insert(rec.token.clone(), rec.clone());
+            found.insert(rec.token.clone(), rec);
         }
         for (slot, t) in out.iter_mut().zip(tokens) {
             if slot.is_none() {
-                *slot = self.map.get(*t).map(|r| r.clone());
+                *slot = found.remove(*t);
             }
         }
         Ok(out)
     }
 
     pub fn insert(&self, rec: TokenRecord) {
+        self.make_room();
         self.map.insert(rec.token.clone(), rec);
     }
 

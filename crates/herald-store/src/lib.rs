@@ -1,8 +1,12 @@
-//! Herald's persistent state behind one `Store` trait, with the embedded SQLite backend.
+//! Herald's persistent state: small traits split by concern, implemented by each engine
+//! (the embedded SQLite one in [`sqlite`]) and checked by one generic conformance story.
 //!
-//! Invariant: this crate knows nothing of HTTP or WebSocket. Every write that a caller
-//! awaits is durable when the future resolves (the SQLite backend group-commits many
-//! callers' writes into one transaction and one fsync).
+//! Invariants: this crate knows nothing of HTTP or WebSocket, and its errors name no
+//! engine. Every write a caller awaits is durable when the future resolves (engines
+//! group-commit many callers' writes into one transaction and one fsync). A delivery is
+//! one compact row keyed by integers; it only moves forward through
+//! [`herald_core::DeliveryState`], and the push report reads counters kept in the same
+//! transaction as each move.
 
 mod model;
 pub mod sqlite;
@@ -10,6 +14,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+use herald_core::live::LiveViewState;
 use herald_core::quota::CounterKey;
 use herald_core::receipt::ReceiptFate;
 use tokio::sync::Notify;
@@ -17,36 +22,47 @@ use tokio::sync::Notify;
 pub use model::*;
 
 /// Storage failures. Callers log them and answer `81000001`; they never reach a client.
+/// The engine's own error is kept as text: no caller may depend on which engine it was.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("migration: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
-    #[error("stored JSON is corrupt: {0}")]
-    Json(#[from] serde_json::Error),
+    /// The engine failed (I/O, constraint, corruption …); the text says how.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// The engine refused the write for lack of space.
+    #[error("storage is full: {0}")]
+    Full(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     #[error("the store is shut down")]
     Closed,
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything Herald keeps. Implementations: [`sqlite::SqliteStore`] (embedded default).
+/// Operators: the instance admin and their bearer tokens.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait AccountStore: Send + Sync {
     /// Whether the first-start bootstrap has run.
     async fn is_bootstrapped(&self) -> Result<bool>;
     /// Create the first admin, project, app and service account in one transaction.
     async fn bootstrap(&self, b: Bootstrap) -> Result<()>;
+    /// The admin whose bearer token hashes to `token_hash`.
+    async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
+    /// An admin and their password hash, for a login.
+    async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>>;
+    /// Another bearer token for an admin (a console login).
+    async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()>;
+}
 
+/// Projects, apps, service-account keys and scenario rights.
+#[async_trait]
+pub trait AppStore: Send + Sync {
     async fn create_project(&self, project: Project) -> Result<()>;
-    async fn create_app(&self, app: App) -> Result<()>;
     async fn project(&self, project_id: &str) -> Result<Option<Project>>;
     async fn list_projects(&self) -> Result<Vec<Project>>;
+    async fn create_app(&self, app: App) -> Result<()>;
     async fn app(&self, client_id: &str) -> Result<Option<App>>;
     async fn list_apps(&self, project_id: Option<&str>) -> Result<Vec<App>>;
     /// Apply `update`; `None` when there is no such app.
@@ -54,7 +70,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_service_account(&self, account: ServiceAccount) -> Result<()>;
     async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccount>>;
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>>;
-
     /// Current state of every right the app has ever requested or been granted.
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>>;
     /// The app's right history, oldest first.
@@ -65,72 +80,82 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         change: RightChange,
     ) -> Result<std::result::Result<RightRecord, String>>;
+}
 
-    /// Stored usage of the given daily counters (absent = 0).
-    async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>>;
-    /// Stored Live View states of the given activities (absent ones are omitted).
-    async fn live_views(
-        &self,
-        keys: &[LiveViewKey],
-    ) -> Result<Vec<(LiveViewKey, herald_core::live::LiveViewState)>>;
-    /// Withdraw notifications: queued ones become `revoked`; devices that may show one
-    /// get a revoke command queued like a message.
-    async fn revoke(&self, revoke: Revoke) -> Result<RevokeResult>;
-    /// The admin whose bearer token hashes to `token_hash`.
-    async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
-    /// An admin and their password hash, for a login.
-    async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>>;
-    /// Another bearer token for an admin (a console login).
-    async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()>;
-    /// Event counts by outcome and receipt code since `since_ms`, optionally of one
-    /// project or one app: the push report.
-    async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>>;
-
-    async fn register_device(&self, device: NewDevice) -> Result<()>;
-    async fn device_secret_hash(&self, device_id: &str) -> Result<Option<String>>;
-    /// The device's active token for the app, creating it from `candidate` when none exists.
+/// Devices and their push tokens, each with the server's own integer number.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Register a device; returns its number.
+    async fn register_device(&self, device: NewDevice) -> Result<i64>;
+    /// The device's number and secret hash, for a `hello`; marks it seen at `now_ms`
+    /// (devices unseen for the retention period are pruned).
+    async fn device_auth(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceAuth>>;
+    /// The device's active token for the app, creating it from `candidate` when none
+    /// exists; `None` when there is no such app.
     async fn token_for(
         &self,
-        device_id: &str,
+        device: i64,
         client_id: &str,
         candidate: NewToken,
-    ) -> Result<String>;
-    /// Mark the device's active token for the app deleted at `now_ms` (ArkTS
-    /// `deleteToken`); returns the token, or `None` when the app had none. The next
-    /// `token_for` creates a new one.
+    ) -> Result<Option<TokenRecord>>;
+    /// Mark the device's active token for the app deleted (ArkTS `deleteToken`); returns
+    /// the token, or `None` when the app had none. The next `token_for` makes a new one.
     async fn delete_token(
         &self,
-        device_id: &str,
+        device: i64,
         client_id: &str,
         now_ms: i64,
     ) -> Result<Option<String>>;
     /// Active tokens among `tokens`, in any order; unknown or deleted ones are absent.
     async fn lookup_tokens(&self, tokens: &[String]) -> Result<Vec<TokenRecord>>;
+}
 
-    /// Durably store one accepted request, its queued deliveries and its drop events.
-    /// Applies `collapseKey` replacement and the offline cache cap, returning what it
-    /// replaced so the caller can report it.
-    ///
-    /// Every event with a receipt code (here and in `ack`, `record_reports`,
-    /// `expire_due`) queues its receipt in the same transaction, for the config chosen by
-    /// `requests.receipt_id` (if it exists in the project and is not another app's), else
-    /// the oldest config of the token's app, else the oldest project-level config.
+/// Daily quota counters and Live View states (committed with the sends that change them).
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Stored usage of the given daily counters (absent = 0).
+    async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>>;
+    /// Stored Live View states of the given activities (absent ones are omitted).
+    async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>>;
+}
+
+/// Messages and their deliveries: the send path's data plane.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Durably store one accepted request: its message once, one compact delivery per
+    /// deliverable token, its drops, the quota usage and Live View states it took.
+    /// Applies `collapseKey` replacement and the offline cache cap (for deliveries marked
+    /// `offline`), returning what it replaced. Every outcome with a receipt code queues
+    /// its receipt in the same transaction (see [`ReceiptStore`]).
     async fn enqueue(&self, batch: Enqueue) -> Result<EnqueueResult>;
     /// Queued, unexpired deliveries for the device, oldest first.
-    async fn pending(&self, device_id: &str, now_ms: i64) -> Result<Vec<StoredDelivery>>;
-    /// Mark deliveries acknowledged by the device (ignores ids that are not its own or not
-    /// queued) and record `delivered` events.
-    async fn ack(&self, device_id: &str, message_ids: &[String], now_ms: i64) -> Result<()>;
-    /// Record device-reported outcomes (shown, suppressed, clicked) for the device's messages.
-    async fn record_reports(&self, device_id: &str, reports: &[Report]) -> Result<()>;
-    /// Expire queued deliveries whose TTL has ended; returns how many.
-    async fn expire_due(&self, now_ms: i64) -> Result<u64>;
-    /// The lifecycle of one delivery, oldest first (for tests, reports and receipts).
+    async fn pending(&self, device: i64, now_ms: i64) -> Result<Vec<StoredDelivery>>;
+    /// Apply what devices said (acks and reports) in one write. Each moves its delivery
+    /// forward only (see [`herald_core::DeliveryState::advance`]); one that is not the
+    /// device's, or not forward, changes nothing and queues no receipt. Returns how many
+    /// moved a delivery.
+    async fn record_device_reports(&self, reports: Vec<DeviceReport>) -> Result<u64>;
+    /// End queued deliveries whose TTL has passed (at most `limit`); returns how many.
+    async fn expire_due(&self, now_ms: i64, limit: usize) -> Result<u64>;
+    /// Withdraw notifications: queued ones become `revoked`; devices that may show one
+    /// get a revoke command queued like a message.
+    async fn revoke(&self, revoke: Revoke) -> Result<RevokeResult>;
+    /// The lifecycle of one delivery (by its wire id), oldest first.
     async fn events_for(&self, message_id: &str) -> Result<Vec<EventRecord>>;
-    /// Count of deliveries per state (for metrics and the report).
+    /// The lifecycle of every delivery (and drop) of a request, optionally of one
+    /// token, oldest first.
+    async fn events_of_request(
+        &self,
+        request_id: &str,
+        token: Option<&str>,
+    ) -> Result<Vec<EventRecord>>;
+    /// Count of deliveries per state (for metrics and tests).
     async fn delivery_counts(&self) -> Result<Vec<(String, u64)>>;
+}
 
-    /// Add a receipt configuration.
+/// Receipt configurations and the receipt outbox the dispatcher drains.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
     async fn create_receipt_config(&self, config: ReceiptConfig) -> Result<()>;
     async fn receipt_config(&self, receipt_id: &str) -> Result<Option<ReceiptConfig>>;
     /// A project's receipt configurations, its apps' included, oldest first.
@@ -151,7 +176,60 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn receipt_counts(&self) -> Result<Vec<(String, u64)>>;
     /// Signalled after every commit that queued receipts (the dispatcher waits on it).
     fn receipts_queued(&self) -> Arc<Notify>;
+}
 
+/// The push report, read from counters kept with every change.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Counts by outcome and receipt code since `since_ms`, optionally of one project or
+    /// one app.
+    async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>>;
+}
+
+/// Retention and lifecycle of the store itself.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Delete at most `batch` records of each kind that are past their retention at
+    /// `now_ms` (quota counters: of days before `quota_cutoff_day`, `YYYYMMDD`). Small
+    /// batches, each its own short write, so sends never stall behind it.
+    async fn prune(
+        &self,
+        retention: &Retention,
+        now_ms: i64,
+        quota_cutoff_day: i32,
+        batch: usize,
+    ) -> Result<Pruned>;
+    /// Size of the database on disk in bytes (main file plus write-ahead log).
+    async fn size_on_disk(&self) -> Result<u64>;
     /// Flush and stop background work; later calls fail with [`StoreError::Closed`].
     async fn close(&self);
+}
+
+/// Everything Herald keeps: every concern above, from one engine.
+pub trait Store:
+    AccountStore
+    + AppStore
+    + DeviceStore
+    + QuotaStore
+    + MessageStore
+    + ReceiptStore
+    + ReportStore
+    + Maintenance
+    + std::fmt::Debug
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore
+        + AppStore
+        + DeviceStore
+        + QuotaStore
+        + MessageStore
+        + ReceiptStore
+        + ReportStore
+        + Maintenance
+        + std::fmt::Debug
+        + 'static
+{
 }

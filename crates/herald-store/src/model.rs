@@ -1,9 +1,9 @@
 //! Records the store reads and writes. Plain data; policy lives in `herald-core`.
 
-use herald_core::Outcome;
 use herald_core::live::LiveViewState;
 use herald_core::quota::{CounterKey, LimitOverrides};
 use herald_core::rights::{RightAction, RightState};
+use herald_core::{Category, Outcome, ReceiptCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
@@ -106,6 +106,14 @@ pub struct NewDevice {
     pub created_at: i64,
 }
 
+/// What a `hello` with a credential needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuth {
+    /// The server's number for the device.
+    pub device: i64,
+    pub secret_hash: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewToken {
     pub token: String,
@@ -116,15 +124,54 @@ pub struct NewToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub token: String,
+    /// The server's number for the token (deliveries are keyed by it).
+    pub token_num: i64,
+    /// The server's number for the device.
+    pub device: i64,
     pub device_id: String,
     pub client_id: String,
     pub project_id: String,
 }
 
-/// One accepted request: stored once, with one delivery per deliverable token.
+/// One delivery: a message for one token. On the wire it is `"<message>.<token>"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId {
+    pub message: i64,
+    pub token: i64,
+}
+
+impl std::fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.message, self.token)
+    }
+}
+
+impl std::str::FromStr for DeliveryId {
+    type Err = ();
+
+    /// The wire form; anything else (including non-canonical numbers) is not an id.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (m, t) = s.split_once('.').ok_or(())?;
+        let canonical = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 18
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p == "0" || !p.starts_with('0'))
+        };
+        if !canonical(m) || !canonical(t) {
+            return Err(());
+        }
+        Ok(DeliveryId {
+            message: m.parse().map_err(|_| ())?,
+            token: t.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// One accepted request: its message stored once, one delivery per deliverable token.
 #[derive(Debug, Clone)]
 pub struct Enqueue {
-    pub request: NewRequest,
+    pub message: NewMessage,
     pub deliveries: Vec<NewDelivery>,
     /// Tokens dropped before queueing (unknown token → 5, quotas → 256 …).
     pub drops: Vec<NewDrop>,
@@ -142,8 +189,81 @@ pub struct LiveViewKey {
     pub activity_id: i32,
 }
 
+/// What a stored message is to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A Push Kit message.
+    Message,
+    /// A `messages:revoke` command (withdraw `notify_id`); no lifecycle, no receipt.
+    Revoke,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Message => "message",
+            MessageKind::Revoke => "revoke",
+        }
+    }
+}
+
+/// A message, stored once for all its tokens.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub request_id: String,
+    pub project_id: String,
+    pub push_type: u8,
+    pub kind: MessageKind,
+    /// The normalised payload JSON forwarded to devices.
+    pub payload: String,
+    pub bi_tag: Option<String>,
+    pub receipt_id: Option<String>,
+    pub test: bool,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub collapse_key: Option<u8>,
+    pub notify_id: Option<u32>,
+    /// Widgets (push type 1): the `formId` receipts report.
+    pub form_id: Option<i64>,
+}
+
+/// One token of a message.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub token: i64,
+    pub device: i64,
+    pub client_id: String,
+    /// The effective category after any downgrade, for notifications.
+    pub category: Option<Category>,
+    /// For background messages: the effective `backgroundMode` (1 only with the right).
+    pub background_mode: Option<u8>,
+    /// The device is not connected: enforce the offline cache cap for its token.
+    pub offline: bool,
+}
+
+/// A token dropped before queueing.
+#[derive(Debug, Clone)]
+pub struct NewDrop {
+    /// The token as sent (receipts report it).
+    pub token: String,
+    /// `(token number, device number)` when the token is known.
+    pub known: Option<(i64, i64)>,
+    /// The token's app, when known (its receipt goes to that app's configuration).
+    pub client_id: Option<String>,
+    pub code: ReceiptCode,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnqueueResult {
+    /// The message's number (each delivery's id is `(message, token)`).
+    pub message: i64,
+    /// Earlier queued deliveries this batch replaced (receipt 15).
+    pub replaced: Vec<DeliveryId>,
+}
+
 /// A `messages:revoke` call: withdraw the notifications with `notify_id` of the given
-/// push types from these tokens.
+/// push type from these tokens.
 #[derive(Debug, Clone)]
 pub struct Revoke {
     /// The revoke request's own id (its commands are stored under it).
@@ -151,8 +271,7 @@ pub struct Revoke {
     pub project_id: String,
     pub push_type: u8,
     pub notify_id: u32,
-    /// (token, device_id, client_id) of each token to revoke on.
-    pub tokens: Vec<(String, String, String)>,
+    pub tokens: Vec<TokenRecord>,
     pub now: i64,
 }
 
@@ -160,84 +279,40 @@ pub struct Revoke {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RevokeResult {
     /// Queued messages that will now never be delivered.
-    pub revoked: Vec<String>,
-    /// Revoke commands queued for devices that may show the notification, with their
-    /// sequence numbers (deliver them like messages).
-    pub commands: Vec<(i64, StoredDelivery)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewRequest {
-    pub request_id: String,
-    pub project_id: String,
-    pub push_type: u8,
-    /// The normalised payload JSON forwarded to devices.
-    pub payload: String,
-    pub bi_tag: Option<String>,
-    pub receipt_id: Option<String>,
-    pub test: bool,
-    pub ttl_secs: u32,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub message_id: String,
-    pub token: String,
-    pub device_id: String,
-    pub client_id: String,
-    pub expires_at: i64,
-    pub collapse_key: Option<u8>,
-    pub notify_id: Option<u32>,
-    /// The effective category after any downgrade, for notifications.
-    pub category: Option<String>,
-    /// For background messages: the effective `backgroundMode` (1 only with the right).
-    pub background_mode: Option<u8>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewDrop {
-    pub message_id: String,
-    pub token: String,
-    pub client_id: Option<String>,
-    pub outcome: Outcome,
-}
-
-/// What `enqueue` did beyond inserting.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnqueueResult {
-    /// Sequence numbers assigned to the new deliveries, in input order.
-    pub seqs: Vec<i64>,
-    /// Message ids of earlier queued deliveries replaced by this batch (receipt 15).
-    pub replaced: Vec<String>,
+    pub revoked: Vec<DeliveryId>,
+    /// Delivered or shown (not tapped) notifications the devices are told to remove.
+    pub withdrawn: Vec<DeliveryId>,
+    /// Revoke commands queued for devices that may show the notification (deliver them
+    /// like messages).
+    pub commands: Vec<StoredDelivery>,
 }
 
 /// A queued delivery, with what the device needs to receive it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDelivery {
-    pub seq: i64,
-    pub message_id: String,
+    pub id: DeliveryId,
     pub request_id: String,
     pub token: String,
-    pub device_id: String,
+    pub device: i64,
     pub client_id: String,
     pub push_type: u8,
+    pub kind: MessageKind,
     pub payload: String,
     pub bi_tag: Option<String>,
     pub test: bool,
     pub created_at: i64,
     pub expires_at: i64,
-    pub category: Option<String>,
-    /// `message`, or `revoke` for a revoke command.
-    pub kind: String,
+    pub category: Option<Category>,
     pub notify_id: Option<u32>,
     pub background_mode: Option<u8>,
 }
 
-/// A device-reported outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub message_id: String,
+/// Something a device said about one of its deliveries: an ack (`Delivered`) or a report
+/// (shown, suppressed, clicked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceReport {
+    pub device: i64,
+    pub id: DeliveryId,
     pub outcome: Outcome,
     pub at: i64,
 }
@@ -245,9 +320,64 @@ pub struct Report {
 /// One lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
+    /// The delivery's wire id (`""` for a drop of an unknown token).
     pub message_id: String,
     pub outcome: Outcome,
     pub at: i64,
+}
+
+/// How long each kind of record is kept, in milliseconds. Queued deliveries are kept
+/// until their TTL regardless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Deliveries that ended (or were delivered) and their messages, counted from the
+    /// message's creation.
+    pub deliveries_ms: i64,
+    /// Receipts sent or dropped.
+    pub receipts_ms: i64,
+    /// Push report counters.
+    pub report_ms: i64,
+    /// Quota counters of past days.
+    pub quota_days: i32,
+    /// Devices (and their tokens) not seen for this long; deleted tokens after it too.
+    pub idle_devices_ms: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: i64 = 86_400_000;
+        Retention {
+            deliveries_ms: 7 * DAY,
+            receipts_ms: 7 * DAY,
+            report_ms: 90 * DAY,
+            quota_days: 2,
+            idle_devices_ms: 270 * DAY,
+        }
+    }
+}
+
+/// How many records one `prune` call deleted, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub messages: u64,
+    pub receipts: u64,
+    pub report_rows: u64,
+    pub quota_rows: u64,
+    pub devices: u64,
+    pub tokens: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.deliveries
+            + self.messages
+            + self.receipts
+            + self.report_rows
+            + self.quota_rows
+            + self.devices
+            + self.tokens
+    }
 }
 
 /// Where an app's (or a whole project's) delivery receipts go.

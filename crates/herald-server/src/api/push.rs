@@ -8,24 +8,24 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use herald_core::live::{self, LiveDecision, LiveViewState};
-use herald_core::quota::{AppCategory, AppLimits, Counter, CounterKey};
-use herald_core::rights::{GrantedRights, Right};
+use herald_core::live::LiveViewState;
+use herald_core::policy::{Admission, AppPolicy, Ledger, QuotaContext, Recipient, admit};
+use herald_core::quota::{AppCategory, Counter, CounterKey};
 use herald_core::send::{ParsedSend, Payload, PushType, Rejection, parse_send};
-use herald_core::{Category, Outcome, ReceiptCode, token};
+use herald_core::{Category, ReceiptCode};
 use herald_proto::Code;
-use herald_proto::device::{DeviceMessage, ServerFrame};
-use herald_proto::push::{TokenFailure, TokenFailures};
+use herald_proto::push::TokenFailures;
 use herald_store::{
-    Enqueue, LiveViewKey, NewDelivery, NewDrop, NewRequest, StoreError, TokenRecord,
+    DeliveryId, Enqueue, LiveViewKey, MessageKind, NewDelivery, NewDrop, NewMessage, StoreError,
+    TokenRecord,
 };
 use rand::Rng;
 
 use super::{answer, authorization, push_type, read_body};
-use crate::delivery;
+use crate::delivery::{self, MessageTemplate, Prepared};
 use crate::ids;
-use crate::policy::{LiveEntry, Reservation};
-use crate::registry::Live;
+use crate::policy::{QuotaBook, Reservation};
+use crate::registry::{Live, LiveBody};
 use crate::state::Shared;
 
 /// The send endpoint.
@@ -64,36 +64,44 @@ async fn handle_send(
     let parsed = parse_send(push_type, &bytes)?;
 
     let (plan, reservation) = plan_deliveries(app, project_id, &parsed, now, request_id).await?;
-    let failures = plan.failures.clone();
+    let failures = plan.failures;
     if plan.enqueue.deliveries.is_empty() && plan.enqueue.drops.is_empty() {
         app.quotas.release(reservation);
         app.live_views.restore(plan.live_previous);
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
     }
-    let live = plan.live_messages();
     let urgent = push_type == PushType::Voip;
-    let live_previous = plan.live_previous;
     let mut enqueue = plan.enqueue;
     enqueue.usage = reservation.usage();
-    let drops: Vec<Outcome> = enqueue.drops.iter().map(|d| d.outcome).collect();
+    let drops: Vec<ReceiptCode> = enqueue.drops.iter().map(|d| d.code).collect();
     let result = match app.store.enqueue(enqueue).await {
         Ok(r) => r,
         Err(e) => {
             app.quotas.release(reservation);
-            app.live_views.restore(live_previous);
+            app.live_views.restore(plan.live_previous);
             return Err(inner_error(e));
         }
     };
-    for ((device_id, message), seq) in live.into_iter().zip(result.seqs) {
-        let frame = ServerFrame::Message(message);
-        app.registry
-            .deliver(&device_id, Live { seq, frame, urgent });
+    for route in plan.routes {
+        app.registry.deliver(
+            route.device,
+            Live {
+                id: DeliveryId {
+                    message: result.message,
+                    token: route.token_num,
+                },
+                body: LiveBody::Message {
+                    prepared: route.prepared,
+                    client_id: route.client_id,
+                    token: route.token,
+                },
+                urgent,
+            },
+        );
     }
-    for outcome in drops {
-        if let Some(code) = outcome.receipt_code() {
-            metrics::counter!("herald_messages_dropped_total", "receipt" => code.0.to_string())
-                .increment(1);
-        }
+    for code in drops {
+        metrics::counter!("herald_messages_dropped_total", "receipt" => code.0.to_string())
+            .increment(1);
     }
     metrics::counter!("herald_messages_accepted_total").increment(failures.success as u64);
     tracing::info!(%project_id, %request_id, push_type = push_type.as_u8(), tokens = failures.success, failed = failures.failure, "Message accepted.");
@@ -106,146 +114,48 @@ async fn handle_send(
     }
 }
 
-/// What one request turns into: rows to store, and the failures to report.
+/// What one request turns into: rows to store, where to route them, and the failures to
+/// report.
 struct Plan {
     enqueue: Enqueue,
     failures: TokenFailures,
-    push_type: u8,
-    payload: serde_json::Value,
+    routes: Vec<Route>,
     /// Live View states before this request changed them (restored if it is not stored).
     live_previous: Vec<(LiveViewKey, Option<LiveViewState>)>,
 }
 
-impl Plan {
-    /// One device frame per queued delivery, in the same order as `enqueue.deliveries`.
-    fn live_messages(&self) -> Vec<(String, DeviceMessage)> {
-        let r = &self.enqueue.request;
-        self.enqueue
-            .deliveries
-            .iter()
-            .map(|d| {
-                let message = DeviceMessage {
-                    id: d.message_id.clone(),
-                    client_id: d.client_id.clone(),
-                    token: d.token.clone(),
-                    push_type: self.push_type,
-                    request_id: r.request_id.clone(),
-                    sent_at: r.created_at,
-                    expires_at: d.expires_at,
-                    payload: self.payload.clone(),
-                    test: r.test,
-                    bi_tag: r.bi_tag.clone(),
-                    reminder: None,
-                    background_mode: d.background_mode,
-                };
-                (
-                    d.device_id.clone(),
-                    delivery::finish(message, d.category.as_deref()),
-                )
-            })
-            .collect()
+/// Where one queued delivery goes once stored.
+struct Route {
+    device: i64,
+    token_num: i64,
+    token: Arc<str>,
+    client_id: Arc<str>,
+    prepared: Arc<Prepared>,
+}
+
+/// Takes counters for the core policy from the in-memory book, into the request's
+/// reservation (committed with the request or released).
+struct Taking<'a> {
+    book: &'a QuotaBook,
+    reservation: &'a mut Reservation,
+}
+
+impl Ledger for Taking<'_> {
+    fn try_take(&mut self, key: &CounterKey, limit: u32) -> bool {
+        self.book.try_take(key, limit, self.reservation)
+    }
+
+    fn give_back(&mut self, key: &CounterKey) {
+        self.book.give_back(key, self.reservation);
     }
 }
 
-/// What the policy needs to know about one app of the request.
-struct AppPolicy {
-    rights: Arc<GrantedRights>,
-    limits: AppLimits,
-}
-
-/// The per-token decision: fail (in `illegalTokens`), drop with a receipt, or deliver.
-enum Decision {
-    Fail(TokenFailure),
-    /// Dropped with this receipt code; `client_id` is the token's app when it has one
-    /// (its receipt then goes to that app's receipt configuration).
-    Drop {
-        code: ReceiptCode,
-        client_id: Option<String>,
-    },
-    Deliver(Admitted),
-}
-
-impl Decision {
-    /// A drop of a token whose app is unknown.
-    fn drop_unknown(code: ReceiptCode) -> Decision {
-        Decision::Drop {
-            code,
-            client_id: None,
-        }
+fn recipient(r: &TokenRecord) -> Recipient<'_> {
+    Recipient {
+        project_id: &r.project_id,
+        client_id: &r.client_id,
+        device_id: &r.device_id,
     }
-
-    /// A drop of an admitted token (its app is known).
-    fn drop_admitted(code: ReceiptCode, a: &Admitted) -> Decision {
-        Decision::Drop {
-            code,
-            client_id: Some(a.record.client_id.clone()),
-        }
-    }
-}
-
-/// A token that passed the checks that need no quota.
-struct Admitted {
-    record: TokenRecord,
-    /// The effective category, for notifications.
-    category: Option<Category>,
-    /// The effective `backgroundMode`, for background messages.
-    background_mode: Option<u8>,
-}
-
-/// Checks that need no quota: shape, push-type rules, ownership, rights.
-fn admit(
-    project_id: &str,
-    parsed: &ParsedSend,
-    token: &str,
-    record: Option<TokenRecord>,
-    apps: &HashMap<String, AppPolicy>,
-) -> Decision {
-    if !token::is_well_formed(token) {
-        return Decision::Fail(TokenFailure::TokenFormatError);
-    }
-    let requested = parsed.payload.category();
-    if requested == Some(Category::PlayVoice) && parsed.push_type != PushType::Voice {
-        return Decision::Fail(TokenFailure::NotSupportPlayVoice);
-    }
-    let record = match record {
-        None => return Decision::drop_unknown(ReceiptCode::TOKEN_INVALID),
-        Some(r) if r.project_id != project_id => return Decision::Fail(TokenFailure::NoRight),
-        Some(r) => r,
-    };
-    let Some(policy) = apps.get(&record.client_id) else {
-        return Decision::drop_unknown(ReceiptCode::TOKEN_INVALID);
-    };
-    if let Some(failure) = missing_type_right(&parsed.payload, &policy.rights) {
-        return Decision::Fail(failure);
-    }
-    let category = requested.map(|c| policy.rights.effective_category(c));
-    let background_mode = matches!(parsed.payload, Payload::Background(_)).then(|| {
-        // Without the right, an IM background message is sent as a normal one.
-        u8::from(parsed.options.im_background && policy.rights.has(&Right::ImBackground))
-    });
-    Decision::Deliver(Admitted {
-        record,
-        category,
-        background_mode,
-    })
-}
-
-/// The right a push type needs and the app lacks, as the per-token failure to report.
-fn missing_type_right(payload: &Payload, rights: &GrantedRights) -> Option<TokenFailure> {
-    let (right, failure) = match payload {
-        Payload::Badge(_) => (Right::Category(Category::Im), TokenFailure::NoPushTypeRight),
-        Payload::Voice { .. } => (
-            Right::Category(Category::PlayVoice),
-            TokenFailure::NoPushTypeRight,
-        ),
-        Payload::Voip { .. } => (Right::VoipCall, TokenFailure::NoPushTypeRight),
-        Payload::LiveView(l) => (
-            Right::LiveView(l.event.clone()),
-            TokenFailure::NoRightToSendThisLiveNotificationEvent,
-        ),
-        Payload::Alert(_) | Payload::Form(_) | Payload::Background(_) => return None,
-    };
-    (!rights.has(&right)).then_some(failure)
 }
 
 async fn load_app_policies(
@@ -316,36 +226,35 @@ async fn plan_deliveries(
         }
     }
 
-    let day = app.calendar.day(now);
+    let ctx = QuotaContext {
+        parsed,
+        day: app.calendar.day(now),
+        now,
+        widget_daily_limit: app.config.widget_daily_limit,
+    };
     let test = parsed.options.test;
-    let decisions: Vec<(&str, Decision)> = tokens
+    let admissions: Vec<(&str, Option<TokenRecord>, Admission)> = tokens
         .into_iter()
         .zip(records)
-        .map(|(t, r)| (t, admit(project_id, parsed, t, r, &apps)))
+        .map(|(t, r)| {
+            let policy = r.as_ref().and_then(|r| apps.get(&r.client_id));
+            let admission = admit(project_id, parsed, t, r.as_ref().map(recipient), policy);
+            (t, r, admission)
+        })
         .collect();
 
     // Load every counter this request may touch, in one store call.
-    let test_key = CounterKey::per_project(Counter::TestMessages, project_id, day);
+    let test_key = CounterKey::per_project(Counter::TestMessages, project_id, ctx.day);
     let mut keys = Vec::new();
     if test {
         keys.push(test_key.clone());
     }
     let mut live_keys = Vec::new();
-    for (_, d) in &decisions {
-        if let Decision::Deliver(a) = d {
-            keys.extend(
-                counters_for(parsed, &a.record, day, now)
-                    .into_iter()
-                    .map(|(k, _)| k),
-            );
-            keys.push(CounterKey::per_device(
-                Counter::DeviceTotal,
-                &a.record.client_id,
-                &a.record.device_id,
-                day,
-            ));
+    for (_, record, admission) in &admissions {
+        if let (Admission::Admit(_), Some(r)) = (admission, record) {
+            keys.extend(ctx.counter_keys(&recipient(r)));
             if let Payload::LiveView(l) = &parsed.payload {
-                live_keys.push(live_key(&a.record, l.activity_id));
+                live_keys.push(live_key(r, l.activity_id));
             }
         }
     }
@@ -373,91 +282,141 @@ async fn plan_deliveries(
         .unwrap_or_else(|| rand::rng().random_range(0..=i32::MAX as u32));
     let payload = parsed.payload.to_device_json(notify_id);
     let expires_at = now + i64::from(parsed.options.ttl_secs) * 1000;
-    let collapse_key = parsed.options.collapse_key;
+    let template = MessageTemplate {
+        request_id,
+        push_type: parsed.push_type.as_u8(),
+        sent_at: now,
+        expires_at,
+        payload: &payload,
+        test,
+        bi_tag: parsed.options.bi_tag.as_deref(),
+    };
+    // The frame is serialised once per effective category and mode, not per device.
+    let mut variants: HashMap<(Option<Category>, Option<u8>), Arc<Prepared>> = HashMap::new();
 
     let mut failures = TokenFailures::default();
     let mut deliveries = Vec::new();
+    let mut routes = Vec::new();
     let mut drops = Vec::new();
     let mut live_views = Vec::new();
     let mut live_previous = Vec::new();
-    let ctx = QuotaContext {
-        app,
-        apps: &apps,
-        parsed,
-        day,
-        now,
-    };
-    for (token, decision) in decisions {
-        let decision = match decision {
-            Decision::Deliver(a) if !test_budget_left => {
-                Decision::drop_admitted(ReceiptCode::FREQUENCY_LIMIT, &a)
+    for (token, record, admission) in admissions {
+        let (record, admitted) = match (admission, record) {
+            (Admission::Fail(reason), _) => {
+                failures.add(reason, token);
+                continue;
             }
-            Decision::Deliver(admitted) => match &parsed.payload {
+            (Admission::Admit(a), Some(r)) => (r, a),
+            (admission, record) => {
+                let code = match admission {
+                    Admission::Drop(code) => code,
+                    _ => ReceiptCode::TOKEN_INVALID,
+                };
+                failures.success += 1;
+                drops.push(NewDrop {
+                    token: token.to_owned(),
+                    known: record.as_ref().map(|r| (r.token_num, r.device)),
+                    client_id: record.map(|r| r.client_id),
+                    code,
+                });
+                continue;
+            }
+        };
+        let who = recipient(&record);
+        let Some(policy) = apps.get(&record.client_id) else {
+            continue;
+        };
+        let decision = if !test_budget_left {
+            Err(ReceiptCode::FREQUENCY_LIMIT)
+        } else {
+            let mut ledger = Taking {
+                book: &app.quotas,
+                reservation: &mut reservation,
+            };
+            match &parsed.payload {
                 Payload::LiveView(op) => {
-                    let key = live_key(&admitted.record, op.activity_id);
+                    let key = live_key(&record, op.activity_id);
                     app.live_views.with_entry(&key, |entry| {
                         let before = entry.state.clone();
-                        let outcome =
-                            decide_live_view(&ctx, &admitted, op, entry, &mut reservation);
+                        let outcome = ctx.decide_live_view(
+                            &who,
+                            &admitted,
+                            op,
+                            &policy.limits,
+                            &mut entry.state,
+                            &mut entry.rate,
+                            &mut ledger,
+                        );
                         if entry.state != before {
                             live_previous.push((key.clone(), before));
                             if let Some(state) = &entry.state {
                                 live_views.push((key.clone(), state.clone()));
                             }
                         }
-                        match outcome {
-                            Ok(()) => Decision::Deliver(admitted),
-                            Err(code) => Decision::drop_admitted(code, &admitted),
-                        }
+                        outcome
                     })
                 }
-                _ => match ctx.take_quotas(&admitted, &mut reservation) {
-                    Ok(()) => Decision::Deliver(admitted),
-                    Err(code) => Decision::drop_admitted(code, &admitted),
-                },
-            },
-            other => other,
-        };
-        match decision {
-            Decision::Fail(reason) => failures.add(reason, token),
-            Decision::Drop { code, client_id } => {
-                failures.success += 1;
-                drops.push(NewDrop {
-                    message_id: ids::hex_id(32),
-                    token: token.to_owned(),
-                    client_id,
-                    outcome: Outcome::Dropped(code),
-                });
+                _ => ctx.take_quotas(&who, &admitted, &policy.limits, &mut ledger),
             }
-            Decision::Deliver(a) => {
-                failures.success += 1;
+        };
+        failures.success += 1;
+        match decision {
+            Err(code) => drops.push(NewDrop {
+                token: token.to_owned(),
+                known: Some((record.token_num, record.device)),
+                client_id: Some(record.client_id),
+                code,
+            }),
+            Ok(()) => {
+                let prepared = variants
+                    .entry((admitted.category, admitted.background_mode))
+                    .or_insert_with(|| {
+                        Arc::new(delivery::prepare(
+                            &template,
+                            admitted.category,
+                            admitted.background_mode,
+                        ))
+                    })
+                    .clone();
                 deliveries.push(NewDelivery {
-                    message_id: ids::hex_id(32),
-                    token: a.record.token,
-                    device_id: a.record.device_id,
-                    client_id: a.record.client_id,
-                    expires_at,
-                    collapse_key,
-                    notify_id: parsed.payload.notification().map(|_| notify_id),
-                    category: a.category.map(|c| c.as_str().to_owned()),
-                    background_mode: a.background_mode,
+                    token: record.token_num,
+                    device: record.device,
+                    client_id: record.client_id.clone(),
+                    category: admitted.category,
+                    background_mode: admitted.background_mode,
+                    offline: !app.registry.is_connected(record.device),
+                });
+                routes.push(Route {
+                    device: record.device,
+                    token_num: record.token_num,
+                    token: Arc::from(record.token),
+                    client_id: Arc::from(record.client_id),
+                    prepared,
                 });
             }
         }
     }
+    let form_id = match &parsed.payload {
+        Payload::Form(f) => Some(f.form_id),
+        _ => None,
+    };
     Ok((
         Plan {
             enqueue: Enqueue {
-                request: NewRequest {
+                message: NewMessage {
                     request_id: request_id.to_owned(),
                     project_id: project_id.to_owned(),
                     push_type: parsed.push_type.as_u8(),
+                    kind: MessageKind::Message,
                     payload: payload.to_string(),
                     bi_tag: parsed.options.bi_tag.clone(),
                     receipt_id: parsed.options.receipt_id.clone(),
                     test,
-                    ttl_secs: parsed.options.ttl_secs,
                     created_at: now,
+                    expires_at,
+                    collapse_key: parsed.options.collapse_key,
+                    notify_id: parsed.payload.notification().map(|_| notify_id),
+                    form_id,
                 },
                 deliveries,
                 drops,
@@ -465,8 +424,7 @@ async fn plan_deliveries(
                 live_views,
             },
             failures,
-            push_type: parsed.push_type.as_u8(),
-            payload,
+            routes,
             live_previous,
         },
         reservation,
@@ -478,126 +436,5 @@ fn live_key(record: &TokenRecord, activity_id: i32) -> LiveViewKey {
         client_id: record.client_id.clone(),
         device_id: record.device_id.clone(),
         activity_id,
-    }
-}
-
-/// The push-type counters one delivery takes before device-level control, with their
-/// limits and the receipt code past them: the MARKETING quota (not for test messages), a
-/// widget's daily refreshes, IM background messages per hour.
-fn counters_for(
-    parsed: &ParsedSend,
-    record: &TokenRecord,
-    day: i32,
-    now: i64,
-) -> Vec<(CounterKey, (Counter, ReceiptCode))> {
-    let (client, device) = (&record.client_id, &record.device_id);
-    match &parsed.payload {
-        Payload::Alert(_) if !parsed.options.test => vec![(
-            CounterKey::per_device(Counter::Marketing, client, device, day),
-            (Counter::Marketing, ReceiptCode::FREQUENCY_LIMIT),
-        )],
-        Payload::Form(f) => vec![(
-            CounterKey::per_device_item(Counter::Widget, client, device, f.form_id, day),
-            (Counter::Widget, ReceiptCode::WIDGET_LIMIT),
-        )],
-        Payload::Background(_) if parsed.options.im_background => vec![(
-            CounterKey::per_device_item(
-                Counter::ImBackgroundHour,
-                client,
-                device,
-                now.div_euclid(3_600_000),
-                day,
-            ),
-            (Counter::ImBackgroundHour, ReceiptCode::FREQUENCY_LIMIT),
-        )],
-        _ => Vec::new(),
-    }
-}
-
-/// What the quota checks of one request share.
-struct QuotaContext<'a> {
-    app: &'a Shared,
-    apps: &'a HashMap<String, AppPolicy>,
-    parsed: &'a ParsedSend,
-    day: i32,
-    now: i64,
-}
-
-impl QuotaContext<'_> {
-    /// Take the quotas one delivery needs: its push type's counter (see
-    /// [`counters_for`]), then device-level control. On failure nothing stays taken.
-    fn take_quotas(&self, a: &Admitted, reservation: &mut Reservation) -> Result<(), ReceiptCode> {
-        let Some(policy) = self.apps.get(&a.record.client_id) else {
-            return Err(ReceiptCode::TOKEN_INVALID);
-        };
-        let quotas = &self.app.quotas;
-        let mut taken = Vec::new();
-        for (key, (counter, code)) in counters_for(self.parsed, &a.record, self.day, self.now) {
-            let applies = match counter {
-                // Only notifications shown as MARKETING count towards its quota.
-                Counter::Marketing => a.category == Some(Category::Marketing),
-                // Only messages that stayed IM background messages count per hour.
-                Counter::ImBackgroundHour => a.background_mode == Some(1),
-                _ => true,
-            };
-            if !applies {
-                continue;
-            }
-            let limit = match counter {
-                Counter::Marketing => policy.limits.marketing_per_day,
-                Counter::Widget => self.app.config.widget_daily_limit,
-                Counter::ImBackgroundHour => herald_core::quota::IM_BACKGROUND_PER_HOUR,
-                Counter::DeviceTotal | Counter::TestMessages => u32::MAX,
-            };
-            if !quotas.try_take(&key, limit, reservation) {
-                for k in taken {
-                    quotas.give_back(&k, reservation);
-                }
-                return Err(code);
-            }
-            taken.push(key);
-        }
-        let total_key = CounterKey::per_device(
-            Counter::DeviceTotal,
-            &a.record.client_id,
-            &a.record.device_id,
-            self.day,
-        );
-        if !quotas.try_take(&total_key, policy.limits.device_daily_total, reservation) {
-            for k in taken {
-                quotas.give_back(&k, reservation);
-            }
-            return Err(ReceiptCode::DEVICE_CONTROL);
-        }
-        Ok(())
-    }
-}
-
-/// A Live View operation for one device: state rules (155/156/265/268/269), the
-/// per-activity rate (256), then device-level control. Runs under the activity's lock;
-/// the entry's state changes only when the operation is accepted (or an unknown id gets
-/// blocked).
-fn decide_live_view(
-    ctx: &QuotaContext<'_>,
-    admitted: &Admitted,
-    op: &herald_core::send::LiveView,
-    entry: &mut LiveEntry,
-    reservation: &mut Reservation,
-) -> Result<(), ReceiptCode> {
-    match live::decide(entry.state.as_ref(), op, ctx.now) {
-        LiveDecision::Reject(code, new_state) => {
-            if let Some(state) = new_state {
-                entry.state = Some(state);
-            }
-            Err(code)
-        }
-        LiveDecision::Accept(next) => {
-            if !entry.rate.try_take(&op.event, ctx.now) {
-                return Err(ReceiptCode::FREQUENCY_LIMIT);
-            }
-            ctx.take_quotas(admitted, reservation)?;
-            entry.state = Some(next);
-            Ok(())
-        }
     }
 }

@@ -18,10 +18,10 @@ use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
 use herald_store::Revoke;
 
 use super::{answer, authorization, push_type, read_body};
-use crate::gateway::sm::stored_to_frame;
 use crate::ids;
-use crate::registry::Live;
+use crate::registry::{Live, LiveBody};
 use crate::state::Shared;
+use herald_proto::device::ServerFrame;
 
 /// The revoke endpoint.
 pub async fn revoke(
@@ -127,7 +127,7 @@ async fn handle(
         match record {
             Some(r) => {
                 failures.success += 1;
-                targets.push((r.token, r.device_id, r.client_id));
+                targets.push(r);
             }
             None => failures.add(TokenFailure::TokenFormatError, *token),
         }
@@ -147,21 +147,24 @@ async fn handle(
         })
         .await
         .map_err(internal)?;
-    for (seq, stored) in result.commands {
-        let device_id = stored.device_id.clone();
-        if let Some(frame) = stored_to_frame(stored) {
-            app.registry.deliver(
-                &device_id,
-                Live {
-                    seq,
-                    frame,
-                    urgent: false,
-                },
-            );
-        }
+    for stored in result.commands {
+        app.registry.deliver(
+            stored.device,
+            Live {
+                id: stored.id,
+                body: LiveBody::Frame(ServerFrame::Revoke {
+                    id: stored.id.to_string(),
+                    client_id: stored.client_id,
+                    token: stored.token,
+                    notify_id: stored.notify_id.unwrap_or(notify_id),
+                }),
+                urgent: false,
+            },
+        );
     }
-    metrics::counter!("herald_messages_revoked_total").increment(result.revoked.len() as u64);
-    tracing::info!(%client_id, %request_id, notify_id, revoked = result.revoked.len(), "Revoke accepted.");
+    let withdrawn = result.revoked.len() + result.withdrawn.len();
+    metrics::counter!("herald_messages_revoked_total").increment(withdrawn as u64);
+    tracing::info!(%client_id, %request_id, notify_id, queued = result.revoked.len(), shown = result.withdrawn.len(), "Revoke accepted.");
     if failures.is_empty() {
         Ok((Code::Success, Code::Success.default_msg().to_owned()))
     } else {

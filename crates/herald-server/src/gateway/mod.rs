@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use herald_proto::device::{ClientFrame, MAX_FRAME_BYTES, ServerFrame, close};
+use herald_proto::device::{ClientFrame, MAX_FRAME_BYTES, close};
 use tokio::time::{Instant, timeout};
 
 use crate::state::Shared;
@@ -84,15 +84,8 @@ fn parse_frame(text: &str) -> Inbound {
     }
 }
 
-async fn send_frames(sink: &mut Sink, frames: Vec<ServerFrame>) -> bool {
-    for frame in frames {
-        let text = match serde_json::to_string(&frame) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "Could not serialise a frame.");
-                continue;
-            }
-        };
+async fn send_frames(sink: &mut Sink, frames: Vec<String>) -> bool {
+    for text in frames {
         match timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => {}
             _ => return false,
@@ -144,7 +137,8 @@ async fn connection(app: Shared, socket: WebSocket) {
 
 async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut stream: Stream) {
     let device_id = session.device_id.clone();
-    let mut reg = app.registry.register(&device_id, app.config.device_queue);
+    let device = session.device;
+    let mut reg = app.registry.register(device, app.config.device_queue);
     tracing::debug!(%device_id, "Device connected.");
     let ping_every = Duration::from_secs(app.config.ping_interval_secs.max(1));
     let idle_limit = Duration::from_secs(app.config.idle_timeout_secs.max(1));
@@ -168,7 +162,7 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
                 break;
             }
             Some(live) = reg.urgent_rx.recv() => {
-                if let Some(frame) = session.on_live(live, app.clock.now_ms()) {
+                if let Some(frame) = session.on_live(&live, app.clock.now_ms()) {
                     alive = send_frames(&mut sink, vec![frame]).await;
                 }
             }
@@ -188,7 +182,7 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
                 }
             }
             Some(live) = reg.rx.recv() => {
-                if let Some(frame) = session.on_live(live, app.clock.now_ms()) {
+                if let Some(frame) = session.on_live(&live, app.clock.now_ms()) {
                     alive = send_frames(&mut sink, vec![frame]).await;
                 }
             }
@@ -206,7 +200,7 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
             }
         }
     }
-    app.registry.unregister(&device_id, reg.conn_id);
+    app.registry.unregister(device, reg.conn_id);
     if let Some(c) = close {
         close_with(&mut sink, c).await;
     }
@@ -214,11 +208,7 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
 }
 
 async fn load_backlog(app: &Shared, session: &mut Identified, sink: &mut Sink) -> bool {
-    match app
-        .store
-        .pending(&session.device_id, app.clock.now_ms())
-        .await
-    {
+    match app.store.pending(session.device, app.clock.now_ms()).await {
         Ok(backlog) => send_frames(sink, session.on_backlog(backlog)).await,
         Err(e) => {
             tracing::error!(error = %e, device_id = %session.device_id, "Could not read a device's queue.");

@@ -6,13 +6,13 @@ use std::collections::HashSet;
 
 use herald_core::{Outcome, ReceiptCode};
 use herald_proto::device::{
-    ClientFrame, DeviceCredential, DeviceMessage, PROTOCOL_VERSION, ReportStatus, ServerFrame,
-    close,
+    ClientFrame, DeviceCredential, PROTOCOL_VERSION, ReportStatus, ServerFrame, close,
 };
-use herald_store::{NewDevice, NewToken, Report, StoredDelivery, TokenRecord};
+use herald_store::{DeliveryId, DeviceReport, MessageKind, NewDevice, NewToken, StoredDelivery};
 
+use crate::delivery::stored_frame;
 use crate::ids;
-use crate::registry::Live;
+use crate::registry::{Live, LiveBody};
 use crate::state::AppState;
 
 /// Why the server closes a connection: a WebSocket close code and a reason.
@@ -36,9 +36,39 @@ pub struct Unidentified;
 #[derive(Debug)]
 pub struct Identified {
     pub device_id: String,
-    /// Messages sent on this connection and not yet acknowledged: the guard against
-    /// sending a message twice when the backlog and the live channel overlap.
-    in_flight: HashSet<String>,
+    /// The server's number for the device.
+    pub device: i64,
+    /// Deliveries sent on this connection and not yet acknowledged: the guard against
+    /// sending one twice when the backlog and the live channel overlap, and the only ids
+    /// an ack may name (an ack for anything else is ignored without a store write).
+    /// Bounded by what the connection was sent.
+    in_flight: HashSet<DeliveryId>,
+    /// Reports in the current window, against [`REPORTS_PER_WINDOW`].
+    reports: ReportBudget,
+}
+
+/// How many reports a connection may send per [`REPORT_WINDOW_MS`] before it is closed
+/// as a flood (a real device reports each message it received once or twice).
+pub const REPORTS_PER_WINDOW: u32 = 2_000;
+pub const REPORT_WINDOW_MS: i64 = 10_000;
+/// Ids in one ack frame, at most.
+pub const MAX_ACK_IDS: usize = 1_024;
+
+#[derive(Debug, Default)]
+struct ReportBudget {
+    window_start: i64,
+    used: u32,
+}
+
+impl ReportBudget {
+    fn take(&mut self, now: i64) -> bool {
+        if now - self.window_start >= REPORT_WINDOW_MS {
+            self.window_start = now;
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= REPORTS_PER_WINDOW
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Close {
@@ -52,7 +82,7 @@ impl Unidentified {
         self,
         app: &AppState,
         frame: ClientFrame,
-    ) -> Result<(Identified, Vec<ServerFrame>), Close> {
+    ) -> Result<(Identified, Vec<String>), Close> {
         let ClientFrame::Hello { version, device } = frame else {
             return Err(Close::new(close::POLICY_VIOLATION, "hello must come first"));
         };
@@ -63,12 +93,16 @@ impl Unidentified {
             ));
         }
         let now = app.clock.now_ms();
-        let (device_id, secret) = match device {
-            Some(cred) => (authenticate(app, cred).await?, None),
+        let (device_id, device, secret) = match device {
+            Some(cred) => {
+                let device = authenticate(app, &cred, now).await?;
+                (cred.id, device, None)
+            }
             None => {
                 let device_id = ids::hex_id(32);
                 let secret = ids::secret(32);
-                app.store
+                let device = app
+                    .store
                     .register_device(NewDevice {
                         device_id: device_id.clone(),
                         secret_hash: ids::sha256_hex(&secret),
@@ -77,7 +111,7 @@ impl Unidentified {
                     .await
                     .map_err(internal)?;
                 tracing::info!(%device_id, "Device registered.");
-                (device_id, Some(secret))
+                (device_id, device, Some(secret))
             }
         };
         let welcome = ServerFrame::Welcome {
@@ -89,21 +123,23 @@ impl Unidentified {
         Ok((
             Identified {
                 device_id,
+                device,
                 in_flight: HashSet::new(),
+                reports: ReportBudget::default(),
             },
-            vec![welcome],
+            vec![text(&welcome)],
         ))
     }
 }
 
-async fn authenticate(app: &AppState, cred: DeviceCredential) -> Result<String, Close> {
+async fn authenticate(app: &AppState, cred: &DeviceCredential, now: i64) -> Result<i64, Close> {
     let stored = app
         .store
-        .device_secret_hash(&cred.id)
+        .device_auth(&cred.id, now)
         .await
         .map_err(internal)?;
     match stored {
-        Some(hash) if hash == ids::sha256_hex(&cred.secret) => Ok(cred.id),
+        Some(auth) if auth.secret_hash == ids::sha256_hex(&cred.secret) => Ok(auth.device),
         _ => Err(Close::new(
             close::BAD_CREDENTIALS,
             "unknown device or secret",
@@ -117,7 +153,7 @@ impl Identified {
         &mut self,
         app: &AppState,
         frame: ClientFrame,
-    ) -> Result<Vec<ServerFrame>, Close> {
+    ) -> Result<Vec<String>, Close> {
         match frame {
             ClientFrame::Hello { .. } => Ok(vec![error(
                 "duplicate_hello",
@@ -127,21 +163,39 @@ impl Identified {
             ClientFrame::GetToken { client_id } => self.get_token(app, client_id).await,
             ClientFrame::DeleteToken { client_id } => self.delete_token(app, client_id).await,
             ClientFrame::Ack { ids } => {
-                for id in &ids {
-                    self.in_flight.remove(id);
+                if ids.len() > MAX_ACK_IDS {
+                    return Ok(vec![error(
+                        "too_many_ids",
+                        "an ack names at most 1024 ids",
+                        "ack",
+                    )]);
                 }
-                let store = app.store.clone();
-                let device_id = self.device_id.clone();
                 let now = app.clock.now_ms();
-                // Acks need not hold up the socket: the store orders nothing by them.
-                tokio::spawn(async move {
-                    if let Err(e) = store.ack(&device_id, &ids, now).await {
-                        tracing::error!(error = %e, %device_id, "Could not record acks.");
-                    }
-                });
+                // Only what this connection sent can be acknowledged by it.
+                let acks: Vec<DeviceReport> = ids
+                    .iter()
+                    .filter_map(|id| id.parse::<DeliveryId>().ok())
+                    .filter(|id| self.in_flight.remove(id))
+                    .map(|id| DeviceReport {
+                        device: self.device,
+                        id,
+                        outcome: Outcome::Delivered,
+                        at: now,
+                    })
+                    .collect();
+                if !app.reports.submit(acks).await {
+                    return Err(Close::new(close::GOING_AWAY, "server shutting down"));
+                }
                 Ok(vec![])
             }
             ClientFrame::Report { id, status, code } => {
+                let now = app.clock.now_ms();
+                if !self.reports.take(now) {
+                    return Err(Close::new(close::POLICY_VIOLATION, "too many reports"));
+                }
+                let Ok(id) = id.parse::<DeliveryId>() else {
+                    return Ok(vec![]);
+                };
                 let outcome = match status {
                     ReportStatus::Shown => Outcome::Shown,
                     ReportStatus::Clicked => Outcome::Clicked,
@@ -149,59 +203,54 @@ impl Identified {
                         code.unwrap_or(ReceiptCode::NOTIFICATIONS_OFF.0),
                     )),
                 };
-                let report = Report {
-                    message_id: id,
+                // A report implies delivery: the id no longer needs an ack.
+                self.in_flight.remove(&id);
+                let report = DeviceReport {
+                    device: self.device,
+                    id,
                     outcome,
-                    at: app.clock.now_ms(),
+                    at: now,
                 };
-                let store = app.store.clone();
-                let device_id = self.device_id.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.record_reports(&device_id, &[report]).await {
-                        tracing::error!(error = %e, %device_id, "Could not record a report.");
-                    }
-                });
+                if !app.reports.submit(vec![report]).await {
+                    return Err(Close::new(close::GOING_AWAY, "server shutting down"));
+                }
                 Ok(vec![])
             }
         }
     }
 
-    async fn get_token(
-        &mut self,
-        app: &AppState,
-        client_id: String,
-    ) -> Result<Vec<ServerFrame>, Close> {
-        let Some(found) = app
+    async fn get_token(&mut self, app: &AppState, client_id: String) -> Result<Vec<String>, Close> {
+        let known = app
             .apps
             .get(app.store.as_ref(), &client_id)
             .await
             .map_err(internal)?
-        else {
+            .is_some();
+        let record = if !known {
+            None
+        } else {
+            app.store
+                .token_for(
+                    self.device,
+                    &client_id,
+                    NewToken {
+                        token: ids::push_token(),
+                        created_at: app.clock.now_ms(),
+                    },
+                )
+                .await
+                .map_err(internal)?
+        };
+        let Some(record) = record else {
             return Ok(vec![error(
                 "unknown_app",
                 "no app has this client_id",
                 "get_token",
             )]);
         };
-        let token = app
-            .store
-            .token_for(
-                &self.device_id,
-                &client_id,
-                NewToken {
-                    token: ids::push_token(),
-                    created_at: app.clock.now_ms(),
-                },
-            )
-            .await
-            .map_err(internal)?;
-        app.tokens.insert(TokenRecord {
-            token: token.clone(),
-            device_id: self.device_id.clone(),
-            client_id: client_id.clone(),
-            project_id: found.project_id,
-        });
-        Ok(vec![ServerFrame::Token { client_id, token }])
+        let token = record.token.clone();
+        app.tokens.insert(record);
+        Ok(vec![text(&ServerFrame::Token { client_id, token })])
     }
 
     /// `deleteToken`: the token leaves the store and the cache, so later sends to it are
@@ -210,7 +259,7 @@ impl Identified {
         &mut self,
         app: &AppState,
         client_id: String,
-    ) -> Result<Vec<ServerFrame>, Close> {
+    ) -> Result<Vec<String>, Close> {
         if app
             .apps
             .get(app.store.as_ref(), &client_id)
@@ -226,114 +275,73 @@ impl Identified {
         }
         let deleted = app
             .store
-            .delete_token(&self.device_id, &client_id, app.clock.now_ms())
+            .delete_token(self.device, &client_id, app.clock.now_ms())
             .await
             .map_err(internal)?;
         if let Some(token) = deleted {
             app.tokens.remove(&token);
             tracing::info!(device_id = %self.device_id, %client_id, "Token deleted.");
         }
-        Ok(vec![ServerFrame::TokenDeleted { client_id }])
+        Ok(vec![text(&ServerFrame::TokenDeleted { client_id })])
     }
 
     /// Frames for the stored queue, skipping what this connection already sent. VoIP
     /// calls go first: a call must ring before older notifications are shown.
-    pub fn on_backlog(&mut self, backlog: Vec<StoredDelivery>) -> Vec<ServerFrame> {
+    pub fn on_backlog(&mut self, backlog: Vec<StoredDelivery>) -> Vec<String> {
         let (calls, rest): (Vec<_>, Vec<_>) = backlog
             .into_iter()
-            .partition(|d| d.kind == "message" && d.push_type == VOIP_PUSH_TYPE);
+            .partition(|d| d.kind == MessageKind::Message && d.push_type == VOIP_PUSH_TYPE);
         calls
             .into_iter()
             .chain(rest)
-            .filter_map(|d| {
-                let frame = stored_to_frame(d)?;
-                self.in_flight
-                    .insert(frame_id(&frame).to_owned())
-                    .then_some(frame)
-            })
+            .filter(|d| self.in_flight.insert(d.id))
+            .filter_map(|d| stored_frame(&d))
             .collect()
     }
 
-    /// A frame for a live message, unless it was already sent or its TTL has ended.
-    pub fn on_live(&mut self, live: Live, now_ms: i64) -> Option<ServerFrame> {
-        // A message whose TTL is 0 is deliverable in the millisecond it was sent; one
-        // whose TTL has ended is never delivered late (a VoIP call that stopped ringing).
-        if let ServerFrame::Message(m) = &live.frame
-            && m.expires_at < now_ms
-        {
-            return None;
-        }
-        self.in_flight
-            .insert(frame_id(&live.frame).to_owned())
-            .then_some(live.frame)
+    /// The frame of a live message, unless it was already sent or its TTL has ended.
+    pub fn on_live(&mut self, live: &Live, now_ms: i64) -> Option<String> {
+        let frame = match &live.body {
+            LiveBody::Message {
+                prepared,
+                client_id,
+                token,
+            } => {
+                // A message whose TTL is 0 is deliverable in the millisecond it was sent;
+                // one whose TTL has ended is never delivered late (a VoIP call that
+                // stopped ringing).
+                if prepared.expires_at < now_ms {
+                    return None;
+                }
+                prepared.frame(live.id, client_id, token)
+            }
+            LiveBody::Frame(f) => text(f),
+        };
+        self.in_flight.insert(live.id).then_some(frame)
     }
 }
 
 /// push-type of VoIP calls.
 const VOIP_PUSH_TYPE: u8 = 10;
 
-/// The id a device acks a frame by.
-fn frame_id(frame: &ServerFrame) -> &str {
-    match frame {
-        ServerFrame::Message(m) => &m.id,
-        ServerFrame::Revoke { id, .. } => id,
-        _ => "",
-    }
+fn text(frame: &ServerFrame) -> String {
+    // Serialising plain data into a String cannot fail.
+    serde_json::to_string(frame).unwrap_or_default()
 }
 
-/// The frame a stored delivery becomes: a revoke command or a message.
-pub fn stored_to_frame(d: StoredDelivery) -> Option<ServerFrame> {
-    if d.kind == "revoke" {
-        return Some(ServerFrame::Revoke {
-            id: d.message_id,
-            client_id: d.client_id,
-            token: d.token,
-            notify_id: d.notify_id.unwrap_or_default(),
-        });
-    }
-    stored_to_message(d).map(ServerFrame::Message)
-}
-
-fn stored_to_message(d: StoredDelivery) -> Option<DeviceMessage> {
-    let payload = match serde_json::from_str(&d.payload) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, message_id = %d.message_id, "Stored payload is not JSON.");
-            return None;
-        }
-    };
-    let category = d.category;
-    let background_mode = d.background_mode;
-    let message = DeviceMessage {
-        id: d.message_id,
-        client_id: d.client_id,
-        token: d.token,
-        push_type: d.push_type,
-        request_id: d.request_id,
-        sent_at: d.created_at,
-        expires_at: d.expires_at,
-        payload,
-        test: d.test,
-        bi_tag: d.bi_tag,
-        reminder: None,
-        background_mode,
-    };
-    Some(crate::delivery::finish(message, category.as_deref()))
-}
-
-fn error(code: &str, message: &str, re: &str) -> ServerFrame {
-    ServerFrame::Error {
+fn error(code: &str, message: &str, re: &str) -> String {
+    text(&ServerFrame::Error {
         code: code.to_owned(),
         message: message.to_owned(),
         re: Some(re.to_owned()),
-    }
+    })
 }
 
 /// The answer to a text frame that is JSON but not a frame this server knows.
-pub fn bad_frame(detail: String) -> ServerFrame {
-    ServerFrame::Error {
+pub fn bad_frame(detail: String) -> String {
+    text(&ServerFrame::Error {
         code: "bad_frame".to_owned(),
         message: detail,
         re: None,
-    }
+    })
 }

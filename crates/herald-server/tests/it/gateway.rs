@@ -133,7 +133,7 @@ async fn ttl_expiry_drops_undelivered_messages() {
     assert_eq!(
         app.state
             .store
-            .expire_due(herald_core::Clock::now_ms(&app.clock))
+            .expire_due(herald_core::Clock::now_ms(&app.clock), 10_000)
             .await
             .unwrap(),
         1
@@ -296,7 +296,7 @@ async fn a_deleted_token_is_dropped_with_5_and_the_next_one_works() {
     );
     let request_id = body["requestId"].as_str().unwrap();
     assert_eq!(
-        crate::helpers::events_for_token(&app, request_id, &old),
+        crate::helpers::events_for_token(&app, request_id, &old).await,
         [("dropped".to_owned(), Some(5))]
     );
     let (s, _) = app.send(notification(&[&new], "to the new token")).await;

@@ -395,33 +395,37 @@ pub async fn add_project_with_app(app: &TestApp, project_id: &str, client_id: &s
     client_id.to_owned()
 }
 
-/// `(outcome, code)` of every event of `request_id` for `token`, read from the database
-/// file (drops have server-made message ids no API returns).
-pub fn events_for_token(
+/// `(outcome, code)` of every event of `request_id` for `token`, oldest first (drops
+/// included: they have no id an API returns).
+pub async fn events_for_token(
     app: &TestApp,
     request_id: &str,
     token: &str,
 ) -> Vec<(String, Option<u32>)> {
-    events_where(app, "request_id = ?1 AND token = ?2", &[request_id, token])
+    events_where(app, request_id, Some(token)).await
 }
 
 /// (outcome, receipt code) of every event of a request, oldest first.
-pub fn events_of_request(app: &TestApp, request_id: &str) -> Vec<(String, Option<u32>)> {
-    events_where(app, "request_id = ?1", &[request_id])
+pub async fn events_of_request(app: &TestApp, request_id: &str) -> Vec<(String, Option<u32>)> {
+    events_where(app, request_id, None).await
 }
 
-fn events_where(app: &TestApp, filter: &str, args: &[&str]) -> Vec<(String, Option<u32>)> {
-    let db = rusqlite::Connection::open(app.dir.path().join(herald_server::DATABASE_FILE))
-        .expect("open the database");
-    let mut stmt = db
-        .prepare(&format!(
-            "SELECT outcome, code FROM events WHERE {filter} ORDER BY id"
-        ))
-        .expect("prepare");
-    stmt.query_map(rusqlite::params_from_iter(args), |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .expect("query")
-    .collect::<Result<_, _>>()
-    .expect("rows")
+async fn events_where(
+    app: &TestApp,
+    request_id: &str,
+    token: Option<&str>,
+) -> Vec<(String, Option<u32>)> {
+    app.state
+        .store
+        .events_of_request(request_id, token)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| {
+            (
+                e.outcome.name().to_owned(),
+                e.outcome.receipt_code().map(|c| c.0),
+            )
+        })
+        .collect()
 }

@@ -52,8 +52,9 @@ async fn accepted(app: &TestApp, push_type: &str, payload: Value, token: &str) -
 }
 
 /// The receipt code the request's message to `token` was dropped with, if it was.
-fn dropped(app: &TestApp, request_id: &str, token: &str) -> Option<u32> {
+async fn dropped(app: &TestApp, request_id: &str, token: &str) -> Option<u32> {
     events_for_token(app, request_id, token)
+        .await
         .into_iter()
         .find(|(outcome, _)| outcome == "dropped")
         .and_then(|(_, code)| code)
@@ -103,7 +104,7 @@ async fn widgets_apply_newer_versions_only_and_have_a_daily_limit() {
     assert_eq!(p.wait_for(form_event).await.0, 0, "version 0 resets");
     let request = accepted(&app, "1", form(9), &token).await;
     assert_eq!(
-        dropped(&app, &request, &token),
+        dropped(&app, &request, &token).await,
         Some(262),
         "the 4th refresh of the day"
     );
@@ -228,7 +229,7 @@ async fn background_messages_reach_a_foreground_app_or_wait_newest_only() {
     )
     .await;
     assert_eq!(
-        dropped(&app, b["requestId"].as_str().unwrap(), &token),
+        dropped(&app, b["requestId"].as_str().unwrap(), &token).await,
         Some(256)
     );
 }
@@ -288,7 +289,11 @@ async fn live_views_follow_push_kits_rules() {
     assert_eq!((op, state.status.as_deref()), (0, Some("CALLING")));
 
     let r = accepted(&app, "7", live(0, "TAXI", Some("CALLING"), Some(2)), &token).await;
-    assert_eq!(dropped(&app, &r, &token), Some(269), "duplicate create");
+    assert_eq!(
+        dropped(&app, &r, &token).await,
+        Some(269),
+        "duplicate create"
+    );
     let r = accepted(
         &app,
         "7",
@@ -297,13 +302,13 @@ async fn live_views_follow_push_kits_rules() {
     )
     .await;
     assert_eq!(
-        dropped(&app, &r, &token),
+        dropped(&app, &r, &token).await,
         Some(156),
         "version not increasing"
     );
     let r = accepted(&app, "7", live(1, "TAXI", None, Some(3)), &token).await;
     assert_eq!(
-        dropped(&app, &r, &token),
+        dropped(&app, &r, &token).await,
         Some(268),
         "REST-created needs status"
     );
@@ -336,13 +341,13 @@ async fn live_views_follow_push_kits_rules() {
 
     // An update after the end: 155, then the id is blocked (265).
     let r = accepted(&app, "7", live(1, "TAXI", Some("X"), Some(6)), &token).await;
-    assert_eq!(dropped(&app, &r, &token), Some(155));
+    assert_eq!(dropped(&app, &r, &token).await, Some(155));
     let r = accepted(&app, "7", live(1, "TAXI", Some("X"), Some(7)), &token).await;
-    assert_eq!(dropped(&app, &r, &token), Some(265));
+    assert_eq!(dropped(&app, &r, &token).await, Some(265));
     app.clock.advance_secs(24 * 3600 + 1);
     let r = accepted(&app, "7", live(1, "TAXI", Some("X"), Some(8)), &token).await;
     assert_eq!(
-        dropped(&app, &r, &token),
+        dropped(&app, &r, &token).await,
         Some(155),
         "unblocked a day later, still unknown"
     );
@@ -363,7 +368,7 @@ async fn live_view_updates_are_rate_limited_per_activity() {
         last = accepted(&app, "7", u, &token).await;
     }
     assert_eq!(
-        dropped(&app, &last, &token),
+        dropped(&app, &last, &token).await,
         Some(256),
         "the 11th operation in 5 minutes"
     );
@@ -371,7 +376,7 @@ async fn live_view_updates_are_rate_limited_per_activity() {
     let mut u = live(1, "FLIGHT", Some("BOARDING"), Some(20));
     u["activityId"] = json!(99);
     let r = accepted(&app, "7", u, &token).await;
-    assert_eq!(dropped(&app, &r, &token), None);
+    assert_eq!(dropped(&app, &r, &token).await, None);
 }
 
 #[tokio::test]
@@ -506,6 +511,7 @@ async fn revoke_before_delivery_after_display_and_after_tap() {
     assert_eq!((s, b["code"].as_str()), (200, Some("80000000")), "{b}");
     assert!(
         events_for_token(&app, &request, &token)
+            .await
             .iter()
             .any(|(o, _)| o == "revoked")
     );

@@ -304,7 +304,7 @@ async fn every_fate_gets_its_receipt_code() {
     app.clock.advance_secs(61);
     app.state
         .store
-        .expire_due(app.clock.now_ms())
+        .expire_due(app.clock.now_ms(), 10_000)
         .await
         .unwrap();
     expected.push((request_id(&r), vec![14]));

@@ -46,6 +46,7 @@ fn notification(token: &str, category: &str, title: &str) -> Value {
 /// The receipt code of the request's `dropped` event, if it was dropped.
 async fn dropped_code(app: &TestApp, request_id: &str) -> Option<u32> {
     crate::helpers::events_of_request(app, request_id)
+        .await
         .into_iter()
         .find(|(outcome, _)| outcome == "dropped")
         .and_then(|(_, code)| code)

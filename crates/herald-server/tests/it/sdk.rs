@@ -303,7 +303,7 @@ async fn delete_token_gives_a_new_token_drops_bindings_and_the_old_one_is_droppe
 
     let request_id = send(&server, &old, alert("to the old token")).await;
     assert_eq!(
-        events_for_token(&server, &request_id, &old),
+        events_for_token(&server, &request_id, &old).await,
         [("dropped".to_owned(), Some(5))]
     );
     send(&server, &new, alert("to the new token")).await;
