@@ -33,3 +33,51 @@ fn every_close_code_is_in_the_close_code_table() {
 fn the_documented_endpoint_is_the_served_one() {
     assert!(protocol_md().contains(herald_proto::device::WS_PATH));
 }
+
+/// Every file under `dir`, as paths relative to the repository root.
+fn files_under(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "target" || name == "node_modules" || name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            files_under(root, &path, out);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+}
+
+#[test]
+fn every_file_architecture_md_names_exists() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md"))
+        .expect("docs/ARCHITECTURE.md exists");
+    let mut files = Vec::new();
+    files_under(root, root, &mut files);
+    // Every `…​.rs` / `…​.sql` in backticks must be the end of a real path.
+    let named: Vec<&str> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| (t.ends_with(".rs") || t.ends_with(".sql")) && !t.contains(' '))
+        .collect();
+    assert!(named.len() > 30, "the code map names its files");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|t| {
+            !files
+                .iter()
+                .any(|f| f == **t || f.ends_with(&format!("/{t}")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md names files that do not exist: {missing:?}"
+    );
+}
