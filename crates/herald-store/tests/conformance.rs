@@ -867,6 +867,24 @@ async fn message_lifecycle<S: Store>(store: &S) {
         pending_ids(store, &t1, NOW + 105).await,
         [id(c3, &t1), id(c4, &t1)]
     );
+    // The key is per token: the same device's token of another app keeps its message.
+    store
+        .create_app(app("c3", "p1", "com.example.three"))
+        .await
+        .unwrap();
+    let ta = device(store, "d-apps", "c1").await;
+    let tb = token(store, ta.device, "c3", "tok-d-apps-c3").await;
+    let mut k = message("r-k1", NOW + 110);
+    k.collapse_key = Some(3);
+    let k1 = send(store, k.clone(), &[&ta, &tb]).await;
+    k.request_id = "r-k2".into();
+    k.created_at = NOW + 111;
+    let r = store.enqueue(batch(k, vec![to(&ta)])).await.unwrap();
+    assert_eq!(r.replaced, [id(k1, &ta)]);
+    assert_eq!(
+        pending_ids(store, &ta, NOW + 112).await,
+        [id(k1, &tb), id(r.message, &ta)]
+    );
 
     // TTL: a message past its TTL is not pending; expiring ends queued deliveries only.
     let t3 = device(store, "d3", "c1").await;
@@ -898,8 +916,8 @@ async fn message_lifecycle<S: Store>(store: &S) {
     assert_eq!(store.expire_due(NOW + 2_000, 1).await.unwrap(), 1);
     assert_eq!(store.expire_due(NOW + 2_000, 100).await.unwrap(), 2);
     // Past every TTL so far: the still-queued ones expire (c1 for t2, c3 and c4 for t1,
-    // `long` for t3), the delivered and ended ones do not.
-    assert_eq!(store.expire_due(NOW + 2 * HOUR, 100).await.unwrap(), 4);
+    // k1 and k2 of d-apps, `long` for t3), the delivered and ended ones do not.
+    assert_eq!(store.expire_due(NOW + 2 * HOUR, 100).await.unwrap(), 6);
     assert_eq!(
         events(store, id(m1, &t1)).await,
         [
