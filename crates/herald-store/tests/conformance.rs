@@ -2045,7 +2045,8 @@ async fn report_counters<S: Store>(store: &S) {
         ]
     );
 
-    // Hour three: a TTL ends c2's queued message; a queued notification is revoked.
+    // Hour three: TTLs end the queued r-c2 (p1) and r-p2 (p2); a queued notification is
+    // revoked.
     let mut n = message("r-notify", NOW + 2 * HOUR);
     n.notify_id = Some(3);
     n.expires_at = NOW + 3 * HOUR;
