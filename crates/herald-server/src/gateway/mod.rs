@@ -149,15 +149,20 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
     // both paths, and the session's in-flight set drops the second copy.
     let mut close: Option<Close> = None;
     let mut alive = load_backlog(&app, &mut session, &mut sink).await;
+    // The one-shot signals are armed once, not re-created on every turn of the loop
+    // (each turn is one message on a busy connection).
+    let shutdown = app.shutdown.clone();
+    let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+    let mut kicked = std::pin::pin!(reg.kicked.cancelled());
     while alive {
         tokio::select! {
             // In this order: shutdown, replacement, then VoIP calls ahead of other traffic.
             biased;
-            _ = app.shutdown.cancelled() => {
+            _ = &mut shutting_down => {
                 close = Some(Close::new(close::GOING_AWAY, "server shutting down"));
                 break;
             }
-            _ = reg.kicked.cancelled() => {
+            _ = &mut kicked => {
                 close = Some(Close::new(close::REPLACED, "another connection took over"));
                 break;
             }
