@@ -6,6 +6,7 @@ use herald_proto::push::ApiResponse;
 use serde_json::Value;
 
 use super::{JwtSigner, SenderError};
+use crate::tls::CaFile;
 
 /// How long one REST call may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,7 +22,16 @@ pub struct PushClient {
 impl PushClient {
     /// `base_url` is the server's root, e.g. `http://127.0.0.1:8080` (a trailing `/` is fine).
     pub fn new(base_url: impl Into<String>, signer: JwtSigner) -> Result<Self, SenderError> {
-        let http = reqwest::Client::builder()
+        PushClient::trusting(base_url, signer, None)
+    }
+
+    /// Like [`PushClient::new`], also trusting a private CA for `https://` servers.
+    pub fn trusting(
+        base_url: impl Into<String>,
+        signer: JwtSigner,
+        ca: Option<&CaFile>,
+    ) -> Result<Self, SenderError> {
+        let http = crate::tls::http_client_builder(ca)?
             .timeout(REQUEST_TIMEOUT)
             .build()?;
         let base_url = base_url.into().trim_end_matches('/').to_owned();

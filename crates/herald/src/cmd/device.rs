@@ -54,6 +54,10 @@ pub struct DeviceArgs {
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A PEM file of CA certificates to trust for `https://`/`wss://` besides the system's
+    /// (e.g. the `ca.pem` of `herald cert create`).
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `--app-state`.
@@ -191,6 +195,7 @@ pub async fn run(args: DeviceArgs) -> anyhow::Result<ExitCode> {
         servers: args.servers.clone(),
         state_dir: args.state_dir.clone(),
         client_ids: args.client_ids.clone(),
+        ca: super::load_ca(args.ca_file.as_deref())?,
         ..DeviceConfig::default()
     })
     .with_context(|| format!("starting the device in {}", args.state_dir.display()))?;
