@@ -51,6 +51,37 @@ pub struct Config {
     pub receipt_timeout_secs: u64,
     /// Refuse `http://` receipt callback URLs, as Push Kit does.
     pub receipt_require_https: bool,
+    /// Image pre-verification (`images:verify`), the `[images]` table.
+    pub images: ImagesConfig,
+}
+
+/// `[images]`: how `images:verify` checks an image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Also download the image and check that it is a PNG, JPEG or BMP of at most
+    /// 512 KB. Off by default: the server then fetches URLs its API callers name.
+    pub fetch: bool,
+    /// Seconds a download may take (connection included).
+    pub fetch_timeout_secs: u64,
+    /// A PEM file of CA certificates to trust for image downloads besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Calls per minute per app (v1) or project (v2) before `83010002`.
+    pub verify_per_minute: u32,
+    /// Seconds a `downloadUrl` stays valid (`expireTime`).
+    pub verified_for_secs: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            fetch: false,
+            fetch_timeout_secs: 10,
+            ca_file: None,
+            verify_per_minute: 60,
+            verified_for_secs: 86_400,
+        }
+    }
 }
 
 impl Default for Config {
@@ -75,6 +106,7 @@ impl Default for Config {
             receipt_retry_for_secs: 86_400,
             receipt_timeout_secs: 10,
             receipt_require_https: false,
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -151,6 +183,13 @@ impl Config {
             "HERALD_RECEIPT_RETRY_FOR_SECS" => self.receipt_retry_for_secs = parse(var, value)?,
             "HERALD_RECEIPT_TIMEOUT_SECS" => self.receipt_timeout_secs = parse(var, value)?,
             "HERALD_RECEIPT_REQUIRE_HTTPS" => self.receipt_require_https = parse(var, value)?,
+            "HERALD_IMAGES_FETCH" => self.images.fetch = parse(var, value)?,
+            "HERALD_IMAGES_FETCH_TIMEOUT_SECS" => {
+                self.images.fetch_timeout_secs = parse(var, value)?
+            }
+            "HERALD_IMAGES_CA_FILE" => self.images.ca_file = Some(PathBuf::from(value)),
+            "HERALD_IMAGES_VERIFY_PER_MINUTE" => self.images.verify_per_minute = parse(var, value)?,
+            "HERALD_IMAGES_VERIFIED_FOR_SECS" => self.images.verified_for_secs = parse(var, value)?,
             _ => {}
         }
         Ok(())
@@ -207,6 +246,22 @@ receipt_retry_for_secs = {retry_for}
 receipt_timeout_secs = {receipt_timeout}
 # Refuse http:// callback URLs, as Push Kit does (http is handy for local receivers).
 receipt_require_https = {require_https}
+
+# Image pre-verification (POST /v1/{{clientId}}/images:verify, /v2/{{projectId}}/images:verify).
+# Environment: HERALD_IMAGES_FETCH, HERALD_IMAGES_FETCH_TIMEOUT_SECS, HERALD_IMAGES_CA_FILE, …
+[images]
+# A well-formed https URL passes. With fetch = true Herald also downloads it and checks it
+# is a PNG, JPEG or BMP of at most 512 KB (83010005 when the download fails). Off by
+# default: with it on, the server fetches whatever URL an API caller names.
+fetch = {fetch}
+# Seconds a download may take.
+fetch_timeout_secs = {fetch_timeout}
+# A PEM file of extra CA certificates for image downloads (unset: the system's only).
+# ca_file = "/etc/herald/images-ca.pem"
+# Calls per minute per app (v1) or project (v2); past it, 83010002.
+verify_per_minute = {verify_rate}
+# Seconds a verified downloadUrl stays valid (its expireTime).
+verified_for_secs = {verified_for}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -226,6 +281,10 @@ receipt_require_https = {require_https}
             retry_for = d.receipt_retry_for_secs,
             receipt_timeout = d.receipt_timeout_secs,
             require_https = d.receipt_require_https,
+            fetch = d.images.fetch,
+            fetch_timeout = d.images.fetch_timeout_secs,
+            verify_rate = d.images.verify_per_minute,
+            verified_for = d.images.verified_for_secs,
         )
     }
 }
@@ -249,5 +308,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert!(Config::load(None, [("HERALD_LISTEN".to_owned(), "nope".to_owned())]).is_err());
+    }
+
+    #[test]
+    fn images_fetch_from_the_file_and_the_environment() {
+        let parsed: Config = toml::from_str("[images]\nfetch = true\n").unwrap();
+        assert!(parsed.images.fetch);
+        assert_eq!(parsed.images.verify_per_minute, 60);
+        let c = Config::load(
+            None,
+            [("HERALD_IMAGES_FETCH".to_owned(), "true".to_owned())],
+        )
+        .unwrap();
+        assert!(c.images.fetch);
     }
 }

@@ -22,11 +22,11 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use herald_core::{Clock, SystemClock};
 use herald_store::Store;
 use herald_store::sqlite::{Durability, SqliteStore};
@@ -63,6 +63,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Herald {
     state: Shared,
+    images: Arc<api::images::ImageVerifier>,
     listener: TcpListener,
     bootstrap: Option<BootstrapInfo>,
 }
@@ -126,6 +127,10 @@ impl Herald {
         let receipt_http =
             receipts::http_client(Duration::from_secs(config.receipt_timeout_secs.max(1)))
                 .map_err(|e| ServerError::Config(format!("receipt HTTP client: {e}")))?;
+        let images = Arc::new(
+            api::images::ImageVerifier::new(&config.images)
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        );
         let state = Arc::new(AppState {
             receipt_wake: store.receipts_queued(),
             receipt_http,
@@ -148,6 +153,7 @@ impl Herald {
         });
         Ok(Herald {
             state,
+            images,
             listener,
             bootstrap,
         })
@@ -191,7 +197,7 @@ impl Herald {
         let token = state.shutdown.clone();
         let sweeper = tokio::spawn(expiry_sweeper(state.clone()));
         let dispatcher = tokio::spawn(receipts::run(state.clone()));
-        let app = router(state.clone());
+        let app = router(state.clone(), self.images);
         let serve_token = token.clone();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             tokio::select! {
@@ -230,12 +236,20 @@ impl Herald {
 }
 
 /// Build the HTTP router.
-pub fn router(state: Shared) -> Router {
+pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
         .route("/v1/{client_id}/messages:revoke", post(api::revoke::revoke))
+        .route(
+            "/v1/{client_id}/images:verify",
+            post(api::images::verify_by_app).layer(Extension(images.clone())),
+        )
+        .route(
+            "/v2/{project_id}/images:verify",
+            post(api::images::verify_by_project).layer(Extension(images)),
+        )
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())

@@ -13,6 +13,7 @@ use axum::response::Response;
 use herald_core::send::{
     MAX_NOTIFY_ID, MAX_TOKENS, PushType, Rejection, check_body_size, check_token_count,
 };
+use herald_core::token;
 use herald_proto::Code;
 use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
 use herald_store::Revoke;
@@ -121,6 +122,9 @@ async fn handle(
         ));
     }
 
+    // As in a send: a malformed token fails (`tokenFormatError`); a well-formed one
+    // Herald does not know (uninstalled app, deleted token) is accepted, with nothing
+    // to withdraw.
     let mut failures = TokenFailures::default();
     let mut targets = Vec::new();
     for (token, record) in tokens.iter().zip(records) {
@@ -129,11 +133,16 @@ async fn handle(
                 failures.success += 1;
                 targets.push((r.token, r.device_id, r.client_id));
             }
+            None if token::is_well_formed(token) => failures.success += 1,
             None => failures.add(TokenFailure::TokenFormatError, *token),
         }
     }
-    if targets.is_empty() {
+    if failures.success == 0 {
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
+    }
+    if targets.is_empty() {
+        tracing::info!(%client_id, %request_id, notify_id, "Revoke accepted; no token is known, nothing to withdraw.");
+        return Ok(revoke_answer(&failures));
     }
     let result = app
         .store
@@ -147,6 +156,7 @@ async fn handle(
         })
         .await
         .map_err(internal)?;
+    let devices_told = result.commands.len();
     for (seq, stored) in result.commands {
         let device_id = stored.device_id.clone();
         if let Some(frame) = stored_to_frame(stored) {
@@ -161,10 +171,17 @@ async fn handle(
         }
     }
     metrics::counter!("herald_messages_revoked_total").increment(result.revoked.len() as u64);
-    tracing::info!(%client_id, %request_id, notify_id, revoked = result.revoked.len(), "Revoke accepted.");
+    // `queued`: withdrawn before delivery; `devices_told`: devices that received the
+    // notification and are told to take it off the screen (unless it was tapped).
+    tracing::info!(%client_id, %request_id, notify_id, queued = result.revoked.len(), devices_told, "Revoke accepted.");
+    Ok(revoke_answer(&failures))
+}
+
+/// `80000000`, or `80100020` with the failed tokens in `msg`.
+fn revoke_answer(failures: &TokenFailures) -> (Code, String) {
     if failures.is_empty() {
-        Ok((Code::Success, Code::Success.default_msg().to_owned()))
+        (Code::Success, Code::Success.default_msg().to_owned())
     } else {
-        Ok((Code::RevokePartialSuccess, failures.to_msg()))
+        (Code::RevokePartialSuccess, failures.to_msg())
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod docs;
 mod gateway;
 mod helpers;
+mod images;
 mod push_types;
 mod receipts;
 mod rights_quotas;
