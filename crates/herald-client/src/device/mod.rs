@@ -49,8 +49,9 @@ pub use ability::{
     route_click,
 };
 pub use apps::{
-    APP_MESSAGE_ID_WINDOW_MS, MAX_PROFILES, Profile, ProfileType, PushKind, PushPayload,
-    RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState, ShownNotification,
+    APP_MESSAGE_ID_WINDOW_MS, LiveViewDisplay, MAX_PROFILES, MAX_PROXY_ROWS, Profile, ProfileType,
+    ProxyRow, PushKind, PushPayload, RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState,
+    ShownNotification,
 };
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::{PushError, codes};
@@ -83,6 +84,9 @@ pub struct DeviceConfig {
     pub ack_delay: Duration,
     /// A private CA trusted for `wss://` servers, besides the system's roots.
     pub ca: Option<crate::tls::CaFile>,
+    /// How the device shows Live Views: as cards, or (a device without them) as ordinary
+    /// notifications of their `title` and `content`.
+    pub live_view_display: LiveViewDisplay,
 }
 
 impl Default for DeviceConfig {
@@ -95,6 +99,7 @@ impl Default for DeviceConfig {
             seen_capacity: DEFAULT_SEEN_CAPACITY,
             ack_delay: Duration::from_millis(20),
             ca: None,
+            live_view_display: LiveViewDisplay::default(),
         }
     }
 }
