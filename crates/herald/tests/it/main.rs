@@ -6,6 +6,7 @@
 
 mod bench;
 mod commands;
+mod compat;
 mod crash;
 mod newcomer;
 mod operator;

@@ -1,0 +1,306 @@
+//! The compatibility suite (docs/compatibility.md): a real `herald serve`, one request per
+//! push-type with every field the reference lists, revoke and image verification, each
+//! answer compared byte for byte with the reference's example bodies (`requestId` aside,
+//! which must be digits).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::process::{DeviceProc, Server, admin, read_json, sign_jwt};
+
+/// The reference's example answers (§3, §1.3, §1.4), with `{requestId}` where the
+/// example has its own id.
+const SUCCESS: &str = r#"{"code":"80000000","msg":"Success","requestId":"{requestId}"}"#;
+const NO_PUSH_TYPE: &str = r#"{"code":"80100003","msg":"Illegal payload, The header does not contain valid push-type","requestId":"{requestId}"}"#;
+
+/// A backend speaking to the server as any Push Kit client does: raw bytes in and out.
+struct Backend {
+    url: String,
+    jwt: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// An answer as it came over the wire.
+struct Answer {
+    status: u16,
+    content_type: String,
+    text: String,
+}
+
+impl Answer {
+    /// The body must be `expected` byte for byte once `{requestId}` is this answer's id.
+    fn assert_body(&self, expected: &str) {
+        let body: Value = serde_json::from_str(&self.text).unwrap_or_else(|_| {
+            panic!("not JSON: {}", self.text);
+        });
+        let id = body["requestId"].as_str().unwrap_or_default();
+        assert!(
+            !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+            "requestId is digits: {}",
+            self.text
+        );
+        assert_eq!(self.text, expected.replace("{requestId}", id));
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "{}",
+            self.content_type
+        );
+    }
+}
+
+impl Backend {
+    fn post(&self, path: &str, push_type: Option<&str>, body: &Value) -> Answer {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .post(format!("{}{path}", self.url))
+                .header("Authorization", format!("Bearer {}", self.jwt))
+                // As Huawei's Java demo sends it.
+                .header("Content-Type", "application/json; charset=UTF-8")
+                .body(serde_json::to_vec(body).unwrap());
+            if let Some(p) = push_type {
+                req = req.header("push-type", p);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            Answer {
+                status,
+                content_type,
+                text: resp.text().await.unwrap(),
+            }
+        })
+    }
+}
+
+fn grant(boot: &Path, client_id: &str, right: &str) {
+    let (ok, body) = admin(
+        boot,
+        &[
+            "rights",
+            "grant",
+            "--client-id",
+            client_id,
+            "--category",
+            right,
+        ],
+    );
+    assert!(ok, "{body}");
+}
+
+/// Every request body of the suite: one per push-type with every field the reference
+/// lists for it (§2.2–§2.9), to `token`.
+fn every_push_type(token: &str) -> Vec<(&'static str, &'static str, Value)> {
+    let target = json!({ "token": [token] });
+    vec![
+        (
+            "notification, every Notification and pushOptions field",
+            "0",
+            json!({
+                "payload": {"notification": {
+                    "category": "IM",
+                    "title": "普通通知标题",
+                    "body": "普通通知内容",
+                    "image": "https://img.example.test/icon.png",
+                    "style": 1,
+                    "bigTitle": "big title",
+                    "bigBody": "big body",
+                    "notifyId": 12345,
+                    "appMessageId": "order-42",
+                    "profileId": "111***222",
+                    "clickAction": {"actionType": 1, "action": "com.test.action",
+                        "uri": "https://www.example.test:8080/push/test", "data": {"testKey": "testValue"}},
+                    "badge": {"addNum": 1, "setNum": 3},
+                    "sound": "ring.mp3",
+                    "soundDuration": 10,
+                    "foregroundShow": false
+                }},
+                "target": target,
+                "pushOptions": {"testMessage": true, "ttl": 86400, "biTag": "compat",
+                    "receiptId": "RCP-none", "collapseKey": 3}
+            }),
+        ),
+        (
+            "notification, inbox style",
+            "0",
+            json!({
+                "payload": {"notification": {"category": "IM", "title": "t", "body": "b",
+                    "style": 3, "inboxContent": ["one", "two", "three"],
+                    "clickAction": {"actionType": 0}}},
+                "target": target
+            }),
+        ),
+        (
+            "badge refresh",
+            "0",
+            json!({"payload": {"notification": {"badge": {"setNum": 99}}}, "target": target}),
+        ),
+        (
+            "widget",
+            "1",
+            json!({
+                "payload": {"formId": 0, "version": 922337203, "moduleName": "entry",
+                    "formName": "widget", "abilityName": "EntryFormAbility",
+                    "formData": {"class": "123"},
+                    "images": [{"keyName": "hello", "url": "https://img.example.test/w.png", "require": 1}]},
+                "pushOptions": {"biTag": "this is bi", "ttl": 666},
+                "target": target
+            }),
+        ),
+        (
+            "text-to-speech",
+            "2",
+            json!({
+                "payload": {"extraData": "Extension extra data", "notification": {
+                    "category": "PLAY_VOICE", "title": "收款到账", "body": "支付宝到账100元",
+                    "notifyId": 7, "clickAction": {"actionType": 0}}},
+                "target": target
+            }),
+        ),
+        (
+            "background",
+            "6",
+            json!({
+                "payload": {"extraData": "携带的数据", "proxyData": "ENABLE"},
+                "pushOptions": {"backgroundMode": 1},
+                "target": target
+            }),
+        ),
+        (
+            "Live View",
+            "7",
+            json!({
+                "payload": {
+                    "activityId": 1, "operation": 0, "event": "FLIGHT", "status": "DEPART",
+                    "title": "Flight CA123", "content": "{{status}} at 10:05",
+                    "mute": false, "version": 1,
+                    "activityData": {
+                        "notificationData": {"type": 3, "contentTitle": "CA123",
+                            "contentText": [{"text": "Boarding"}], "keywords": {"flightNo": "CA123"},
+                            "clickAction": {"actionType": 0}, "keepTime": 3600},
+                        "capsuleData": {"type": 1, "status": 1, "icon": "plane.png",
+                            "bgColor": "#FF0A59F7", "remind": "DEFAULT", "title": "CA123",
+                            "content": "Boarding"},
+                        "externalData": {"gate": "A1"}
+                    }
+                },
+                "target": target
+            }),
+        ),
+        (
+            "VoIP call",
+            "10",
+            json!({
+                "pushOptions": {"ttl": 30},
+                "payload": {"extraData": "{\"scene\": \"voice\"}"},
+                "target": target
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_answer_is_the_reference_example_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let boot_path = dir.path().join("data/bootstrap.json");
+    let boot = server.bootstrap();
+    let client_id = boot["client_id"].as_str().unwrap().to_owned();
+    let project = boot["project_id"].as_str().unwrap().to_owned();
+    for right in [
+        "IM",
+        "PLAY_VOICE",
+        "VOIP_CALL",
+        "LIVE_VIEW_FLIGHT",
+        "IM_BACKGROUND",
+    ] {
+        grant(&boot_path, &client_id, right);
+    }
+    let key = read_json(Path::new(boot["service_account_file"].as_str().unwrap()));
+    let device = DeviceProc::start(&server.url, &client_id, &dir.path().join("device"), &[]);
+    let token = device.expect("token", Duration::from_secs(20))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let backend = Backend {
+        url: server.url.clone(),
+        jwt: sign_jwt(&key),
+        http: reqwest::Client::new(),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
+    let send = format!("/v3/{project}/messages:send");
+
+    for (what, push_type, body) in every_push_type(&token) {
+        let answer = backend.post(&send, Some(push_type), &body);
+        assert_eq!(answer.status, 200, "{what}: {}", answer.text);
+        answer.assert_body(SUCCESS);
+    }
+
+    // §3's partial and all-failed examples: `msg` is a JSON document in a string, with
+    // the keys in the example's order.
+    let partial = backend.post(
+        &send,
+        Some("0"),
+        &json!({"payload": {"notification": {"category": "IM", "title": "t", "body": "b",
+            "clickAction": {"actionType": 0}}}, "target": {"token": [token, "MAAALgE4G98"]}}),
+    );
+    assert_eq!(partial.status, 200);
+    partial.assert_body(r#"{"code":"80100000","msg":"{\"illegalTokens\":{\"tokenFormatError\":[\"MAAALgE4G98\"]},\"success\":1,\"failure\":1}","requestId":"{requestId}"}"#);
+    let all_failed = backend.post(
+        &send,
+        Some("0"),
+        &json!({"payload": {"notification": {"category": "IM", "title": "t", "body": "b",
+            "clickAction": {"actionType": 0}}}, "target": {"token": ["MAAA-jg", "MAAA-re"]}}),
+    );
+    all_failed.assert_body(r#"{"code":"80300007","msg":"{\"failure\":2,\"illegalTokens\":{\"tokenFormatError\":[\"MAAA-jg\",\"MAAA-re\"]}}","requestId":"{requestId}"}"#);
+    let no_type = backend.post(&send, None, &every_push_type(&token)[0].2);
+    assert_eq!(no_type.status, 400);
+    no_type.assert_body(NO_PUSH_TYPE);
+
+    // §1.3: revoke by notifyId and tokens (the notification above used notifyId 12345),
+    // and the reference's failure example.
+    let revoke = format!("/v1/{client_id}/messages:revoke");
+    let body = json!({"notifyId": 12345, "token": [token]});
+    backend.post(&revoke, Some("0"), &body).assert_body(SUCCESS);
+    backend
+        .post(
+            &revoke,
+            Some("2"),
+            &json!({"notifyId": 7, "token": [token]}),
+        )
+        .assert_body(SUCCESS);
+    backend.post(&revoke, None, &body).assert_body(NO_PUSH_TYPE);
+
+    // §1.4: image verification by app (v1) and by project (v2), in the example's keys.
+    for path in [
+        format!("/v1/{client_id}/images:verify"),
+        format!("/v2/{project}/images:verify"),
+    ] {
+        let answer = backend.post(
+            &path,
+            Some("0"),
+            &json!({"imageUrl": "https://img.example.test/icon.png"}),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let parsed: Value = serde_json::from_str(&answer.text).unwrap();
+        let download_url = parsed["downloadUrl"].as_str().unwrap();
+        let expire_time = parsed["expireTime"].as_str().unwrap();
+        assert!(download_url.starts_with("https://img.example.test/icon.png?verifyKey="));
+        assert!(expire_time.parse::<u64>().is_ok());
+        answer.assert_body(&format!(
+            r#"{{"code":"83010000","msg":"Verify success","requestId":"{{requestId}}","downloadUrl":"{download_url}","expireTime":"{expire_time}"}}"#
+        ));
+    }
+    drop(device);
+}
