@@ -7,6 +7,7 @@ mod admin_api;
 mod auth;
 mod docs;
 mod gateway;
+mod hardening;
 mod helpers;
 mod push_types;
 mod receipts;
