@@ -14,3 +14,4 @@ mod receipts;
 mod rights_quotas;
 mod sdk;
 mod send_api;
+mod tls;

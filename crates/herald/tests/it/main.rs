@@ -12,3 +12,4 @@ mod operator;
 mod process;
 mod push_types;
 mod receipts;
+mod tls;
