@@ -38,6 +38,8 @@ pub struct AppState {
     /// The HTTP client for receipt callbacks (dispatcher and `receipt test`).
     pub receipt_http: reqwest::Client,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Per-address limits and the login gate (`limits.rs`, `[limits]`).
+    pub guards: Arc<crate::limits::Guards>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -13,3 +13,4 @@ mod operator;
 mod process;
 mod push_types;
 mod receipts;
+mod tls;
