@@ -11,6 +11,7 @@ pub mod live;
 pub mod payloads;
 pub mod quota;
 pub mod receipt;
+pub mod revoke;
 pub mod rights;
 pub mod send;
 pub mod token;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod delivery;
+pub mod fuzzing;
 pub mod gateway;
 pub mod ids;
 pub mod keys;

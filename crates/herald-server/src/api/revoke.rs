@@ -10,12 +10,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use herald_core::send::{
-    MAX_NOTIFY_ID, MAX_TOKENS, PushType, Rejection, check_body_size, check_token_count,
-};
+use herald_core::revoke::{ParsedRevoke, parse_revoke};
+use herald_core::send::{PushType, Rejection};
 use herald_core::token;
 use herald_proto::Code;
-use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
+use herald_proto::push::{TokenFailure, TokenFailures};
 use herald_store::Revoke;
 
 use super::{answer, authorization, push_type, read_body};
@@ -74,24 +73,7 @@ async fn handle(
     }
 
     let bytes = read_body(body).await?;
-    let request: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        Rejection::new(
-            Code::ParameterError,
-            format!("Check Parameter Error, body does not match the schema: {e}"),
-        )
-    })?;
-    let tokens = request.token.unwrap_or_default();
-    check_body_size(bytes.len(), &tokens)?;
-    check_token_count(tokens.len(), MAX_TOKENS)?;
-    let notify_id = match request.notify_id {
-        Some(id @ 0..=MAX_NOTIFY_ID) => id as u32,
-        Some(_) => {
-            return Err(Rejection::payload(format!(
-                "notifyId must be within 0 and {MAX_NOTIFY_ID}"
-            )));
-        }
-        None => return Err(Rejection::payload("notifyId is mandatory")),
-    };
+    let ParsedRevoke { notify_id, tokens } = parse_revoke(&bytes)?;
 
     let mut seen = HashSet::new();
     let tokens: Vec<&str> = tokens

@@ -6,6 +6,7 @@
 mod admin_api;
 mod auth;
 mod docs;
+mod fuzz_corpus;
 mod gateway;
 mod hardening;
 mod helpers;
