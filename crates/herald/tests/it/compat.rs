@@ -1,14 +1,16 @@
-//! The compatibility suite (docs/compatibility.md): a real `herald serve`, one request per
-//! push-type with every field the reference lists, revoke and image verification, each
-//! answer compared byte for byte with the reference's example bodies (`requestId` aside,
-//! which must be digits).
+//! The compatibility suite (docs/compatibility.md): a real `herald serve` over HTTPS with
+//! a certificate from `herald cert create`, a backend that trusts only that CA, one
+//! request per push-type with every field the reference lists, revoke and image
+//! verification, each answer compared byte for byte with the reference's example bodies
+//! (`requestId` aside, which must be digits); then `herald send`/`revoke`/`admin`/`device`
+//! with `--ca-file`, and Python's `requests` with `REQUESTS_CA_BUNDLE` when it is installed.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, admin, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, admin, cli, herald, https_client, read_json, sign_jwt};
 
 /// The reference's example answers (§3, §1.3, §1.4), with `{requestId}` where the
 /// example has its own id.
@@ -81,10 +83,12 @@ impl Backend {
     }
 }
 
-fn grant(boot: &Path, client_id: &str, right: &str) {
+fn grant(boot: &Path, ca: &Path, client_id: &str, right: &str) {
     let (ok, body) = admin(
         boot,
         &[
+            "--ca-file",
+            ca.to_str().unwrap(),
             "rights",
             "grant",
             "--client-id",
@@ -94,6 +98,44 @@ fn grant(boot: &Path, client_id: &str, right: &str) {
         ],
     );
     assert!(ok, "{body}");
+}
+
+/// `herald cert create --out DIR` for the loopback names; returns DIR.
+fn certificates(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("certs");
+    let run = herald()
+        .args(["cert", "create", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let printed = String::from_utf8_lossy(&run.stdout);
+    for how in [
+        "update-ca-certificates",
+        "keytool -importcert",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        assert!(
+            printed.contains(how),
+            "the instructions name {how}: {printed}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("server-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+    }
+    out
 }
 
 /// Every request body of the suite: one per push-type with every field the reference
@@ -210,9 +252,21 @@ fn every_push_type(token: &str) -> Vec<(&'static str, &'static str, Value)> {
 #[test]
 fn every_answer_is_the_reference_example_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
+    let certs = certificates(dir.path());
+    let ca = certs.join("ca.pem");
+    let server = Server::start_tls(
+        &dir.path().join("data"),
+        &certs.join("server.pem"),
+        &certs.join("server-key.pem"),
+        &ca,
+    );
     let boot_path = dir.path().join("data/bootstrap.json");
     let boot = server.bootstrap();
+    assert_eq!(
+        boot["push_api_url"],
+        json!(server.url),
+        "the bootstrap names https://"
+    );
     let client_id = boot["client_id"].as_str().unwrap().to_owned();
     let project = boot["project_id"].as_str().unwrap().to_owned();
     for right in [
@@ -222,10 +276,17 @@ fn every_answer_is_the_reference_example_byte_for_byte() {
         "LIVE_VIEW_FLIGHT",
         "IM_BACKGROUND",
     ] {
-        grant(&boot_path, &client_id, right);
+        grant(&boot_path, &ca, &client_id, right);
     }
-    let key = read_json(Path::new(boot["service_account_file"].as_str().unwrap()));
-    let device = DeviceProc::start(&server.url, &client_id, &dir.path().join("device"), &[]);
+    let key_path = boot["service_account_file"].as_str().unwrap().to_owned();
+    let key = read_json(Path::new(&key_path));
+    // wss:// with the CA.
+    let device = DeviceProc::start(
+        &server.url,
+        &client_id,
+        &dir.path().join("device"),
+        &["--ca-file", ca.to_str().unwrap()],
+    );
     let token = device.expect("token", Duration::from_secs(20))["token"]
         .as_str()
         .unwrap()
@@ -233,13 +294,24 @@ fn every_answer_is_the_reference_example_byte_for_byte() {
     let backend = Backend {
         url: server.url.clone(),
         jwt: sign_jwt(&key),
-        http: reqwest::Client::new(),
+        http: https_client(&ca),
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap(),
     };
     let send = format!("/v3/{project}/messages:send");
+
+    // A client that does not trust the CA gets no answer at all.
+    let untrusting = backend.rt.block_on(
+        reqwest::Client::new()
+            .get(format!("{}/healthz", server.url))
+            .send(),
+    );
+    assert!(
+        untrusting.is_err(),
+        "the server speaks TLS with the generated certificate"
+    );
 
     for (what, push_type, body) in every_push_type(&token) {
         let answer = backend.post(&send, Some(push_type), &body);
@@ -302,5 +374,89 @@ fn every_answer_is_the_reference_example_byte_for_byte() {
             r#"{{"code":"83010000","msg":"Verify success","requestId":"{{requestId}}","downloadUrl":"{download_url}","expireTime":"{expire_time}"}}"#
         ));
     }
+
+    // The command-line tools, trusting the CA with --ca-file.
+    let cache = dir.path().join("cache");
+    let ca_arg = ca.to_str().unwrap();
+    let (ok, answer) = cli(
+        &[
+            "send",
+            "--key-file",
+            &key_path,
+            "--server",
+            &server.url,
+            "--ca-file",
+            ca_arg,
+            "--token",
+            &token,
+            "--title",
+            "over https",
+            "--body",
+            "b",
+            "--category",
+            "IM",
+            "--notify-id",
+            "4242",
+        ],
+        &cache,
+    );
+    assert!(ok && answer["code"] == "80000000", "{answer}");
+    let (ok, answer) = cli(
+        &[
+            "revoke",
+            "--key-file",
+            &key_path,
+            "--server",
+            &server.url,
+            "--ca-file",
+            ca_arg,
+            "--client-id",
+            &client_id,
+            "--notify-id",
+            "4242",
+            "--token",
+            &token,
+        ],
+        &cache,
+    );
+    assert!(ok && answer["code"] == "80000000", "{answer}");
+
+    python_requests(&server.url, &ca, &project, &client_id, &backend.jwt, &token);
     drop(device);
+}
+
+/// Python's `requests`, trusting the CA through `REQUESTS_CA_BUNDLE` and nothing else,
+/// sends a notification and revokes it (skipped when `requests` is not installed).
+fn python_requests(url: &str, ca: &Path, project: &str, client_id: &str, jwt: &str, token: &str) {
+    let has_requests = std::process::Command::new("python3")
+        .args(["-c", "import requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_requests {
+        eprintln!("python3 with requests is not installed; skipping the Python client");
+        return;
+    }
+    let script = r#"
+import json, sys, requests
+url, project, client, jwt, token = sys.argv[1:6]
+h = {"Authorization": "Bearer " + jwt, "Content-Type": "application/json; charset=UTF-8", "push-type": "0"}
+note = {"payload": {"notification": {"category": "IM", "title": "from python", "body": "b",
+        "notifyId": 5151, "clickAction": {"actionType": 0}}}, "target": {"token": [token]}}
+a = requests.post(url + "/v3/" + project + "/messages:send", json=note, headers=h)
+b = requests.post(url + "/v1/" + client + "/messages:revoke", json={"notifyId": 5151, "token": [token]}, headers=h)
+print(json.dumps([a.status_code, a.json()["code"], b.status_code, b.json()["code"]]))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, url, project, client_id, jwt, token])
+        .env("REQUESTS_CA_BUNDLE", ca)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answers, json!([200, "80000000", 200, "80000000"]));
 }
