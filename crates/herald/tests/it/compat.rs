@@ -3,7 +3,8 @@
 //! request per push-type with every field the reference lists, revoke and image
 //! verification, each answer compared byte for byte with the reference's example bodies
 //! (`requestId` aside, which must be digits); then `herald send`/`revoke`/`admin`/`device`
-//! with `--ca-file`, and Python's `requests` with `REQUESTS_CA_BUNDLE` when it is installed.
+//! with `--ca-file`; Python's `requests` with `REQUESTS_CA_BUNDLE` and a Java
+//! `HttpsURLConnection` client with a `keytool` trust store, when they are installed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -422,6 +423,14 @@ fn every_answer_is_the_reference_example_byte_for_byte() {
     assert!(ok && answer["code"] == "80000000", "{answer}");
 
     python_requests(&server.url, &ca, &project, &client_id, &backend.jwt, &token);
+    java_https_url_connection(
+        &server.url,
+        &ca,
+        Path::new(&key_path),
+        &client_id,
+        &token,
+        dir.path(),
+    );
     drop(device);
 }
 
@@ -459,4 +468,72 @@ print(json.dumps([a.status_code, a.json()["code"], b.status_code, b.json()["code
     );
     let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answers, json!([200, "80000000", 200, "80000000"]));
+}
+
+/// A Java backend built as Huawei's demo is (`HttpsURLConnection`, a PS256 JWT signed by
+/// the JDK), trusting the CA through a trust store made with the `keytool -importcert`
+/// line `herald cert create` prints (skipped when no JDK is installed).
+fn java_https_url_connection(
+    url: &str,
+    ca: &Path,
+    key_file: &Path,
+    client_id: &str,
+    token: &str,
+    dir: &Path,
+) {
+    let has_jdk = [("java", "-version"), ("keytool", "-help")]
+        .iter()
+        .all(|(tool, arg)| {
+            std::process::Command::new(tool)
+                .arg(arg)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if !has_jdk {
+        eprintln!("no JDK (java, keytool) installed; skipping the Java client");
+        return;
+    }
+    let store = dir.join("herald-truststore.p12");
+    let imported = std::process::Command::new("keytool")
+        .args([
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "herald-dev-ca",
+            "-file",
+        ])
+        .arg(ca)
+        .arg("-keystore")
+        .arg(&store)
+        .args(["-storepass", "changeit"])
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/java/PushKitClient.java"
+    );
+    let out = std::process::Command::new("java")
+        .arg(format!("-Djavax.net.ssl.trustStore={}", store.display()))
+        .arg("-Djavax.net.ssl.trustStorePassword=changeit")
+        .arg(source)
+        .arg(url)
+        .arg(key_file)
+        .args([client_id, token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 80000000\n200 80000000\n",
+        "send and revoke from Java"
+    );
 }
