@@ -927,6 +927,23 @@ pub struct SessionView {
     token: String,
 }
 
+/// An argon2 hash of a random password nobody knows, made once: what a login for an
+/// unknown user name is checked against.
+fn unknown_user_hash() -> &'static str {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::encode_b64(ids::secret(16).as_bytes()).ok();
+        salt.and_then(|salt| {
+            argon2::Argon2::default()
+                .hash_password(ids::secret(24).as_bytes(), &salt)
+                .ok()
+                .map(|h| h.to_string())
+        })
+        .unwrap_or_default()
+    })
+}
+
 /// A login that was not checked: HTTP 429 with `Retry-After`.
 fn throttled(retry_after_secs: u64, why: &str) -> Response {
     metrics::counter!("herald_logins_throttled_total").increment(1);
@@ -969,27 +986,30 @@ async fn create_session(
             "too many failed logins; try again later",
         ));
     }
-    let Some((admin, hash)) = app
+    let found = app
         .store
         .admin_by_username(&body.username)
         .await
-        .map_err(|e| AdminError::from(e).into_response())?
-    else {
-        app.guards.login_failed(client.0, None, now);
-        return Err(refused());
-    };
+        .map_err(|e| AdminError::from(e).into_response())?;
     let Some(permit) = app.guards.password_check() else {
         return Err(throttled(
             1,
             "too many logins at once; try again in a second",
         ));
     };
+    // An unknown user name costs the same check against a throwaway hash, so the
+    // answer's timing does not tell which user names exist.
+    let hash = found.as_ref().map(|(_, hash)| hash.clone());
     // Argon2 is deliberately slow: verify off the async workers. The permit moves into
     // the blocking task, so the bound holds even when the client hangs up early.
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || {
+    let verified = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        PasswordHash::new(&hash)
+        let hash: &str = match &hash {
+            Some(h) => h,
+            None => unknown_user_hash(),
+        };
+        PasswordHash::new(hash)
             .map(|h| {
                 argon2::Argon2::default()
                     .verify_password(password.as_bytes(), &h)
@@ -999,12 +1019,16 @@ async fn create_session(
     })
     .await
     .unwrap_or(false);
-    if !ok {
-        app.guards
-            .login_failed(client.0, Some(&admin.username), app.clock.now_ms());
-        tracing::info!(client = %client.0, username = %admin.username, "Admin login refused.");
-        return Err(refused());
-    }
+    let admin = match found {
+        Some((admin, _)) if verified => admin,
+        found => {
+            let user = found.map(|(admin, _)| admin.username);
+            app.guards
+                .login_failed(client.0, user.as_deref(), app.clock.now_ms());
+            tracing::info!(client = %client.0, known_user = user.is_some(), "Admin login refused.");
+            return Err(refused());
+        }
+    };
     let token = ids::secret(32);
     app.store
         .create_admin_token(admin.id, &ids::sha256_hex(&token), app.clock.now_ms())
