@@ -14,7 +14,7 @@ use herald_client::device::{
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use crate::helpers::{TestApp, events_for_token, spawn_app, wait_for_state};
+use crate::helpers::{TestApp, events_for_token, spawn_app, spawn_app_with, wait_for_state};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -725,4 +725,74 @@ async fn a_device_without_live_views_shows_title_and_content() {
         (&shown.notification["title"], &shown.notification["body"]),
         (&json!("Your taxi"), &json!("Status: CALLING"))
     );
+}
+
+/// A CA (as `herald cert create` makes one) and a server certificate it signed for
+/// 127.0.0.1, as PEM files in `dir`: (ca.pem, server.pem, server-key.pem).
+fn private_ca(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let files = ["ca.pem", "server.pem", "server-key.pem"].map(|f| dir.join(f));
+    std::fs::write(&files[0], ca_cert.pem()).unwrap();
+    std::fs::write(&files[1], leaf.pem()).unwrap();
+    std::fs::write(&files[2], key.serialize_pem()).unwrap();
+    files
+}
+
+#[tokio::test]
+async fn the_sdk_trusts_a_private_ca_for_wss_and_https() {
+    use herald_client::admin::AdminClient;
+    use herald_client::sender::{JwtSigner, PushClient};
+    use herald_client::tls::CaFile;
+
+    let certs = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = private_ca(certs.path());
+    let server = spawn_app_with(|c| {
+        c.tls_cert = cert.display().to_string();
+        c.tls_key = key.display().to_string();
+    })
+    .await;
+    assert!(server.url.starts_with("https://"));
+    let ca = CaFile::load(&ca).unwrap();
+
+    // Without the CA the device cannot connect; with it, wss:// works.
+    let mut stranger = phone(&server).await;
+    stranger
+        .wait_for(|e| match e {
+            SdkEvent::Error { code, .. } if code == "connect_failed" => Some(()),
+            SdkEvent::Connected { .. } => panic!("connected without trusting the CA"),
+            _ => None,
+        })
+        .await;
+    let ca_for_device = ca.clone();
+    let mut p = phone_with(&server, move |c| c.ca = Some(ca_for_device)).await;
+    p.enable().await;
+    let token = p.app.get_token().await.unwrap();
+
+    // The sender and the admin client over https:// with the same CA.
+    let push =
+        PushClient::trusting(&server.url, JwtSigner::new(&server.key).unwrap(), Some(&ca)).unwrap();
+    let (status, answer) = push
+        .send(
+            0,
+            &json!({"payload": {"notification": alert("over wss")}, "target": {"token": [token]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, answer.code.as_str()), (200, "80000000"));
+    let (_, _, shown) = p.notification().await;
+    assert_eq!(shown["title"], "over wss");
+    let admin = AdminClient::trusting(&server.url, &server.info.admin_token, Some(&ca)).unwrap();
+    assert!(admin.get("/api/v1/projects").await.unwrap().is_success());
+    let untrusting = PushClient::new(&server.url, JwtSigner::new(&server.key).unwrap()).unwrap();
+    assert!(untrusting.send(0, &json!({})).await.is_err());
 }
