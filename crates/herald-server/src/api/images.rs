@@ -380,8 +380,9 @@ async fn verify(
     if let Some(http) = &verifier.http {
         verifier.check_download(http, &url, use_).await?;
     }
-    let expire_secs = now_ms.div_euclid(1000)
-        + i64::try_from(verifier.config.verified_for_secs).unwrap_or(i64::MAX / 2);
+    let expire_secs = now_ms
+        .div_euclid(1000)
+        .saturating_add(i64::try_from(verifier.config.verified_for_secs).unwrap_or(i64::MAX));
     tracing::info!(%who, push_type = use_.as_u8(), fetched = verifier.http.is_some(), "Image verified.");
     Ok(Verified {
         download_url: verifier.download_url(&url, use_, expire_secs),
