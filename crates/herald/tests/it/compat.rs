@@ -537,3 +537,34 @@ fn java_https_url_connection(
         "send and revoke from Java"
     );
 }
+
+#[test]
+fn cert_create_keeps_an_existing_set_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let run = |extra: &[&str]| {
+        herald()
+            .args(["cert", "create", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    assert!(first.status.success());
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("for: localhost, 127.0.0.1, ::1."),
+        "the default names"
+    );
+    let ca = std::fs::read(out.join("ca.pem")).unwrap();
+    let again = run(&["--host", "push.example.test", "10.0.0.7"]);
+    assert!(!again.status.success(), "an existing set is kept");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read(out.join("ca.pem")).unwrap(), ca);
+    let forced = run(&["--force", "--host", "push.example.test", "10.0.0.7"]);
+    assert!(forced.status.success());
+    assert!(String::from_utf8_lossy(&forced.stdout).contains("for: push.example.test, 10.0.0.7."));
+    assert_ne!(std::fs::read(out.join("ca.pem")).unwrap(), ca, "a new CA");
+    let bad = run(&["--force", "--host", "not a name"]);
+    assert!(!bad.status.success());
+}
