@@ -248,6 +248,23 @@ pub struct Guards {
 
 impl Guards {
     pub fn new(limits: &Limits) -> Result<Guards, String> {
+        for (key, value) in [
+            ("max_connections", limits.max_connections),
+            ("connections_per_addr", limits.connections_per_addr),
+            (
+                "device_connections_per_addr",
+                limits.device_connections_per_addr,
+            ),
+            ("login_concurrency", limits.login_concurrency),
+            ("jwt_cache_entries", limits.jwt_cache_entries),
+            ("tracked_addresses", limits.tracked_addresses),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "limits.{key} must be at least 1 (0 would refuse everyone)"
+                ));
+            }
+        }
         let proxy_header = match limits.trusted_proxy_header.trim() {
             "" => None,
             name => Some(HeaderName::try_from(name).map_err(|_| {
@@ -432,6 +449,17 @@ mod tests {
         );
         headers.insert("x-forwarded-for", "nonsense".parse().unwrap());
         assert_eq!(client_addr(peer, &headers, Some(&name)), peer);
+    }
+
+    #[test]
+    fn zero_caps_are_refused() {
+        let limits = Limits {
+            connections_per_addr: 0,
+            ..Limits::default()
+        };
+        let err = Guards::new(&limits).unwrap_err();
+        assert!(err.contains("connections_per_addr"), "{err}");
+        assert!(Guards::new(&Limits::default()).is_ok());
     }
 
     #[test]

@@ -120,10 +120,7 @@ impl Listener {
                     continue;
                 }
             };
-            let guards = ConnGuards {
-                _slot: slot,
-                _held: held,
-            };
+            let guards = ConnGuards::new(slot, held);
             tracker.spawn(this.clone().connection(
                 stream,
                 peer,
@@ -244,11 +241,27 @@ async fn refuse(mut stream: TcpStream, plain: bool) {
     }
 }
 
-/// The slots a connection holds while it is open.
+/// The slots a connection holds while it is open (and the open-connections gauge).
 #[derive(Debug)]
 struct ConnGuards {
     _slot: OwnedSemaphorePermit,
     _held: Option<Held>,
+}
+
+impl ConnGuards {
+    fn new(slot: OwnedSemaphorePermit, held: Option<Held>) -> Self {
+        metrics::gauge!("herald_connections_open").increment(1.0);
+        ConnGuards {
+            _slot: slot,
+            _held: held,
+        }
+    }
+}
+
+impl Drop for ConnGuards {
+    fn drop(&mut self) {
+        metrics::gauge!("herald_connections_open").decrement(1.0);
+    }
 }
 
 /// When the connection last moved a byte, as milliseconds since it opened.
