@@ -3,8 +3,9 @@
 //! request per push-type with every field the reference lists, revoke and image
 //! verification, each answer compared byte for byte with the reference's example bodies
 //! (`requestId` aside, which must be digits); then `herald send`/`revoke`/`admin`/`device`
-//! with `--ca-file`; Python's `requests` with `REQUESTS_CA_BUNDLE` and a Java
-//! `HttpsURLConnection` client with a `keytool` trust store, when they are installed.
+//! with `--ca-file`; Python's `requests` with `REQUESTS_CA_BUNDLE`, Node's `fetch` with
+//! `NODE_EXTRA_CA_CERTS` and a Java `HttpsURLConnection` client with a `keytool` trust
+//! store, when they are installed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -423,6 +424,7 @@ fn every_answer_is_the_reference_example_byte_for_byte() {
     assert!(ok && answer["code"] == "80000000", "{answer}");
 
     python_requests(&server.url, &ca, &project, &client_id, &backend.jwt, &token);
+    node_fetch(&server.url, &ca, &project, &backend.jwt, &token);
     java_https_url_connection(
         &server.url,
         &ca,
@@ -468,6 +470,40 @@ print(json.dumps([a.status_code, a.json()["code"], b.status_code, b.json()["code
     );
     let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answers, json!([200, "80000000", 200, "80000000"]));
+}
+
+/// Node's `fetch`, trusting the CA through `NODE_EXTRA_CA_CERTS`, sends a notification
+/// (skipped when Node is not installed).
+fn node_fetch(url: &str, ca: &Path, project: &str, jwt: &str, token: &str) {
+    let has_node = std::process::Command::new("node")
+        .args(["-e", "if (typeof fetch !== 'function') process.exit(1)"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_node {
+        eprintln!("Node.js 18+ is not installed; skipping the Node client");
+        return;
+    }
+    let script = r#"
+const [url, project, jwt, token] = process.argv.slice(1);
+const body = {payload: {notification: {category: "IM", title: "from node", body: "b",
+  clickAction: {actionType: 0}}}, target: {token: [token]}};
+fetch(`${url}/v3/${project}/messages:send`, {method: "POST", body: JSON.stringify(body),
+  headers: {"Authorization": `Bearer ${jwt}`, "Content-Type": "application/json", "push-type": "0"}})
+  .then(async r => console.log(JSON.stringify([r.status, (await r.json()).code])))
+  .catch(e => { console.error(e); process.exit(1); });
+"#;
+    let out = std::process::Command::new("node")
+        .args(["-e", script, url, project, jwt, token])
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer, json!([200, "80000000"]));
 }
 
 /// A Java backend built as Huawei's demo is (`HttpsURLConnection`, a PS256 JWT signed by
