@@ -437,7 +437,8 @@ fn every_answer_is_the_reference_example_byte_for_byte() {
 }
 
 /// Python's `requests`, trusting the CA through `REQUESTS_CA_BUNDLE` and nothing else,
-/// sends a notification and revokes it (skipped when `requests` is not installed).
+/// sends a notification and revokes it, and the standard library's `urllib` with
+/// `SSL_CERT_FILE` sends one (skipped when `requests` is not installed).
 fn python_requests(url: &str, ca: &Path, project: &str, client_id: &str, jwt: &str, token: &str) {
     let has_requests = std::process::Command::new("python3")
         .args(["-c", "import requests"])
@@ -470,6 +471,31 @@ print(json.dumps([a.status_code, a.json()["code"], b.status_code, b.json()["code
     );
     let answers: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answers, json!([200, "80000000", 200, "80000000"]));
+
+    // The standard library's urllib with SSL_CERT_FILE.
+    let script = r#"
+import json, sys, urllib.request
+url, project, jwt, token = sys.argv[1:5]
+note = {"payload": {"notification": {"category": "IM", "title": "from urllib", "body": "b",
+        "clickAction": {"actionType": 0}}}, "target": {"token": [token]}}
+req = urllib.request.Request(url + "/v3/" + project + "/messages:send", data=json.dumps(note).encode(),
+    headers={"Authorization": "Bearer " + jwt, "Content-Type": "application/json", "push-type": "0"})
+with urllib.request.urlopen(req) as r:
+    print(json.dumps([r.status, json.load(r)["code"]]))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, url, project, jwt, token])
+        .env("SSL_CERT_FILE", ca)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer, json!([200, "80000000"]));
 }
 
 /// Node's `fetch`, trusting the CA through `NODE_EXTRA_CA_CERTS`, sends a notification
