@@ -345,3 +345,27 @@ async fn with_fetch_on_the_image_is_downloaded_and_checked() {
     let (_, body) = verify(&app, &path, Some("0"), image(&dead)).await;
     assert_eq!(body["code"], "83010005");
 }
+
+#[tokio::test]
+async fn the_rust_sdk_verifies_an_image() {
+    use herald_client::sender::{JwtSigner, PushClient};
+    let app = spawn_app().await;
+    let client = PushClient::new(&app.url, JwtSigner::new(&app.key).unwrap()).unwrap();
+    let (status, answer) = client
+        .verify_image(&app.info.client_id, 1, "https://img.example.test/w.png")
+        .await
+        .unwrap();
+    assert_eq!((status, answer.code.as_str()), (200, "83010000"));
+    assert!(
+        answer
+            .download_url
+            .unwrap()
+            .starts_with("https://img.example.test/w.png?verifyKey=")
+    );
+    let (status, answer) = client
+        .verify_image(&app.info.client_id, 0, "ftp://img.example.test/w.png")
+        .await
+        .unwrap();
+    assert_eq!((status, answer.code.as_str()), (400, "83010001"));
+    assert_eq!(answer.download_url, None);
+}
