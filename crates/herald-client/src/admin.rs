@@ -7,6 +7,8 @@ use serde_json::Value;
 /// Admin API failures that are not answers (transport errors, non-JSON bodies).
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
     #[error("the server answered HTTP {status} with a body that is not JSON: {body}")]
@@ -36,8 +38,17 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(base_url: impl Into<String>, token: impl Into<String>) -> Result<Self, AdminError> {
+        AdminClient::trusting(base_url, token, None)
+    }
+
+    /// Like [`AdminClient::new`], also trusting a private CA for `https://` servers.
+    pub fn trusting(
+        base_url: impl Into<String>,
+        token: impl Into<String>,
+        ca: Option<&crate::tls::CaFile>,
+    ) -> Result<Self, AdminError> {
         Ok(AdminClient {
-            http: reqwest::Client::builder()
+            http: crate::tls::http_client_builder(ca)?
                 .timeout(Duration::from_secs(30))
                 .build()?,
             base_url: base_url.into().trim_end_matches('/').to_owned(),

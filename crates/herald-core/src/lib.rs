@@ -12,6 +12,7 @@ pub mod payloads;
 pub mod policy;
 pub mod quota;
 pub mod receipt;
+pub mod revoke;
 pub mod rights;
 pub mod send;
 pub mod token;

@@ -145,6 +145,7 @@ mod tests {
             version,
             mute: true,
             activity_data: Map::new(),
+            fallback: Default::default(),
         }
     }
 

@@ -76,6 +76,16 @@ pub struct LiveView {
     pub version: Option<u32>,
     pub mute: bool,
     pub activity_data: Map<String, Value>,
+    /// `title` and `content`: what a device without Live Views shows as an ordinary
+    /// notification instead (`{{status}}` is substituted there).
+    pub fallback: LiveFallback,
+}
+
+/// The fallback text of a Live View message (both optional).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveFallback {
+    pub title: Option<String>,
+    pub content: Option<String>,
 }
 
 fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -301,6 +311,10 @@ pub fn parse_live_view(payload: Value) -> Result<LiveView, Rejection> {
             ));
         }
     }
+    let fallback = LiveFallback {
+        title: optional_string(&p, "title")?.filter(|s| !s.is_empty()),
+        content: optional_string(&p, "content")?.filter(|s| !s.is_empty()),
+    };
     Ok(LiveView {
         activity_id,
         operation,
@@ -309,6 +323,7 @@ pub fn parse_live_view(payload: Value) -> Result<LiveView, Rejection> {
         version,
         mute,
         activity_data,
+        fallback,
     })
 }
 
@@ -393,6 +408,22 @@ mod tests {
         .unwrap();
         assert_eq!(ok.operation, LiveOp::Create);
         assert!(ok.mute);
+        assert_eq!(ok.fallback, LiveFallback::default());
+        let with_text = parse_live_view(json!({"activityId":1,"operation":0,"event":"FLIGHT",
+            "status":"DEPART","activityData":data,"title":"Flight CA123","content":"{{status}} at 10:05"}))
+        .unwrap();
+        assert_eq!(with_text.fallback.title.as_deref(), Some("Flight CA123"));
+        assert_eq!(
+            with_text.fallback.content.as_deref(),
+            Some("{{status}} at 10:05")
+        );
+        assert!(
+            tip(parse_live_view(
+                json!({"activityId":1,"operation":1,"event":"TAXI",
+            "activityData":data,"title":7})
+            ))
+            .contains("title")
+        );
         assert!(
             tip(parse_live_view(
                 json!({"activityId":1,"operation":0,"event":"DELIVERY",

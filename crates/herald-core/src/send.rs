@@ -205,15 +205,24 @@ impl Payload {
                 }
                 v
             }
-            Payload::LiveView(l) => json!({
-                "activityId": l.activity_id,
-                "operation": l.operation.as_u8(),
-                "event": l.event,
-                "status": l.status,
-                "version": l.version,
-                "mute": l.mute,
-                "activityData": l.activity_data,
-            }),
+            Payload::LiveView(l) => {
+                let mut v = json!({
+                    "activityId": l.activity_id,
+                    "operation": l.operation.as_u8(),
+                    "event": l.event,
+                    "status": l.status,
+                    "version": l.version,
+                    "mute": l.mute,
+                    "activityData": l.activity_data,
+                });
+                if let Some(title) = &l.fallback.title {
+                    v["title"] = json!(title);
+                }
+                if let Some(content) = &l.fallback.content {
+                    v["content"] = json!(content);
+                }
+                v
+            }
             Payload::Voip { extra_data } => json!({ "extraData": extra_data }),
         }
     }

@@ -1,6 +1,6 @@
 //! The one table of Push Kit business codes Herald answers with, and their HTTP statuses.
 //!
-//! Reference: `shared/reference/pushkit-v3.md` §3 and §1.3. A code is a JSON *string* on
+//! Reference: `shared/reference/pushkit-v3.md` §3, §1.3 and §1.4. A code is a JSON *string* on
 //! the wire; `msg` is either the table's text or, for per-token failures, a serialised
 //! JSON object (see [`crate::push::TokenFailures`]).
 
@@ -49,6 +49,20 @@ pub enum Code {
     InnerError,
     /// Flow control (HTTP 503). Push Kit documents only the status; the body reuses 81000001's shape.
     FlowControl,
+    /// 83010000: `images:verify` — the image passed; `downloadUrl` and `expireTime` follow.
+    ImageVerified,
+    /// 83010001: `images:verify` — the image did not pass.
+    ImageNotVerified,
+    /// 83010002: `images:verify` — more than 60 calls a minute for one app or project.
+    ImageRateExceeded,
+    /// 83010003: `images:verify` — the request body is empty.
+    ImageBodyEmpty,
+    /// 83010004: `images:verify` — no image policy for this push-type.
+    ImageNotSupported,
+    /// 83010005: `images:verify` — downloading the image failed.
+    ImageDownloadFailed,
+    /// 83010007: `images:verify` — the `push-type` header is missing or not 0, 1 or 2.
+    ImagePushTypeInvalid,
 }
 
 impl Code {
@@ -74,6 +88,13 @@ impl Code {
             Code::NoRevokePermission => "80300032",
             Code::JwtPeriodTooLong => "80300036",
             Code::InnerError | Code::FlowControl => "81000001",
+            Code::ImageVerified => "83010000",
+            Code::ImageNotVerified => "83010001",
+            Code::ImageRateExceeded => "83010002",
+            Code::ImageBodyEmpty => "83010003",
+            Code::ImageNotSupported => "83010004",
+            Code::ImageDownloadFailed => "83010005",
+            Code::ImagePushTypeInvalid => "83010007",
         }
     }
 
@@ -102,6 +123,14 @@ impl Code {
             Code::JwtPeriodTooLong => "JWT expire period over threshold.",
             Code::InnerError => "Inner Error.",
             Code::FlowControl => "Flow control: request rate exceeded.",
+            // The reference's success and failure examples write these two without a period.
+            Code::ImageVerified => "Verify success",
+            Code::ImageDownloadFailed => "Download picture failed",
+            Code::ImageNotVerified => "Verify failed.",
+            Code::ImageRateExceeded => "The number of sent messages exceeds the limit.",
+            Code::ImageBodyEmpty => "Request body is empty.",
+            Code::ImageNotSupported => "Send control is not supported.",
+            Code::ImagePushTypeInvalid => "The header does not contain valid push-type.",
         }
     }
 
@@ -109,10 +138,13 @@ impl Code {
     /// 503 flow control; 200 when at least one token was accepted).
     pub fn http_status(self) -> u16 {
         match self {
-            Code::Success | Code::PartialSuccess | Code::RevokePartialSuccess => 200,
+            Code::Success
+            | Code::PartialSuccess
+            | Code::RevokePartialSuccess
+            | Code::ImageVerified => 200,
             Code::AuthenticationError | Code::JwtExpired => 401,
             Code::InnerError => 500,
-            Code::FlowControl => 503,
+            Code::FlowControl | Code::ImageRateExceeded => 503,
             Code::ParameterError
             | Code::IllegalPayload
             | Code::IllegalExpireTime
@@ -125,12 +157,17 @@ impl Code {
             | Code::TestRequestRateExceeded
             | Code::TestTokenCountExceeded
             | Code::NoRevokePermission
-            | Code::JwtPeriodTooLong => 400,
+            | Code::JwtPeriodTooLong
+            | Code::ImageNotVerified
+            | Code::ImageBodyEmpty
+            | Code::ImageNotSupported
+            | Code::ImageDownloadFailed
+            | Code::ImagePushTypeInvalid => 400,
         }
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 27] = [
         Code::Success,
         Code::PartialSuccess,
         Code::ParameterError,
@@ -151,6 +188,13 @@ impl Code {
         Code::JwtPeriodTooLong,
         Code::InnerError,
         Code::FlowControl,
+        Code::ImageVerified,
+        Code::ImageNotVerified,
+        Code::ImageRateExceeded,
+        Code::ImageBodyEmpty,
+        Code::ImageNotSupported,
+        Code::ImageDownloadFailed,
+        Code::ImagePushTypeInvalid,
     ];
 }
 

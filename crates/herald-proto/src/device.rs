@@ -41,9 +41,12 @@ pub mod close {
     pub const HELLO_TIMEOUT: u16 = 4003;
     /// Another connection identified as the same device; this one is replaced.
     pub const REPLACED: u16 = 4004;
+    /// The server is limiting this address (e.g. too many new devices); reconnect after
+    /// a backoff.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 
     /// Every close code above, for documentation checks.
-    pub const ALL: [u16; 11] = [
+    pub const ALL: [u16; 12] = [
         NORMAL,
         GOING_AWAY,
         UNSUPPORTED_DATA,
@@ -55,6 +58,7 @@ pub mod close {
         UNSUPPORTED_VERSION,
         HELLO_TIMEOUT,
         REPLACED,
+        TRY_AGAIN_LATER,
     ];
 }
 

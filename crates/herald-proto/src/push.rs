@@ -135,6 +135,27 @@ impl ApiResponse {
     }
 }
 
+/// `POST /v1/{clientId}/images:verify` and `/v2/{projectId}/images:verify` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVerifyRequest {
+    pub image_url: Option<Value>,
+}
+
+/// The `images:verify` answer: the envelope, plus `downloadUrl` and `expireTime` (Unix
+/// seconds, a string) on `83010000` — in the reference example's key order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVerifyResponse {
+    pub code: String,
+    pub msg: String,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<String>,
+}
+
 /// Per-token failure reasons (the keys of `illegalTokens`, reference §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -147,14 +168,25 @@ pub enum TokenFailure {
     AppinfoError,
 }
 
-/// What `msg` holds, serialised, when tokens fail:
-/// `{"illegalTokens":{reason:[tokens]},"success":n,"failure":n}`.
+/// What `msg` holds, serialised, when tokens fail. Some failed (80100000, 80100020):
+/// `{"illegalTokens":{reason:[tokens]},"success":n,"failure":n}`; all failed (80300007):
+/// `{"failure":n,"illegalTokens":{reason:[tokens]}}` — each as the reference's example
+/// writes it, key order included.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenFailures {
     pub illegal_tokens: BTreeMap<TokenFailure, Vec<String>>,
+    #[serde(default)]
     pub success: usize,
     pub failure: usize,
+}
+
+/// The all-failed shape of [`TokenFailures`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AllFailed<'a> {
+    failure: usize,
+    illegal_tokens: &'a BTreeMap<TokenFailure, Vec<String>>,
 }
 
 impl TokenFailures {
@@ -170,9 +202,18 @@ impl TokenFailures {
         self.failure == 0
     }
 
-    /// The `msg` string: the object serialised into JSON text.
+    /// The `msg` string: the object serialised into JSON text, in the all-failed shape
+    /// when no token succeeded.
     pub fn to_msg(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+        let text = if self.success == 0 {
+            serde_json::to_string(&AllFailed {
+                failure: self.failure,
+                illegal_tokens: &self.illegal_tokens,
+            })
+        } else {
+            serde_json::to_string(self)
+        };
+        text.unwrap_or_else(|_| String::from("{}"))
     }
 }
 
@@ -190,6 +231,34 @@ mod tests {
         assert_eq!(
             f.to_msg(),
             r#"{"illegalTokens":{"tokenFormatError":["abc"]},"success":1,"failure":1}"#
+        );
+    }
+
+    #[test]
+    fn all_failed_is_written_as_the_reference_example() {
+        let mut f = TokenFailures::default();
+        f.add(TokenFailure::NoRight, "a");
+        f.add(TokenFailure::NoRight, "b");
+        assert_eq!(
+            f.to_msg(),
+            r#"{"failure":2,"illegalTokens":{"noRight":["a","b"]}}"#
+        );
+        let back: TokenFailures = serde_json::from_str(&f.to_msg()).unwrap();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn image_verify_success_keeps_the_example_key_order() {
+        let r = ImageVerifyResponse {
+            code: "83010000".into(),
+            msg: "Verify success".into(),
+            request_id: "1".into(),
+            download_url: Some("https://x/y.png?verifyKey=k".into()),
+            expire_time: Some("1689911616".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"code":"83010000","msg":"Verify success","requestId":"1","downloadUrl":"https://x/y.png?verifyKey=k","expireTime":"1689911616"}"#
         );
     }
 

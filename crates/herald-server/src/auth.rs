@@ -2,6 +2,10 @@
 //!
 //! A verified JWT is cached by its exact string until its `exp`, so a client that reuses
 //! its JWT for an hour (as Huawei's demo does) pays the RSA check once, not per request.
+//! The cache is bounded (`limits.jwt_cache_entries`) and O(1) per lookup and insert:
+//! `quick_cache` evicts the least recently used entries (S3-FIFO) when it is full, and an
+//! expired entry found on lookup is removed then. A hand-written map would need either a
+//! scan to purge (what this replaced) or a second, expiry-ordered index.
 
 use std::sync::Arc;
 
@@ -10,14 +14,13 @@ use herald_core::Clock;
 use herald_proto::Code;
 use herald_proto::keyfile::{HUAWEI_TOKEN_URI, JwtClaims};
 use herald_store::{ServiceAccount, Store};
+use jsonwebtoken::Header;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 /// Longest JWT lifetime Push Kit accepts (`exp - iat`).
 pub const MAX_JWT_PERIOD_SECS: i64 = 86_400;
 /// Clock skew tolerated on `iat`.
 const IAT_LEEWAY_SECS: i64 = 300;
-/// Cached JWTs beyond which a purge of expired entries runs.
-const JWT_CACHE_PURGE_AT: usize = 10_000;
 
 /// Why a request was not authenticated; maps 1:1 to a business code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +68,8 @@ struct AccountKey {
 pub struct JwtVerifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    verified: DashMap<String, Verified>,
+    verified: quick_cache::sync::Cache<String, Verified>,
+    /// One entry per service-account key that exists (an unknown `kid` is not cached).
     keys: DashMap<String, Arc<AccountKey>>,
 }
 
@@ -78,13 +82,19 @@ impl std::fmt::Debug for JwtVerifier {
 }
 
 impl JwtVerifier {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    /// A verifier remembering at most `cache_entries` verified JWTs.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cache_entries: usize) -> Self {
         JwtVerifier {
             store,
             clock,
-            verified: DashMap::new(),
+            verified: quick_cache::sync::Cache::new(cache_entries.max(1)),
             keys: DashMap::new(),
         }
+    }
+
+    /// Verified JWTs remembered right now.
+    pub fn cached(&self) -> usize {
+        self.verified.len()
     }
 
     /// Authenticate a request for `project_id` from its `Authorization` header value.
@@ -109,7 +119,7 @@ impl JwtVerifier {
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Invalid("missing Bearer token"))?;
         let now = self.clock.now_secs();
-        let cached = self.verified.get(jwt).map(|v| v.clone());
+        let cached = self.verified.get(jwt);
         let verified = match cached {
             Some(v) if v.exp_secs > now => v,
             Some(_) => {
@@ -118,18 +128,11 @@ impl JwtVerifier {
             }
             None => {
                 let v = self.verify(jwt, now).await?;
-                self.remember(jwt, v.clone(), now);
+                self.verified.insert(jwt.to_owned(), v.clone());
                 v
             }
         };
         Ok(verified.principal)
-    }
-
-    fn remember(&self, jwt: &str, v: Verified, now: i64) {
-        if self.verified.len() >= JWT_CACHE_PURGE_AT {
-            self.verified.retain(|_, v| v.exp_secs > now);
-        }
-        self.verified.insert(jwt.to_owned(), v);
     }
 
     async fn account_key(&self, key_id: &str) -> Result<Arc<AccountKey>, AuthError> {
@@ -153,15 +156,10 @@ impl JwtVerifier {
     }
 
     async fn verify(&self, jwt: &str, now: i64) -> Result<Verified, AuthError> {
-        let header =
-            jsonwebtoken::decode_header(jwt).map_err(|_| AuthError::Invalid("malformed JWT"))?;
-        if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256) {
-            return Err(AuthError::Invalid("alg must be PS256 or RS256"));
-        }
-        let kid = header.kid.ok_or(AuthError::Invalid("missing kid"))?;
+        let (alg, kid) = parse_header(jwt)?;
         let account = self.account_key(&kid).await?;
 
-        let mut validation = Validation::new(header.alg);
+        let mut validation = Validation::new(alg);
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
@@ -169,29 +167,65 @@ impl JwtVerifier {
             .map_err(|_| AuthError::Invalid("bad signature or claims"))?
             .claims;
 
-        if claims.iss != account.account.sub_account {
-            return Err(AuthError::Invalid("iss is not the account's sub_account"));
-        }
-        if !audience_matches(&claims.aud, &account.account.token_uri) {
-            return Err(AuthError::Invalid("aud is not a token URI"));
-        }
-        if claims.exp - claims.iat > MAX_JWT_PERIOD_SECS {
-            return Err(AuthError::PeriodTooLong);
-        }
-        if claims.iat > now + IAT_LEEWAY_SECS {
-            return Err(AuthError::Invalid("iat is in the future"));
-        }
-        if claims.exp <= now {
-            return Err(AuthError::Expired);
-        }
+        let expected = Expected {
+            sub_account: &account.account.sub_account,
+            token_uri: &account.account.token_uri,
+        };
+        let exp_secs = check_claims(&claims, &expected, now)?;
         Ok(Verified {
             principal: Principal {
                 project_id: account.account.project_id.clone(),
                 key_id: kid,
             },
-            exp_secs: claims.exp,
+            exp_secs,
         })
     }
+}
+
+/// The header of a JWT, before any signature check: PS256 or RS256, with a `kid`.
+/// A stranger controls every byte of it (fuzzed in `fuzz/`).
+pub fn parse_header(jwt: &str) -> Result<(Algorithm, String), AuthError> {
+    let header: Header =
+        jsonwebtoken::decode_header(jwt).map_err(|_| AuthError::Invalid("malformed JWT"))?;
+    if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256) {
+        return Err(AuthError::Invalid("alg must be PS256 or RS256"));
+    }
+    let kid = header.kid.ok_or(AuthError::Invalid("missing kid"))?;
+    Ok((header.alg, kid))
+}
+
+/// What a key's JWTs must say.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub sub_account: &'a str,
+    pub token_uri: &'a str,
+}
+
+/// The claims' rules (reference §4.1), on claims whose signature was checked; returns
+/// `exp`. Arithmetic is checked: a key holder choosing `iat` and `exp` near the ends of
+/// `i64` must not wrap `exp - iat` into a short period (a JWT that never expires).
+pub fn check_claims(
+    claims: &JwtClaims,
+    expected: &Expected<'_>,
+    now: i64,
+) -> Result<i64, AuthError> {
+    if claims.iss != expected.sub_account {
+        return Err(AuthError::Invalid("iss is not the account's sub_account"));
+    }
+    if !audience_matches(&claims.aud, expected.token_uri) {
+        return Err(AuthError::Invalid("aud is not a token URI"));
+    }
+    match claims.exp.checked_sub(claims.iat) {
+        Some(period) if period <= MAX_JWT_PERIOD_SECS => {}
+        _ => return Err(AuthError::PeriodTooLong),
+    }
+    if claims.iat > now.saturating_add(IAT_LEEWAY_SECS) {
+        return Err(AuthError::Invalid("iat is in the future"));
+    }
+    if claims.exp <= now {
+        return Err(AuthError::Expired);
+    }
+    Ok(claims.exp)
 }
 
 fn audience_matches(aud: &serde_json::Value, token_uri: &str) -> bool {
@@ -200,5 +234,60 @@ fn audience_matches(aud: &serde_json::Value, token_uri: &str) -> bool {
         serde_json::Value::String(s) => ok(s),
         serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).any(ok),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(iat: i64, exp: i64) -> JwtClaims {
+        JwtClaims {
+            iss: "sub".into(),
+            aud: serde_json::Value::String(HUAWEI_TOKEN_URI.into()),
+            iat,
+            exp,
+        }
+    }
+
+    const EXPECTED: Expected<'static> = Expected {
+        sub_account: "sub",
+        token_uri: HUAWEI_TOKEN_URI,
+    };
+
+    #[test]
+    fn a_period_that_overflows_is_too_long_not_forever() {
+        let now = 1_795_000_000;
+        // exp - iat wraps to a small number without checked arithmetic (and panics in a
+        // debug build): a JWT valid until the end of time.
+        let c = claims(i64::MIN + 10, i64::MAX);
+        assert_eq!(
+            check_claims(&c, &EXPECTED, now),
+            Err(AuthError::PeriodTooLong)
+        );
+        let c = claims(i64::MIN, now + 100);
+        assert_eq!(
+            check_claims(&c, &EXPECTED, now),
+            Err(AuthError::PeriodTooLong)
+        );
+        let c = claims(now, now + 3600);
+        assert_eq!(check_claims(&c, &EXPECTED, now), Ok(now + 3600));
+        // A clock near i64::MAX must not overflow the leeway addition either.
+        let c = claims(i64::MAX - 10, i64::MAX);
+        assert_eq!(check_claims(&c, &EXPECTED, i64::MAX - 5), Ok(i64::MAX));
+    }
+
+    #[test]
+    fn headers_must_name_the_algorithm_and_key() {
+        assert!(parse_header("").is_err());
+        assert!(parse_header("a.b.c").is_err());
+        // {"alg":"HS256","kid":"k"} and {"alg":"PS256"}
+        assert!(parse_header("eyJhbGciOiJIUzI1NiIsImtpZCI6ImsifQ.e30.x").is_err());
+        assert!(parse_header("eyJhbGciOiJQUzI1NiJ9.e30.x").is_err());
+        // {"alg":"PS256","kid":"k"}
+        assert_eq!(
+            parse_header("eyJhbGciOiJQUzI1NiIsImtpZCI6ImsifQ.e30.x"),
+            Ok((Algorithm::PS256, "k".to_owned()))
+        );
     }
 }

@@ -10,9 +10,12 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod delivery;
+pub mod fuzzing;
 pub mod gateway;
 pub mod ids;
 pub mod keys;
+pub mod limits;
+pub mod listener;
 pub mod policy;
 pub mod receipts;
 pub mod registry;
@@ -23,11 +26,11 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use herald_core::{Clock, SystemClock};
 use herald_store::Store;
 use herald_store::sqlite::{Durability, SqliteStore};
@@ -61,11 +64,22 @@ pub enum ServerError {
 }
 
 /// A prepared node: store open, bootstrap done, socket bound, not yet serving.
-#[derive(Debug)]
 pub struct Herald {
     state: Shared,
+    images: Arc<api::images::ImageVerifier>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     bootstrap: Option<BootstrapInfo>,
+}
+
+impl std::fmt::Debug for Herald {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Herald")
+            .field("state", &self.state)
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The process-wide Prometheus recorder (metrics macros write to one global recorder).
@@ -101,12 +115,22 @@ impl Herald {
             config.data_dir.join(DATABASE_FILE),
             durability,
         )?);
+        let tls = match config.tls_enabled().map_err(ServerError::Config)? {
+            false => None,
+            true => Some(
+                listener::tls_acceptor(config.tls_cert.as_ref(), config.tls_key.as_ref())
+                    .map_err(ServerError::Config)?,
+            ),
+        };
+        let guards = limits::Guards::new(&config.limits).map_err(ServerError::Config)?;
+        let jwt_cache_entries = config.limits.jwt_cache_entries;
         let public_url = if config.public_url.is_empty() {
             let mut addr = listener.local_addr()?;
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{addr}")
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{addr}")
         } else {
             config.public_url.trim_end_matches('/').to_owned()
         };
@@ -127,6 +151,10 @@ impl Herald {
         let receipt_http =
             receipts::http_client(Duration::from_secs(config.receipt_timeout_secs.max(1)))
                 .map_err(|e| ServerError::Config(format!("receipt HTTP client: {e}")))?;
+        let images = Arc::new(
+            api::images::ImageVerifier::new(&config.images)
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        );
         let state = Arc::new(AppState {
             receipt_wake: store.receipts_queued(),
             receipt_http,
@@ -138,7 +166,7 @@ impl Herald {
             rates: Default::default(),
             config,
             public_url,
-            jwt: auth::JwtVerifier::new(store.clone(), clock.clone()),
+            jwt: auth::JwtVerifier::new(store.clone(), clock.clone(), jwt_cache_entries),
             store,
             clock,
             tokens: Default::default(),
@@ -147,10 +175,13 @@ impl Herald {
             shutdown: CancellationToken::new(),
             metrics: metrics_handle(),
             reports: Default::default(),
+            guards: Arc::new(guards),
         });
         Ok(Herald {
             state,
+            images,
             listener,
+            tls,
             bootstrap,
         })
     }
@@ -195,28 +226,26 @@ impl Herald {
         let pruner = tokio::spawn(pruner(state.clone()));
         let reports = tokio::spawn(acks::run(state.clone()));
         let dispatcher = tokio::spawn(receipts::run(state.clone()));
-        let app = router(state.clone());
-        let serve_token = token.clone();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let listener = listener::Listener::new(
+            router(state.clone(), self.images),
+            state.guards.clone(),
+            &state.config.limits,
+            self.tls,
+        );
+        // The shutdown trigger cancels the token: the accept loop stops, connections
+        // finish their request in flight, device sockets close with 1001.
+        let trigger = token.clone();
+        let signal = tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown => {}
-                _ = serve_token.cancelled() => {}
+                _ = trigger.cancelled() => {}
             }
-            serve_token.cancel();
+            trigger.cancel();
         });
         tracing::info!(url = %state.public_url, "Herald is serving.");
         let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-        let served = async {
-            server.await?;
-            Ok::<_, std::io::Error>(())
-        };
-        let result = tokio::select! {
-            r = served => r,
-            _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("Graceful shutdown timed out; dropping remaining requests.");
-                Ok(())
-            }
-        };
+        listener.serve(self.listener, token.clone(), grace).await;
+        signal.abort();
         // Give device connections a moment to send their close frames.
         let deadline = tokio::time::Instant::now() + grace;
         while !state.registry.is_empty() && tokio::time::Instant::now() < deadline {
@@ -232,23 +261,29 @@ impl Herald {
         let _ = reports.await;
         state.store.close().await;
         tracing::info!("Herald stopped.");
-        result.map_err(ServerError::Io)
+        Ok(())
     }
 }
 
 /// Build the HTTP router.
-pub fn router(state: Shared) -> Router {
+pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
         .route("/v1/{client_id}/messages:revoke", post(api::revoke::revoke))
+        .route(
+            "/v1/{client_id}/images:verify",
+            post(api::images::verify_by_app).layer(Extension(images.clone())),
+        )
+        .route(
+            "/v2/{project_id}/images:verify",
+            post(api::images::verify_by_project).layer(Extension(images)),
+        )
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())
-        .route(web::DEVICE_PATH, get(web::device_page))
-        .route(web::SDK_PATH, get(web::sdk_js))
-        .route(web::CONSOLE_PATH, get(web::console_page))
+        .merge(web::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -257,14 +292,30 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics_text(State(state): State<Shared>) -> impl IntoResponse {
-    match &state.metrics {
+/// `/metrics` is for the operator's scraper, not the world: it answers addresses in
+/// `metrics_allow` (loopback by default) and requests bearing an admin token.
+async fn metrics_text(
+    State(state): State<Shared>,
+    client: limits::ClientAddr,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    if !state.config.metrics_allow.contains(&client.0)
+        && !api::admin::bears_admin_token(&state, &headers).await
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics are served to metrics_allow addresses or with an admin token\n",
+        )
+            .into_response();
+    }
+    let answer = match &state.metrics {
         Some(h) => (StatusCode::OK, h.render()),
         None => (
             StatusCode::NOT_FOUND,
             String::from("metrics are not enabled"),
         ),
-    }
+    };
+    answer.into_response()
 }
 
 async fn openapi() -> impl IntoResponse {

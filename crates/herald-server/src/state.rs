@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Acks and reports from every connection, batched into one store write at a time.
     pub reports: DeviceReports,
+    /// Per-address limits and the login gate (`limits.rs`, `[limits]`).
+    pub guards: Arc<crate::limits::Guards>,
 }
 
 pub type Shared = Arc<AppState>;

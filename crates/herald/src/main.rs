@@ -34,6 +34,8 @@ enum Command {
     Revoke(cmd::revoke::RevokeArgs),
     /// Operate a server: projects, apps, keys, scenario rights, quotas (prints JSON).
     Admin(cmd::admin::AdminArgs),
+    /// Development certificates: a local CA and a server certificate for HTTPS.
+    Cert(cmd::cert::CertArgs),
     /// Benchmark a node: connect devices, send notifications, measure throughput and latency.
     Bench(cmd::bench::BenchArgs),
     /// Configuration helpers.
@@ -80,6 +82,7 @@ async fn main() -> ExitCode {
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Revoke(args) => cmd::revoke::run(args).await,
         Command::Bench(args) => cmd::bench::run(args).await,
+        Command::Cert(args) => cmd::cert::run(args).await,
         Command::Config {
             command: ConfigCommand::Default,
         } => {

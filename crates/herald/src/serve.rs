@@ -17,6 +17,12 @@ pub struct ServeArgs {
     /// TOML configuration file (`herald config default` prints one).
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
+    /// PEM certificate chain: serve everything over TLS (with --tls-key).
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -26,6 +32,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls_cert = cert.display().to_string();
+        config.tls_key = key.display().to_string();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

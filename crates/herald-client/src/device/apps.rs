@@ -2,8 +2,11 @@
 //! the notification switch and its permission dialog, bound `profileId`s, the run state,
 //! the notification shade (`notifyId` replacement), `appMessageId` de-duplication for
 //! 24 hours, which `receiveMessage` kind a message goes to (reference §2.4, §7), and the
-//! state the other push types change: the badge, widgets (newer versions only), Live
-//! Views, the cached background message, and revoked notifications.
+//! state the other push types change: the badge (badge refreshes and the `badge` of a
+//! shown notification), widgets (newer versions only), Live Views (or, on a device
+//! without them, their `title`/`content` as an ordinary notification), the cached
+//! background message or, with `proxyData: "ENABLE"`, the app's `PushMessage` table, and
+//! revoked notifications.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -30,6 +33,35 @@ pub const RECEIPT_PROFILE_MISMATCH: u32 = 144;
 pub const BACKGROUND_CACHE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// The badge shows at most this number.
 pub const MAX_BADGE: u32 = 99;
+/// Rows kept in an app's `PushMessage` table (`proxyData`); the oldest go first.
+pub const MAX_PROXY_ROWS: usize = 1000;
+
+/// How a device shows Live Views (push-type 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveViewDisplay {
+    /// As Live View cards (phones, tablets).
+    #[default]
+    Cards,
+    /// As ordinary notifications with the message's `title` and `content` (devices
+    /// without Live Views: TV, PC/2in1).
+    Notifications,
+}
+
+/// A row Push Kit writes into the app's `datashareproxy://{bundleName}/PushMessage`
+/// table for a background message with `proxyData: "ENABLE"` while the app is away
+/// (reference §2.7; the unused `field1`…`field5` columns are left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRow {
+    pub id: u64,
+    pub message_id: String,
+    pub push_type: u8,
+    pub message_action: u8,
+    /// `{"data": extraData}` as JSON text.
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub create_time: i64,
+}
 
 /// A widget (form) as the device shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +220,10 @@ pub struct AppFile {
     /// `appMessageId` → when a notification with it was first shown (ms).
     #[serde(default)]
     pub app_message_ids: BTreeMap<String, i64>,
+    /// The app's `PushMessage` table (`proxyData`), oldest first, at most
+    /// [`MAX_PROXY_ROWS`].
+    #[serde(default)]
+    pub push_messages: VecDeque<ProxyRow>,
 }
 
 /// What to do with a received message.
@@ -211,6 +247,9 @@ pub enum Decision {
     /// A background message while the app is not in the foreground: kept (newest only)
     /// and handed over when the app comes to the foreground.
     Cache(PushPayload),
+    /// A background message with `proxyData: "ENABLE"` while the app is not in the
+    /// foreground: written into the app's `PushMessage` table.
+    ProxyWrite(ProxyRow),
     /// A widget refresh applied (its version was newer, or 0).
     Form {
         form_id: i64,
@@ -252,6 +291,8 @@ pub struct AppCore {
     pub badge: u32,
     pub forms: BTreeMap<i64, FormState>,
     pub live_views: BTreeMap<i64, LiveViewState>,
+    /// How this device shows Live Views (a property of the device, not the app).
+    pub live_view_display: LiveViewDisplay,
 }
 
 impl AppCore {
@@ -362,11 +403,16 @@ impl AppCore {
                         kind: PushKind::Background,
                         payload,
                     }
+                } else if m.payload.get("proxyData").and_then(Value::as_str) == Some("ENABLE") {
+                    Decision::ProxyWrite(self.write_proxy_row(m, now_ms))
                 } else {
                     Decision::Cache(payload)
                 }
             }
             (1, _) => self.apply_form(&m.payload),
+            (7, _) if self.live_view_display == LiveViewDisplay::Notifications => {
+                self.live_view_as_notification(m, now_ms)
+            }
             (7, _) => self.apply_live_view(&m.payload),
             (0, Some(n)) if n.get("title").is_none() && n.get("badge").is_some() => {
                 self.apply_badge(n);
@@ -440,7 +486,83 @@ impl AppCore {
             reminder: m.reminder,
         };
         self.shade.push_back(shown.clone());
+        // A badge beside title and body changes the app's badge as the notification
+        // is published.
+        if n.get("badge").is_some_and(Value::is_object) {
+            self.apply_badge(n);
+        }
         Decision::Show { shown, replaced }
+    }
+
+    /// Writes a background message into the app's `PushMessage` table.
+    fn write_proxy_row(&mut self, m: &DeviceMessage, now_ms: i64) -> ProxyRow {
+        let extra = m
+            .payload
+            .get("extraData")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let rows = &mut self.file.push_messages;
+        let row = ProxyRow {
+            id: rows.back().map_or(1, |r| r.id + 1),
+            message_id: m.id.clone(),
+            push_type: m.push_type,
+            message_action: 0,
+            message: json!({ "data": extra }).to_string(),
+            create_time: now_ms,
+        };
+        if rows.len() >= MAX_PROXY_ROWS {
+            rows.pop_front();
+        }
+        rows.push_back(row.clone());
+        row
+    }
+
+    /// On a device without Live Views, a Live View message is an ordinary notification
+    /// of its `title` and `content` (`{{status}}` substituted), replacing the one shown
+    /// for the same `activityId`. Without either there is nothing to show; ending the
+    /// activity without them only takes its notification away.
+    fn live_view_as_notification(&mut self, m: &DeviceMessage, now_ms: i64) -> Decision {
+        let p = &m.payload;
+        let activity_id = p["activityId"].as_i64().unwrap_or_default();
+        let status = p["status"].as_str().unwrap_or("");
+        let text = |key: &str| {
+            p.get(key)
+                .and_then(Value::as_str)
+                .map(|s| s.replace("{{status}}", status))
+        };
+        let (title, content) = (text("title"), text("content"));
+        let previous = self
+            .shade
+            .iter()
+            .position(|s| s.push_type == 7 && s.notification["activityId"] == json!(activity_id))
+            .and_then(|i| self.shade.remove(i))
+            .map(|s| s.message_id);
+        if title.is_none() && content.is_none() {
+            return Decision::Suppress {
+                receipt: None,
+                reason: if previous.is_some() {
+                    "Live View ended or updated without title or content: its notification was removed"
+                } else {
+                    "this device shows Live Views as notifications and the message has no title or content"
+                },
+            };
+        }
+        let mut notification = json!({
+            "title": title.unwrap_or_default(),
+            "body": content.unwrap_or_default(),
+            "activityId": activity_id,
+            "clickAction": {"actionType": 0},
+        });
+        if let Some(ca) = p["activityData"]["notificationData"].get("clickAction") {
+            notification["clickAction"] = ca.clone();
+        }
+        match self.decide_notification(m, &notification, now_ms) {
+            Decision::Show { shown, replaced } => Decision::Show {
+                shown,
+                replaced: replaced.or(previous),
+            },
+            other => other,
+        }
     }
 
     /// `setNum` sets the badge, `addNum` adds to it (capped at 99).
@@ -638,6 +760,131 @@ mod tests {
             permission_asked: true,
             ..AppFile::default()
         })
+    }
+
+    #[test]
+    fn a_badge_beside_title_and_body_changes_the_badge_when_shown() {
+        let mut app = enabled();
+        app.badge = 3;
+        let d = app.decide(&msg("m1", 0, note(json!({"badge": {"addNum": 2}}))), 0);
+        assert!(matches!(d, Decision::Show { .. }));
+        assert_eq!(app.badge, 5);
+        app.decide(
+            &msg(
+                "m2",
+                0,
+                note(json!({"notifyId": 2, "badge": {"setNum": 1, "addNum": 9}})),
+            ),
+            0,
+        );
+        assert_eq!(app.badge, 1, "setNum wins");
+        app.decide(&msg("m3", 0, note(json!({"notifyId": 3}))), 0);
+        assert_eq!(app.badge, 1, "no badge, no change");
+        let mut off = AppCore::default();
+        off.decide(&msg("m4", 0, note(json!({"badge": {"addNum": 2}}))), 0);
+        assert_eq!(off.badge, 0, "a notification not shown changes nothing");
+    }
+
+    #[test]
+    fn proxy_data_writes_the_push_message_table_while_the_app_is_away() {
+        let mut app = enabled();
+        app.run = RunState::Background;
+        let bg = |id: &str, proxy: bool| {
+            let mut p = json!({"extraData": format!("data of {id}")});
+            if proxy {
+                p["proxyData"] = json!("ENABLE");
+            }
+            msg(id, 6, p)
+        };
+        let Decision::ProxyWrite(row) = app.decide(&bg("m1", true), 1_000) else {
+            panic!("expected a PushMessage row");
+        };
+        assert_eq!(
+            (row.id, row.push_type, row.message_action, row.create_time),
+            (1, 6, 0, 1_000)
+        );
+        assert_eq!(row.message, r#"{"data":"data of m1"}"#);
+        assert!(matches!(app.decide(&bg("m2", true), 2_000), Decision::ProxyWrite(r) if r.id == 2));
+        assert_eq!(
+            app.file.push_messages.len(),
+            2,
+            "every row is kept, not only the newest"
+        );
+        assert!(matches!(
+            app.decide(&bg("m3", false), 3_000),
+            Decision::Cache(_)
+        ));
+        app.run = RunState::Foreground;
+        assert!(matches!(
+            app.decide(&bg("m4", true), 4_000),
+            Decision::ToApp {
+                kind: PushKind::Background,
+                ..
+            }
+        ));
+        app.run = RunState::Background;
+        for i in 0..MAX_PROXY_ROWS {
+            app.decide(&bg(&format!("x{i}"), true), 5_000);
+        }
+        assert_eq!(app.file.push_messages.len(), MAX_PROXY_ROWS);
+        assert_eq!(app.file.push_messages[0].message_id, "x0");
+    }
+
+    #[test]
+    fn without_live_views_title_and_content_are_a_notification() {
+        let mut app = enabled();
+        app.live_view_display = LiveViewDisplay::Notifications;
+        let live = |id: &str, op: u8, status: &str, text: bool| {
+            let mut p = json!({"activityId": 7, "operation": op, "event": "TAXI",
+                "status": status, "activityData": {"notificationData": {"type": 3}}});
+            if text {
+                p["title"] = json!("Your taxi");
+                p["content"] = json!("Driver: {{status}}");
+            }
+            msg(id, 7, p)
+        };
+        let Decision::Show { shown, replaced } = app.decide(&live("m1", 0, "CALLING", true), 0)
+        else {
+            panic!("expected a notification");
+        };
+        assert_eq!(shown.notification["title"], "Your taxi");
+        assert_eq!(shown.notification["body"], "Driver: CALLING");
+        assert_eq!(replaced, None);
+        let Decision::Show { shown, replaced } =
+            app.decide(&live("m2", 1, "DRIVER_ON_THE_WAY", true), 0)
+        else {
+            panic!("expected a notification");
+        };
+        assert_eq!(shown.notification["body"], "Driver: DRIVER_ON_THE_WAY");
+        assert_eq!(
+            replaced.as_deref(),
+            Some("m1"),
+            "one notification per activity"
+        );
+        assert_eq!(app.shade.len(), 1);
+        assert!(
+            app.live_views.is_empty(),
+            "no Live View card on this device"
+        );
+        assert!(matches!(
+            app.decide(&live("m3", 2, "COMPLETED", false), 0),
+            Decision::Suppress { receipt: None, .. }
+        ));
+        assert!(
+            app.shade.is_empty(),
+            "ending without text takes the notification away"
+        );
+        let mut off = AppCore {
+            live_view_display: LiveViewDisplay::Notifications,
+            ..AppCore::default()
+        };
+        assert!(matches!(
+            off.decide(&live("m4", 0, "CALLING", true), 0),
+            Decision::Suppress {
+                receipt: Some(6),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(crate) struct RunnerParts {
     pub commands: mpsc::Receiver<Command>,
     pub backoff: Backoff,
     pub ack_delay: Duration,
+    /// TLS for `wss://` with a private CA; `None` uses the system's roots.
+    pub connector: Option<tokio_tungstenite::Connector>,
 }
 
 pub(crate) struct Runner {
@@ -67,7 +69,10 @@ impl Runner {
     pub async fn run(mut self) {
         let urls = self.parts.urls.clone();
         for url in urls.iter().cycle() {
-            let end = match self.until_shutdown(connect(url.clone())).await {
+            let end = match self
+                .until_shutdown(connect(url.clone(), self.parts.connector.clone()))
+                .await
+            {
                 None => SessionEnd::Shutdown,
                 Some(Ok(socket)) => self.session(socket, url).await,
                 Some(Err(message)) => {
@@ -323,9 +328,16 @@ fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
-async fn connect(url: String) -> Result<Socket, String> {
-    let attempt =
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(websocket_config()), true);
+async fn connect(
+    url: String,
+    connector: Option<tokio_tungstenite::Connector>,
+) -> Result<Socket, String> {
+    let attempt = tokio_tungstenite::connect_async_tls_with_config(
+        url.as_str(),
+        Some(websocket_config()),
+        true,
+        connector,
+    );
     match timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok((socket, _response))) => Ok(socket),
         Ok(Err(e)) => Err(format!("{url}: {e}")),

@@ -49,8 +49,9 @@ pub use ability::{
     route_click,
 };
 pub use apps::{
-    APP_MESSAGE_ID_WINDOW_MS, MAX_PROFILES, Profile, ProfileType, PushKind, PushPayload,
-    RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState, ShownNotification,
+    APP_MESSAGE_ID_WINDOW_MS, LiveViewDisplay, MAX_PROFILES, MAX_PROXY_ROWS, Profile, ProfileType,
+    ProxyRow, PushKind, PushPayload, RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState,
+    ShownNotification,
 };
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::{PushError, codes};
@@ -81,6 +82,11 @@ pub struct DeviceConfig {
     pub seen_capacity: usize,
     /// How long acks are gathered into one frame before being sent.
     pub ack_delay: Duration,
+    /// A private CA trusted for `wss://` servers, besides the system's roots.
+    pub ca: Option<crate::tls::CaFile>,
+    /// How the device shows Live Views: as cards, or (a device without them) as ordinary
+    /// notifications of their `title` and `content`.
+    pub live_view_display: LiveViewDisplay,
 }
 
 impl Default for DeviceConfig {
@@ -92,6 +98,8 @@ impl Default for DeviceConfig {
             backoff: BackoffConfig::default(),
             seen_capacity: DEFAULT_SEEN_CAPACITY,
             ack_delay: Duration::from_millis(20),
+            ca: None,
+            live_view_display: LiveViewDisplay::default(),
         }
     }
 }
@@ -134,6 +142,8 @@ pub enum DeviceError {
     BadServerUrl(#[from] BadServerUrl),
     #[error("device state: {0}")]
     State(#[from] StateError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the device has stopped")]
     Stopped,
 }
@@ -153,6 +163,10 @@ impl Device {
             .iter()
             .map(|s| ws_url(s))
             .collect::<Result<Vec<_>, _>>()?;
+        let connector = match &config.ca {
+            Some(ca) => Some(tokio_tungstenite::Connector::Rustls(ca.rustls_config()?)),
+            None => None,
+        };
         let state = StateDir::open(&config.state_dir)?;
         let credential = state.load_credential()?;
         let seen = state.load_seen(config.seen_capacity)?;
@@ -168,6 +182,7 @@ impl Device {
             commands: command_rx,
             backoff: Backoff::new(config.backoff),
             ack_delay: config.ack_delay,
+            connector,
         });
         let task = tokio::spawn(runner.run());
         Ok((

@@ -19,8 +19,8 @@ use super::ability::{
     route_click,
 };
 use super::apps::{
-    AppCore, AppFile, Decision, PermissionGate, Profile, ProfileType, PushKind, PushPayload,
-    RunState, ShownNotification,
+    AppCore, AppFile, Decision, LiveViewDisplay, PermissionGate, Profile, ProfileType, ProxyRow,
+    PushKind, PushPayload, RunState, ShownNotification,
 };
 use super::error::PushError;
 use super::{Command, DeviceConfig, DeviceError, DeviceEvent, DeviceHandle, StateDir};
@@ -116,6 +116,13 @@ pub enum SdkEvent {
     Cached {
         client_id: String,
         message_id: String,
+    },
+    /// A background message with `proxyData: "ENABLE"` arrived while the app was away:
+    /// Push Kit wrote it into the app's `PushMessage` table (see
+    /// [`AppHandle::push_messages`]).
+    ProxyData {
+        client_id: String,
+        row: ProxyRow,
     },
     /// A widget (form) applied a refresh.
     Form {
@@ -229,15 +236,19 @@ impl Slot {
 
 struct Apps {
     slots: HashMap<String, Slot>,
+    /// How this device shows Live Views; every app's rules read it.
+    live_view_display: LiveViewDisplay,
     /// The device stopped for good: calls that need the server fail at once.
     stopped: bool,
 }
 
 impl Apps {
     fn slot(&mut self, client_id: &str) -> &mut Slot {
-        self.slots
-            .entry(client_id.to_owned())
-            .or_insert_with(|| Slot::new(AppFile::default()))
+        self.slots.entry(client_id.to_owned()).or_insert_with(|| {
+            let mut slot = Slot::new(AppFile::default());
+            slot.core.live_view_display = self.live_view_display;
+            slot
+        })
     }
 }
 
@@ -359,12 +370,17 @@ impl Device {
                 .entry(id.clone())
                 .or_insert_with(|| Slot::new(AppFile::default()));
         }
+        let live_view_display = config.live_view_display;
+        for slot in slots.values_mut() {
+            slot.core.live_view_display = live_view_display;
+        }
         let (handle, low_events) = Device::start(config)?;
         let (event_tx, event_rx) = mpsc::channel(SDK_EVENT_CAPACITY);
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             apps: Mutex::new(Apps {
                 slots,
+                live_view_display,
                 stopped: false,
             }),
             state,
@@ -522,27 +538,41 @@ fn on_revoke(inner: &Inner, client_id: String, notify_id: u32) {
 
 fn on_message(inner: &Inner, message: DeviceMessage) {
     let now = inner.clock.now_ms();
-    let decision = {
+    let (decision, badge) = {
         let mut apps = inner.lock();
         let slot = apps.slot(&message.client_id);
         let decision = slot.core.decide(&message, now);
         if let Decision::Cache(payload) = &decision {
             slot.core.cached_background = Some((payload.clone(), now));
         }
-        if matches!(decision, Decision::Show { .. }) {
-            // appMessageId records must survive a restart of the device.
+        // A shown notification with a `badge` changed the app's badge.
+        let badge = match &decision {
+            Decision::Show { shown, .. } if shown.notification.get("badge").is_some() => {
+                Some(slot.core.badge)
+            }
+            _ => None,
+        };
+        if matches!(decision, Decision::Show { .. } | Decision::ProxyWrite(_)) {
+            // appMessageId records and the PushMessage table survive a restart.
             let _ = inner.persist(&apps);
         }
-        decision
+        (decision, badge)
     };
     let client_id = message.client_id.clone();
     match decision {
         Decision::Show { shown, replaced } => {
             inner.emit(SdkEvent::Notification {
-                client_id,
+                client_id: client_id.clone(),
                 shown,
                 replaced,
             });
+            if let Some(count) = badge {
+                inner.emit(SdkEvent::Badge { client_id, count });
+            }
+            inner.report(&message.id, ReportStatus::Shown, None);
+        }
+        Decision::ProxyWrite(row) => {
+            inner.emit(SdkEvent::ProxyData { client_id, row });
             inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::Suppress { receipt, reason } => {
@@ -810,6 +840,17 @@ impl AppHandle {
     /// The notifications on screen, oldest first.
     pub fn notifications(&self) -> Vec<ShownNotification> {
         self.with_slot(|s| s.core.shade.iter().cloned().collect())
+    }
+
+    /// The app's badge number.
+    pub fn badge(&self) -> u32 {
+        self.with_slot(|s| s.core.badge)
+    }
+
+    /// The rows of the app's `datashareproxy://{bundleName}/PushMessage` table, oldest
+    /// first: background messages sent with `proxyData: "ENABLE"` while the app was away.
+    pub fn push_messages(&self) -> Vec<ProxyRow> {
+        self.with_slot(|s| s.core.file.push_messages.iter().cloned().collect())
     }
 
     /// The user taps the notification with `notify_id`: it leaves the screen, `clicked`

@@ -28,6 +28,8 @@ pub enum SenderError {
     BadPrivateKey(jsonwebtoken::errors::Error),
     #[error("cannot sign the JWT: {0}")]
     Sign(jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("HTTP request failed: {0}")]
     Http(#[from] reqwest::Error),
     #[error("server answered HTTP {status} with a body that is not a Push Kit response: {body}")]

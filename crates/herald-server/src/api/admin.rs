@@ -118,6 +118,24 @@ pub struct AdminUser {
     pub username: String,
 }
 
+/// Whether `headers` carry a valid admin bearer token (for endpoints that are open to
+/// some addresses and to admins, such as `/metrics`).
+pub async fn bears_admin_token(app: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    matches!(
+        app.store
+            .admin_by_token_hash(&ids::sha256_hex(token.trim()))
+            .await,
+        Ok(Some(_))
+    )
+}
+
 impl FromRequestParts<Shared> for AdminUser {
     type Rejection = AdminError;
 
@@ -909,29 +927,89 @@ pub struct SessionView {
     token: String,
 }
 
+/// An argon2 hash of a random password nobody knows, made once: what a login for an
+/// unknown user name is checked against.
+fn unknown_user_hash() -> &'static str {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::encode_b64(ids::secret(16).as_bytes()).ok();
+        salt.and_then(|salt| {
+            argon2::Argon2::default()
+                .hash_password(ids::secret(24).as_bytes(), &salt)
+                .ok()
+                .map(|h| h.to_string())
+        })
+        .unwrap_or_default()
+    })
+}
+
+/// A login that was not checked: HTTP 429 with `Retry-After`.
+fn throttled(retry_after_secs: u64, why: &str) -> Response {
+    metrics::counter!("herald_logins_throttled_total").increment(1);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(
+            axum::http::header::RETRY_AFTER,
+            retry_after_secs.to_string(),
+        )],
+        Json(ErrorBody { error: why.into() }),
+    )
+        .into_response()
+}
+
 /// Log in with the admin's user name and password; answers a new bearer token.
+///
+/// Guarded (see `limits.rs`): an address or user name in back-off after failed logins,
+/// or a moment when `login_concurrency` password checks already run, is answered 429
+/// at once, without running argon2 (~19 MiB and tens of milliseconds each).
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = LoginBody, security(()),
-    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many failed or concurrent logins; see Retry-After.")))]
 async fn create_session(
     State(app): State<Shared>,
+    client: crate::limits::ClientAddr,
     Json(body): Json<LoginBody>,
-) -> Result<(StatusCode, Json<SessionView>), AdminError> {
+) -> Result<(StatusCode, Json<SessionView>), Response> {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     let refused = || {
         AdminError(
             StatusCode::UNAUTHORIZED,
             "wrong user name or password".into(),
         )
+        .into_response()
     };
-    let (admin, hash) = app
+    let now = app.clock.now_ms();
+    if let Err(t) = app.guards.login_allowed(client.0, &body.username, now) {
+        return Err(throttled(
+            t.retry_after_secs,
+            "too many failed logins; try again later",
+        ));
+    }
+    let found = app
         .store
         .admin_by_username(&body.username)
-        .await?
-        .ok_or_else(refused)?;
-    // Argon2 is deliberately slow: verify off the async workers.
+        .await
+        .map_err(|e| AdminError::from(e).into_response())?;
+    let Some(permit) = app.guards.password_check() else {
+        return Err(throttled(
+            1,
+            "too many logins at once; try again in a second",
+        ));
+    };
+    // An unknown user name costs the same check against a throwaway hash, so the
+    // answer's timing does not tell which user names exist.
+    let hash = found.as_ref().map(|(_, hash)| hash.clone());
+    // Argon2 is deliberately slow: verify off the async workers. The permit moves into
+    // the blocking task, so the bound holds even when the client hangs up early.
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
+    let verified = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let hash: &str = match &hash {
+            Some(h) => h,
+            None => unknown_user_hash(),
+        };
+        PasswordHash::new(hash)
             .map(|h| {
                 argon2::Argon2::default()
                     .verify_password(password.as_bytes(), &h)
@@ -941,13 +1019,21 @@ async fn create_session(
     })
     .await
     .unwrap_or(false);
-    if !ok {
-        return Err(refused());
-    }
+    let admin = match found {
+        Some((admin, _)) if verified => admin,
+        found => {
+            let user = found.map(|(admin, _)| admin.username);
+            app.guards
+                .login_failed(client.0, user.as_deref(), app.clock.now_ms());
+            tracing::info!(client = %client.0, known_user = user.is_some(), "Admin login refused.");
+            return Err(refused());
+        }
+    };
     let token = ids::secret(32);
     app.store
         .create_admin_token(admin.id, &ids::sha256_hex(&token), app.clock.now_ms())
-        .await?;
+        .await
+        .map_err(|e| AdminError::from(e).into_response())?;
     tracing::info!(username = %admin.username, "Admin logged in.");
     Ok((
         StatusCode::CREATED,

@@ -1,6 +1,7 @@
 //! The Push Kit v3 REST API: routes, the response envelope and the error mapping.
 
 pub mod admin;
+pub mod images;
 pub mod push;
 pub mod revoke;
 
@@ -29,11 +30,33 @@ pub fn answer(outcome: Result<(Code, String), Rejection>, request_id: &str) -> R
     }
 }
 
-/// The request body, at most [`herald_core::send::MAX_RAW_BODY`] bytes (else `80300008`).
+/// The request body, at most [`herald_core::send::MAX_RAW_BODY`] bytes (else `80300008`);
+/// a body not sent within `limits.body_timeout_secs` is `80100001`.
 pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Rejection> {
     axum::body::to_bytes(body, herald_core::send::MAX_RAW_BODY)
         .await
-        .map_err(|_| Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg()))
+        .map_err(|e| {
+            if timed_out(&e) {
+                Rejection::new(
+                    Code::ParameterError,
+                    "Check Parameter Error, the body did not arrive in time.",
+                )
+            } else {
+                Rejection::new(Code::MessageTooLong, Code::MessageTooLong.default_msg())
+            }
+        })
+}
+
+/// Whether a body error is the listener's body deadline.
+fn timed_out(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The `Authorization` header, if it is text.

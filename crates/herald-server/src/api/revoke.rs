@@ -10,11 +10,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use herald_core::send::{
-    MAX_NOTIFY_ID, MAX_TOKENS, PushType, Rejection, check_body_size, check_token_count,
-};
+use herald_core::revoke::{ParsedRevoke, parse_revoke};
+use herald_core::send::{PushType, Rejection};
+use herald_core::token;
 use herald_proto::Code;
-use herald_proto::push::{RevokeRequest, TokenFailure, TokenFailures};
+use herald_proto::push::{TokenFailure, TokenFailures};
 use herald_store::Revoke;
 
 use super::{answer, authorization, push_type, read_body};
@@ -73,24 +73,7 @@ async fn handle(
     }
 
     let bytes = read_body(body).await?;
-    let request: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        Rejection::new(
-            Code::ParameterError,
-            format!("Check Parameter Error, body does not match the schema: {e}"),
-        )
-    })?;
-    let tokens = request.token.unwrap_or_default();
-    check_body_size(bytes.len(), &tokens)?;
-    check_token_count(tokens.len(), MAX_TOKENS)?;
-    let notify_id = match request.notify_id {
-        Some(id @ 0..=MAX_NOTIFY_ID) => id as u32,
-        Some(_) => {
-            return Err(Rejection::payload(format!(
-                "notifyId must be within 0 and {MAX_NOTIFY_ID}"
-            )));
-        }
-        None => return Err(Rejection::payload("notifyId is mandatory")),
-    };
+    let ParsedRevoke { notify_id, tokens } = parse_revoke(&bytes)?;
 
     let mut seen = HashSet::new();
     let tokens: Vec<&str> = tokens
@@ -121,6 +104,9 @@ async fn handle(
         ));
     }
 
+    // As in a send: a malformed token fails (`tokenFormatError`); a well-formed one
+    // Herald does not know (uninstalled app, deleted token) is accepted, with nothing
+    // to withdraw.
     let mut failures = TokenFailures::default();
     let mut targets = Vec::new();
     for (token, record) in tokens.iter().zip(records) {
@@ -129,11 +115,16 @@ async fn handle(
                 failures.success += 1;
                 targets.push(r);
             }
+            None if token::is_well_formed(token) => failures.success += 1,
             None => failures.add(TokenFailure::TokenFormatError, *token),
         }
     }
-    if targets.is_empty() {
+    if failures.success == 0 {
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
+    }
+    if targets.is_empty() {
+        tracing::info!(%client_id, %request_id, notify_id, "Revoke accepted; no token is known, nothing to withdraw.");
+        return Ok(revoke_answer(&failures));
     }
     let result = app
         .store
@@ -165,9 +156,14 @@ async fn handle(
     let withdrawn = result.revoked.len() + result.withdrawn.len();
     metrics::counter!("herald_messages_revoked_total").increment(withdrawn as u64);
     tracing::info!(%client_id, %request_id, notify_id, queued = result.revoked.len(), shown = result.withdrawn.len(), "Revoke accepted.");
+    Ok(revoke_answer(&failures))
+}
+
+/// `80000000`, or `80100020` with the failed tokens in `msg`.
+fn revoke_answer(failures: &TokenFailures) -> (Code, String) {
     if failures.is_empty() {
-        Ok((Code::Success, Code::Success.default_msg().to_owned()))
+        (Code::Success, Code::Success.default_msg().to_owned())
     } else {
-        Ok((Code::RevokePartialSuccess, failures.to_msg()))
+        (Code::RevokePartialSuccess, failures.to_msg())
     }
 }

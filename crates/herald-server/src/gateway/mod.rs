@@ -1,6 +1,7 @@
 //! The device gateway: the WebSocket endpoint and the socket loop around the session
 //! state machine in [`sm`].
 
+pub mod guard;
 pub mod sm;
 
 use std::time::Duration;
@@ -22,14 +23,27 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET /device/ws`: upgrade with buffers sized for 4 KiB messages, not the library's
-/// 128 KiB defaults (see `shared/reference/dependencies.md` §3.1).
-pub async fn upgrade(State(app): State<Shared>, ws: WebSocketUpgrade) -> Response {
+/// 128 KiB defaults (see `shared/reference/dependencies.md` §3.1). Past the per-address
+/// device-socket cap the answer is 429 ([`guard::hold_socket`]); the slot is held for
+/// the socket's life.
+pub async fn upgrade(
+    State(app): State<Shared>,
+    client: crate::limits::ClientAddr,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let held = match guard::hold_socket(&app, client) {
+        Ok(held) => held,
+        Err(refused) => return axum::response::IntoResponse::into_response(refused),
+    };
     ws.read_buffer_size(4096)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_FRAME_BYTES * 4)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| connection(app, socket))
+        .on_upgrade(move |socket| async move {
+            let _held = held;
+            connection(app, socket, client).await
+        })
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -102,7 +116,7 @@ async fn close_with(sink: &mut Sink, c: Close) {
     let _ = timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
-async fn connection(app: Shared, socket: WebSocket) {
+async fn connection(app: Shared, socket: WebSocket, client: crate::limits::ClientAddr) {
     let (mut sink, mut stream) = socket.split();
     let hello = async {
         loop {
@@ -115,7 +129,10 @@ async fn connection(app: Shared, socket: WebSocket) {
     };
     let session = match timeout(HELLO_TIMEOUT, hello).await {
         Err(_) => Err(Close::new(close::HELLO_TIMEOUT, "no hello in time")),
-        Ok(Inbound::Frame(f)) => Unidentified.on_frame(&app, f).await,
+        Ok(Inbound::Frame(f)) => match guard::admit_hello(&app, client, &f) {
+            Ok(()) => Unidentified.on_frame(&app, f).await,
+            Err(c) => Err(c),
+        },
         Ok(Inbound::Close(c)) => Err(c),
         Ok(Inbound::Gone) => return,
         Ok(Inbound::Alive | Inbound::Unknown(_)) => {

@@ -1,4 +1,5 @@
-//! The protocol document and the code must not drift apart.
+//! The documents and the code must not drift apart: docs/protocol.md (frames, close
+//! codes) and docs/compatibility.md (business codes, test names).
 
 use herald_proto::device::{CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES, close};
 
@@ -32,6 +33,77 @@ fn every_close_code_is_in_the_close_code_table() {
 #[test]
 fn the_documented_endpoint_is_the_served_one() {
     assert!(protocol_md().contains(herald_proto::device::WS_PATH));
+}
+
+fn compatibility_md() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/compatibility.md");
+    std::fs::read_to_string(path).expect("docs/compatibility.md exists")
+}
+
+#[test]
+fn every_code_is_in_compatibility_md() {
+    let doc = compatibility_md();
+    for code in herald_proto::Code::ALL {
+        assert!(
+            doc.contains(&format!("| code | `{code}` ")),
+            "docs/compatibility.md has no table row for business code {code} ({code:?})"
+        );
+    }
+}
+
+/// Every `.rs` file under `dir`, recursively (target directories aside).
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_test_named_in_compatibility_md_exists() {
+    let doc = compatibility_md();
+    let mut files = Vec::new();
+    rust_files(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+        &mut files,
+    );
+    // Test names are written `module::function` in backticks.
+    let names: Vec<&str> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.split_once("::").is_some_and(|(m, f)| {
+                !m.is_empty()
+                    && !f.is_empty()
+                    && m.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    && f.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+        })
+        .collect();
+    assert!(names.len() > 50, "found only {} test names", names.len());
+    for name in names {
+        let (module, function) = name.split_once("::").unwrap();
+        let found = files
+            .iter()
+            .filter(|p| p.file_stem().is_some_and(|s| s == module))
+            .any(|p| {
+                std::fs::read_to_string(p)
+                    .is_ok_and(|text| text.contains(&format!("fn {function}(")))
+            });
+        assert!(
+            found,
+            "docs/compatibility.md names `{name}`, which is no test"
+        );
+    }
 }
 
 /// Every file under `dir`, as paths relative to the repository root.

@@ -342,6 +342,47 @@ impl RawDevice {
         .await;
     }
 
+    /// Connect as if from `client` (an address named in `X-Forwarded-For`, for servers
+    /// configured to trust that header); `Err` carries the HTTP status of a refusal.
+    pub async fn connect_from(app: &TestApp, client: &str) -> Result<RawDevice, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = app.ws_url().into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", client.parse().expect("header value"));
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(RawDevice {
+                ws,
+                credential: None,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("ws connect: {e}"),
+        }
+    }
+
+    /// Say hello and return the answer: the welcome's device id or the close code.
+    pub async fn try_hello(&mut self) -> Result<String, Option<u16>> {
+        self.send(&ClientFrame::Hello {
+            version: 1,
+            device: self.credential.clone(),
+        })
+        .await;
+        match self.next().await? {
+            ServerFrame::Welcome {
+                device_id, secret, ..
+            } => {
+                if let Some(secret) = secret {
+                    self.credential = Some(DeviceCredential {
+                        id: device_id.clone(),
+                        secret,
+                    });
+                }
+                Ok(device_id)
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
     /// Reconnect with the same credential.
     pub async fn reconnect(self, app: &TestApp) -> RawDevice {
         let credential = self.credential.clone();

@@ -6,10 +6,14 @@
 mod admin_api;
 mod auth;
 mod docs;
+mod fuzz_corpus;
 mod gateway;
+mod hardening;
 mod helpers;
+mod images;
 mod push_types;
 mod receipts;
 mod rights_quotas;
 mod sdk;
 mod send_api;
+mod tls;

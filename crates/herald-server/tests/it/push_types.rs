@@ -637,6 +637,8 @@ async fn revoke_codes() {
         (400, Some("80300032")),
         "an app of another project"
     );
+    // A well-formed token Herald does not know is accepted, as in a send; a malformed
+    // one fails with tokenFormatError.
     let unknown = "U".repeat(120);
     let (s, b) = revoke(
         &app,
@@ -645,7 +647,47 @@ async fn revoke_codes() {
         json!({"notifyId": 1, "token": [token, unknown]}),
     )
     .await;
-    assert_eq!((s, b["code"].as_str()), (200, Some("80100020")));
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")));
+    let (s, b) = revoke(
+        &app,
+        &client,
+        "0",
+        json!({"notifyId": 1, "token": [unknown]}),
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")));
+    let (s, b) = revoke(
+        &app,
+        &client,
+        "0",
+        json!({"notifyId": 1, "token": [token, "not a token"]}),
+    )
+    .await;
+    assert_eq!(
+        (s, &b["code"], &b["msg"]),
+        (
+            200,
+            &json!("80100020"),
+            &json!(
+                r#"{"illegalTokens":{"tokenFormatError":["not a token"]},"success":1,"failure":1}"#
+            )
+        )
+    );
+    let (s, b) = revoke(
+        &app,
+        &client,
+        "0",
+        json!({"notifyId": 1, "token": ["bad", "worse"]}),
+    )
+    .await;
+    assert_eq!(
+        (s, &b["code"], &b["msg"]),
+        (
+            400,
+            &json!("80300007"),
+            &json!(r#"{"failure":2,"illegalTokens":{"tokenFormatError":["bad","worse"]}}"#)
+        )
+    );
     let (s, b) = app
         .http
         .post(format!("{}/v1/{client}/messages:revoke", app.url))

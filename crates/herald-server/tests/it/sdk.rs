@@ -14,7 +14,7 @@ use herald_client::device::{
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use crate::helpers::{TestApp, events_for_token, spawn_app, wait_for_state};
+use crate::helpers::{TestApp, events_for_token, spawn_app, spawn_app_with, wait_for_state};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -27,17 +27,20 @@ pub struct Phone {
 }
 
 pub async fn phone(server: &TestApp) -> Phone {
+    phone_with(server, |_| {}).await
+}
+
+/// A device configured by `tune` (e.g. one without Live Views).
+pub async fn phone_with(server: &TestApp, tune: impl FnOnce(&mut DeviceConfig)) -> Phone {
     let dir = tempfile::tempdir().unwrap();
-    let (device, events) = Device::open_with_clock(
-        DeviceConfig {
-            servers: vec![server.url.clone()],
-            state_dir: dir.path().join("device"),
-            client_ids: vec![server.info.client_id.clone()],
-            ..DeviceConfig::default()
-        },
-        Arc::new(server.clock.clone()),
-    )
-    .unwrap();
+    let mut config = DeviceConfig {
+        servers: vec![server.url.clone()],
+        state_dir: dir.path().join("device"),
+        client_ids: vec![server.info.client_id.clone()],
+        ..DeviceConfig::default()
+    };
+    tune(&mut config);
+    let (device, events) = Device::open_with_clock(config, Arc::new(server.clock.clone())).unwrap();
     let app = device.app(&server.info.client_id);
     Phone {
         device,
@@ -596,4 +599,200 @@ async fn permission_and_bindings_survive_a_restart_of_the_device() {
         1_600_004
     );
     device.shutdown().await;
+}
+
+/// POST a send of `push_type` to one token; it must be accepted.
+async fn send_typed(server: &TestApp, push_type: &str, payload: Value, token: &str) {
+    let (status, body) = server
+        .send_raw(
+            &server.info.project_id,
+            Some(format!("Bearer {}", server.jwt())),
+            Some(push_type),
+            serde_json::to_vec(&json!({"payload": payload, "target": {"token": [token]}})).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (200, Some("80000000")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_badge_beside_title_and_body_sets_the_badge_on_the_device() {
+    let server = spawn_app().await;
+    let mut p = phone(&server).await;
+    p.enable().await;
+    let token = p.app.get_token().await.unwrap();
+    send(
+        &server,
+        &token,
+        with(alert("two new"), json!({"badge": {"addNum": 2}})),
+    )
+    .await;
+    let (_, _, shown) = p.notification().await;
+    assert_eq!(shown["badge"], json!({"addNum": 2}));
+    let count = p
+        .wait_for(|e| match e {
+            SdkEvent::Badge { count, .. } => Some(*count),
+            _ => None,
+        })
+        .await;
+    assert_eq!(count, 2);
+    send(
+        &server,
+        &token,
+        with(
+            alert("reset"),
+            json!({"notifyId": 9, "badge": {"setNum": 7}}),
+        ),
+    )
+    .await;
+    let count = p
+        .wait_for(|e| match e {
+            SdkEvent::Badge { count, .. } => Some(*count),
+            _ => None,
+        })
+        .await;
+    assert_eq!((count, p.app.badge()), (7, 7));
+}
+
+#[tokio::test]
+async fn proxy_data_goes_to_the_push_message_table_while_the_app_is_away() {
+    let server = spawn_app().await;
+    let mut p = phone(&server).await;
+    let token = p.app.get_token().await.unwrap();
+    p.app.set_run_state(RunState::Background);
+    send_typed(
+        &server,
+        "6",
+        json!({"extraData": "{\"sync\":1}", "proxyData": "ENABLE"}),
+        &token,
+    )
+    .await;
+    let row = p
+        .wait_for(|e| match e {
+            SdkEvent::ProxyData { row, .. } => Some(row.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((row.id, row.push_type), (1, 6));
+    assert_eq!(row.message, json!({"data": "{\"sync\":1}"}).to_string());
+    assert_eq!(p.app.push_messages(), vec![row]);
+}
+
+#[tokio::test]
+async fn a_device_without_live_views_shows_title_and_content() {
+    let server = spawn_app().await;
+    server
+        .state
+        .store
+        .change_right(herald_store::RightChange {
+            client_id: server.info.client_id.clone(),
+            name: "LIVE_VIEW_TAXI".into(),
+            action: herald_core::rights::RightAction::Grant,
+            reason: None,
+            actor: "test".into(),
+            at: herald_core::Clock::now_ms(&server.clock),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut p = phone_with(&server, |c| {
+        c.live_view_display = herald_client::device::LiveViewDisplay::Notifications;
+    })
+    .await;
+    p.enable().await;
+    let token = p.app.get_token().await.unwrap();
+    send_typed(
+        &server,
+        "7",
+        json!({"activityId": 42, "operation": 0, "event": "TAXI", "status": "CALLING",
+            "title": "Your taxi", "content": "Status: {{status}}",
+            "activityData": {"notificationData": {"type": 3, "contentTitle": "Taxi"}}}),
+        &token,
+    )
+    .await;
+    let shown = p
+        .wait_for(|e| match e {
+            SdkEvent::Notification { shown, .. } => Some(shown.clone()),
+            SdkEvent::LiveView { .. } => panic!("this device has no Live View cards"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(shown.push_type, 7);
+    assert_eq!(
+        (&shown.notification["title"], &shown.notification["body"]),
+        (&json!("Your taxi"), &json!("Status: CALLING"))
+    );
+}
+
+/// A CA (as `herald cert create` makes one) and a server certificate it signed for
+/// 127.0.0.1, as PEM files in `dir`: (ca.pem, server.pem, server-key.pem).
+fn private_ca(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let files = ["ca.pem", "server.pem", "server-key.pem"].map(|f| dir.join(f));
+    std::fs::write(&files[0], ca_cert.pem()).unwrap();
+    std::fs::write(&files[1], leaf.pem()).unwrap();
+    std::fs::write(&files[2], key.serialize_pem()).unwrap();
+    files
+}
+
+#[tokio::test]
+async fn the_sdk_trusts_a_private_ca_for_wss_and_https() {
+    use herald_client::admin::AdminClient;
+    use herald_client::sender::{JwtSigner, PushClient};
+    use herald_client::tls::CaFile;
+
+    let certs = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = private_ca(certs.path());
+    let server = spawn_app_with(|c| {
+        c.tls_cert = cert.display().to_string();
+        c.tls_key = key.display().to_string();
+    })
+    .await;
+    assert!(server.url.starts_with("https://"));
+    let ca = CaFile::load(&ca).unwrap();
+
+    // Without the CA the device cannot connect; with it, wss:// works.
+    let mut stranger = phone(&server).await;
+    stranger
+        .wait_for(|e| match e {
+            SdkEvent::Error { code, .. } if code == "connect_failed" => Some(()),
+            SdkEvent::Connected { .. } => panic!("connected without trusting the CA"),
+            _ => None,
+        })
+        .await;
+    let ca_for_device = ca.clone();
+    let mut p = phone_with(&server, move |c| c.ca = Some(ca_for_device)).await;
+    p.enable().await;
+    let token = p.app.get_token().await.unwrap();
+
+    // The sender and the admin client over https:// with the same CA.
+    let push =
+        PushClient::trusting(&server.url, JwtSigner::new(&server.key).unwrap(), Some(&ca)).unwrap();
+    let (status, answer) = push
+        .send(
+            0,
+            &json!({"payload": {"notification": alert("over wss")}, "target": {"token": [token]}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, answer.code.as_str()), (200, "80000000"));
+    let (_, _, shown) = p.notification().await;
+    assert_eq!(shown["title"], "over wss");
+    let admin = AdminClient::trusting(&server.url, &server.info.admin_token, Some(&ca)).unwrap();
+    assert!(admin.get("/api/v1/projects").await.unwrap().is_success());
+    let untrusting = PushClient::new(&server.url, JwtSigner::new(&server.key).unwrap()).unwrap();
+    assert!(untrusting.send(0, &json!({})).await.is_err());
 }

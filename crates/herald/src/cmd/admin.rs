@@ -26,6 +26,10 @@ pub struct AdminArgs {
     /// (default: ./herald-data/bootstrap.json when it exists).
     #[arg(long, value_name = "FILE", global = true)]
     pub bootstrap: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for `https://` besides the system's
+    /// (e.g. the `ca.pem` of `herald cert create`).
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -245,8 +249,9 @@ fn connect(args: &AdminArgs) -> anyhow::Result<Connection> {
     let Some(token) = args.token.clone().or_else(|| from_bootstrap("admin_token")) else {
         bail!("no admin token: pass --token, set HERALD_ADMIN_TOKEN or --bootstrap FILE");
     };
+    let ca = super::load_ca(args.ca_file.as_deref())?;
     Ok(Connection {
-        client: AdminClient::new(server, token)?,
+        client: AdminClient::trusting(server, token, ca.as_ref())?,
         bootstrap,
     })
 }

@@ -304,6 +304,12 @@ impl Node {
         config.data_dir = dir.path().to_path_buf();
         config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config.public_url = String::new();
+        // Every simulated device connects from 127.0.0.1: exempt loopback from the
+        // per-address limits (registrations, sockets per address) explicitly, and let
+        // the open-files limit, not the connection cap, bound the run. A node measured
+        // with --server needs the same (HERALD_LIMITS_EXEMPT=127.0.0.1/32).
+        config.limits.exempt = herald_server::config::Cidrs::loopback();
+        config.limits.max_connections = usize::MAX >> 1;
         let sqlite_synchronous = config.sqlite_synchronous.clone();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let herald = Herald::prepare_with_system_clock(listener, config).await?;

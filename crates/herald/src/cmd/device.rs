@@ -11,8 +11,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use herald_client::device::{
-    AbilityDecl, AppHandle, ClickOutcome, Device, DeviceConfig, FixedAnswer, NoopAbility,
-    PermissionPrompt, ProfileType, PushError, RunState, SdkEvent,
+    AbilityDecl, AppHandle, ClickOutcome, Device, DeviceConfig, FixedAnswer, LiveViewDisplay,
+    NoopAbility, PermissionPrompt, ProfileType, PushError, RunState, SdkEvent,
 };
 use herald_proto::device::ReportStatus;
 use serde::Deserialize;
@@ -54,6 +54,22 @@ pub struct DeviceArgs {
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How the device shows Live Views (push-type 7): as cards (a phone), or as ordinary
+    /// notifications of the message's title and content (a device without Live Views,
+    /// such as a TV or a PC).
+    #[arg(long, value_enum, default_value = "cards")]
+    pub live_views: LiveViews,
+    /// A PEM file of CA certificates to trust for `https://`/`wss://` besides the system's
+    /// (e.g. the `ca.pem` of `herald cert create`).
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `--live-views`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LiveViews {
+    Cards,
+    Notifications,
 }
 
 /// `--app-state`.
@@ -191,6 +207,11 @@ pub async fn run(args: DeviceArgs) -> anyhow::Result<ExitCode> {
         servers: args.servers.clone(),
         state_dir: args.state_dir.clone(),
         client_ids: args.client_ids.clone(),
+        ca: super::load_ca(args.ca_file.as_deref())?,
+        live_view_display: match args.live_views {
+            LiveViews::Cards => LiveViewDisplay::Cards,
+            LiveViews::Notifications => LiveViewDisplay::Notifications,
+        },
         ..DeviceConfig::default()
     })
     .with_context(|| format!("starting the device in {}", args.state_dir.display()))?;
@@ -476,6 +497,8 @@ fn describe(event: &SdkEvent) -> (Value, String) {
                     "sound": n.get("sound"),
                     "title": n.get("title"),
                     "body": n.get("body"),
+                    "badge": n.get("badge"),
+                    "activity_id": n.get("activityId"),
                     "click_action": n.get("clickAction"),
                     "profile_id": n.get("profileId"),
                     "app_message_id": n.get("appMessageId"),
@@ -560,6 +583,14 @@ fn describe(event: &SdkEvent) -> (Value, String) {
             json!({"event": "cached", "client_id": client_id, "message_id": message_id}),
             format!(
                 "background message {message_id} of app {client_id} kept until the app comes to the foreground"
+            ),
+        ),
+        SdkEvent::ProxyData { client_id, row } => (
+            json!({"event": "proxy_data", "client_id": client_id, "message_id": row.message_id,
+                "row": row}),
+            format!(
+                "background message {} of app {client_id} written to its PushMessage table (row {}): {}",
+                row.message_id, row.id, row.message
             ),
         ),
         SdkEvent::Badge { client_id, count } => (

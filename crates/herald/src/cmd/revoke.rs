@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
-use super::send::{JwtAlgorithm, print_answer, push_client};
+use super::send::{JwtAlgorithm, PushClientArgs, print_answer, push_client};
 
 /// Arguments of `herald revoke`.
 #[derive(Debug, clap::Args)]
@@ -36,11 +36,21 @@ pub struct RevokeArgs {
     /// Always sign a new JWT instead of reusing the cached one.
     #[arg(long)]
     pub no_jwt_cache: bool,
+    /// A PEM file of CA certificates to trust for `https://`/`wss://` besides the system's
+    /// (e.g. the `ca.pem` of `herald cert create`).
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Revokes and prints the response. Exits non-zero unless the code is 80000000.
 pub async fn run(args: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let client = push_client(&args.key_file, &args.server, args.alg, args.no_jwt_cache)?;
+    let client = push_client(&PushClientArgs {
+        key_file: &args.key_file,
+        server: &args.server,
+        alg: args.alg,
+        no_jwt_cache: args.no_jwt_cache,
+        ca_file: args.ca_file.as_deref(),
+    })?;
     let body = json!({"notifyId": args.notify_id, "token": args.tokens});
     let (status, response) = client
         .revoke(&args.client_id, args.push_type, &body)

@@ -57,6 +57,10 @@ pub struct SendArgs {
     /// Always sign a new JWT instead of reusing the cached one.
     #[arg(long)]
     pub no_jwt_cache: bool,
+    /// A PEM file of CA certificates to trust for `https://`/`wss://` besides the system's
+    /// (e.g. the `ca.pem` of `herald cert create`).
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `--alg`.
@@ -72,7 +76,13 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         Some(path) => read_body(path)?,
         None => notification_body(&args),
     };
-    let client = push_client(&args.key_file, &args.server, args.alg, args.no_jwt_cache)?;
+    let client = push_client(&PushClientArgs {
+        key_file: &args.key_file,
+        server: &args.server,
+        alg: args.alg,
+        no_jwt_cache: args.no_jwt_cache,
+        ca_file: args.ca_file.as_deref(),
+    })?;
     let (status, response) = client
         .send(args.push_type, &body)
         .await
@@ -80,14 +90,27 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     print_answer(status, &response)
 }
 
+/// What `push_client` needs from the flags `herald send` and `herald revoke` share.
+#[derive(Debug)]
+pub struct PushClientArgs<'a> {
+    pub key_file: &'a std::path::Path,
+    pub server: &'a str,
+    pub alg: JwtAlgorithm,
+    pub no_jwt_cache: bool,
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
 /// A Push Kit client for `server` signing with the key file's service account (the JWT
-/// is reused from the on-disk cache while it is fresh, unless `no_jwt_cache`).
-pub fn push_client(
-    key_file: &std::path::Path,
-    server: &str,
-    alg: JwtAlgorithm,
-    no_jwt_cache: bool,
-) -> anyhow::Result<PushClient> {
+/// is reused from the on-disk cache while it is fresh, unless `no_jwt_cache`), trusting
+/// `ca_file` besides the system's roots.
+pub fn push_client(args: &PushClientArgs<'_>) -> anyhow::Result<PushClient> {
+    let PushClientArgs {
+        key_file,
+        server,
+        alg,
+        no_jwt_cache,
+        ca_file,
+    } = *args;
     let key_file = load_key_file(key_file)?;
     let mut signer = JwtSigner::new(&key_file)?.with_algorithm(match alg {
         JwtAlgorithm::Ps256 => SigningAlgorithm::Ps256,
@@ -96,7 +119,8 @@ pub fn push_client(
     if !no_jwt_cache && let Some(cache) = JwtDiskCache::default_for(&key_file.key_id) {
         signer = signer.with_disk_cache(cache);
     }
-    Ok(PushClient::new(server, signer)?)
+    let ca = super::load_ca(ca_file)?;
+    Ok(PushClient::trusting(server, signer, ca.as_ref())?)
 }
 
 /// Print Push Kit's answer; success only for `80000000`.

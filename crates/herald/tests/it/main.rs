@@ -6,9 +6,11 @@
 
 mod bench;
 mod commands;
+mod compat;
 mod crash;
 mod newcomer;
 mod operator;
 mod process;
 mod push_types;
 mod receipts;
+mod tls;

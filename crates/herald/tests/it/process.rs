@@ -1,4 +1,4 @@
-//! Child-process helpers: a server on a free port, a device whose JSON lines are read
+//! Child-process helpers: a server on a free port (plain or over TLS), a device whose JSON lines are read
 //! with timeouts, and a self-signed PS256 JWT.
 
 use std::io::{BufRead, BufReader};
@@ -65,6 +65,48 @@ impl Server {
         }
     }
 
+    /// `herald serve --tls-cert CERT --tls-key KEY` on a free port: `https://127.0.0.1:PORT`,
+    /// healthy once `/healthz` answers over TLS to a client trusting only `ca`.
+    pub fn start_tls(data_dir: &Path, cert: &Path, key: &Path, ca: &Path) -> Server {
+        let port = free_port();
+        let child = herald()
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald serve starts");
+        let url = format!("https://127.0.0.1:{port}");
+        let client = https_client(ca);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !rt.block_on(async {
+            client
+                .get(format!("{url}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "server did not become healthy over TLS"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.url
             .rsplit(':')
@@ -106,6 +148,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTPS client that trusts only the CA certificates in `ca` (PEM).
+pub fn https_client(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("CA file");
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("PEM certificates"))
+        .build()
+        .expect("HTTPS client")
 }
 
 pub fn read_json(path: &Path) -> Value {

@@ -212,3 +212,77 @@ fn a_background_app_keeps_the_newest_background_message() {
     let m = device.expect("message", WAIT);
     assert_eq!(m["data"]["data"], "second");
 }
+
+#[test]
+fn a_tv_shows_live_view_text_and_proxy_data_fills_the_push_message_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let boot_path = dir.path().join("data/bootstrap.json");
+    let boot = server.bootstrap();
+    let client_id = boot["client_id"].as_str().unwrap().to_owned();
+    for right in ["IM", "LIVE_VIEW_TAXI"] {
+        grant(&boot_path, &client_id, right);
+    }
+    let key = read_json(Path::new(boot["service_account_file"].as_str().unwrap()));
+    let backend = Backend {
+        url: server.url.clone(),
+        project: boot["project_id"].as_str().unwrap().to_owned(),
+        client_id: client_id.clone(),
+        jwt: sign_jwt(&key),
+    };
+    // A device without Live Views, its app in the background.
+    let device = DeviceProc::start(
+        &server.url,
+        &client_id,
+        &dir.path().join("device"),
+        &["--live-views", "notifications", "--app-state", "background"],
+    );
+    let token = device.expect("token", Duration::from_secs(20))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    backend.push(
+        7,
+        json!({"activityId": 3, "operation": 0, "event": "TAXI", "status": "CALLING",
+            "title": "Your taxi", "content": "Status: {{status}}",
+            "activityData": {"notificationData": {"type": 3, "contentTitle": "Taxi"}}}),
+        Value::Null,
+        &token,
+    );
+    let shown = device.expect("notification", WAIT);
+    assert_eq!(
+        (
+            &shown["push_type"],
+            &shown["title"],
+            &shown["body"],
+            &shown["activity_id"]
+        ),
+        (
+            &json!(7),
+            &json!("Your taxi"),
+            &json!("Status: CALLING"),
+            &json!(3)
+        )
+    );
+
+    backend.push(
+        0,
+        json!({"notification": {"category": "IM", "title": "t", "body": "b",
+            "badge": {"addNum": 3}, "clickAction": {"actionType": 0}}}),
+        Value::Null,
+        &token,
+    );
+    assert_eq!(device.expect("badge", WAIT)["count"], 3);
+
+    backend.push(
+        6,
+        json!({"extraData": "sync", "proxyData": "ENABLE"}),
+        Value::Null,
+        &token,
+    );
+    let row = device.expect("proxy_data", WAIT)["row"].clone();
+    assert_eq!(
+        (&row["id"], &row["push_type"], &row["message"]),
+        (&json!(1), &json!(6), &json!("{\"data\":\"sync\"}"))
+    );
+}
