@@ -796,3 +796,26 @@ async fn the_sdk_trusts_a_private_ca_for_wss_and_https() {
     let untrusting = PushClient::new(&server.url, JwtSigner::new(&server.key).unwrap()).unwrap();
     assert!(untrusting.send(0, &json!({})).await.is_err());
 }
+
+#[tokio::test]
+async fn a_background_message_cached_while_the_app_is_away_ends_with_receipt_27() {
+    let server = spawn_app().await;
+    let mut p = phone(&server).await;
+    let token = p.app.get_token().await.unwrap();
+    p.app.set_run_state(RunState::Background);
+    send_typed(&server, "6", json!({"extraData": "{\"sync\":2}"}), &token).await;
+    let id = p
+        .wait_for(|e| match e {
+            SdkEvent::Cached { message_id, .. } => Some(message_id.clone()),
+            _ => None,
+        })
+        .await;
+    wait_for_state(&server, &id, "suppressed").await;
+    let events = server.state.store.events_for(&id).await.unwrap();
+    assert_eq!(
+        events.last().map(|e| e.outcome),
+        Some(herald_core::Outcome::Suppressed(herald_core::ReceiptCode(
+            27
+        )))
+    );
+}
