@@ -590,7 +590,7 @@ async fn mqtt_device(
             _ = stop.changed() => {
                 let _ = client.disconnect().await;
                 // Let the DISCONNECT leave before the socket is dropped.
-                let _ = timeout(Duration::from_secs(2), async {
+                let _ = timeout(Duration::from_millis(300), async {
                     while events.poll().await.is_ok() {}
                 }).await;
                 return;

@@ -5,6 +5,7 @@
 //! scenario and `herald-bench report` turns the JSON results into docs/PERFORMANCE.md.
 
 mod ceiling;
+mod charts;
 mod drive;
 mod fleet;
 mod fleets;
@@ -63,6 +64,9 @@ struct GlobalArgs {
     /// Device handshakes in flight at once, over all client processes.
     #[arg(long, global = true, default_value_t = 256)]
     connect_concurrency: usize,
+    /// Seconds of quiet before and after connecting, for memory and CPU readings.
+    #[arg(long, global = true, default_value_t = 2.0, hide = true)]
+    settle_secs: f64,
     /// The Mosquitto broker to compare with.
     #[arg(long, global = true, value_name = "PATH", default_value = servers::MOSQUITTO_BIN)]
     mosquitto_bin: PathBuf,
@@ -147,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             herald,
             per_process: g.devices_per_process,
             connect_concurrency: g.connect_concurrency.max(1),
+            settle: std::time::Duration::from_secs_f64(g.settle_secs.max(0.0)),
             command: command_line(),
         })
     };

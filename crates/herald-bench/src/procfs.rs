@@ -111,6 +111,10 @@ pub fn machine() -> serde_json::Value {
         "memory_gib": mem_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
         "kernel": kernel,
         "open_files_limit": open_files_limit(),
+        // Other work on the machine when the scenario started (1, 5, 15 minutes).
+        "loadavg": std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
     })
 }
 

@@ -21,8 +21,6 @@ use crate::wire::{Collected, DeviceTarget};
 
 /// Points kept of each latency distribution (enough to draw its CDF).
 const CDF_POINTS: usize = 200;
-/// Quiet time before and after connecting, so that memory and CPU readings settle.
-const SETTLE: Duration = Duration::from_secs(2);
 /// How long the server's acks may take to be recorded after the devices sent them.
 const ACK_STALL: Duration = Duration::from_secs(10);
 
@@ -33,6 +31,8 @@ pub struct Common {
     pub herald: HeraldSource,
     pub per_process: usize,
     pub connect_concurrency: usize,
+    /// Quiet time before and after connecting, so that memory and CPU readings settle.
+    pub settle: Duration,
     /// The command line, recorded in the results.
     pub command: String,
 }
@@ -135,7 +135,7 @@ async fn connections_phase(
     common: &Common,
     idle_secs: f64,
 ) -> anyhow::Result<(Value, Vec<String>)> {
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(common.settle).await;
     let before = server.usage();
     let bar = bar(devices as u64, &format!("{label}: connect"));
     let started = Instant::now();
@@ -144,7 +144,7 @@ async fn connections_phase(
         .await?;
     let connect_secs = started.elapsed().as_secs_f64();
     bar.finish();
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(common.settle).await;
     let after = server.usage();
     tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
     let idle_end = server.usage();
@@ -211,6 +211,12 @@ async fn fanout_phase(
         cpu_after,
         acks_recorded,
     );
+    warn_if_lost(
+        label,
+        plan.messages as u64,
+        sent.accepted,
+        collected.delivered,
+    );
     println!(
         "{label}: fan-out {} of {} delivered, {} /s (acked); latency p50 {} ms, p99 {} ms, p99.9 {} ms; server CPU {} s per 1,000 deliveries",
         result["delivered"],
@@ -260,6 +266,15 @@ fn fanout_result(
         "server_cpu_secs_per_1000": cpu.filter(|_| collected.delivered > 0)
             .map(|c| round4(c / collected.delivered as f64 * 1000.0)),
     })
+}
+
+/// Says loudly when not every notification was accepted and delivered.
+fn warn_if_lost(label: &str, messages: u64, accepted: u64, delivered: u64) {
+    if accepted < messages || delivered < accepted {
+        eprintln!(
+            "WARNING {label}: {messages} sent, {accepted} accepted, {delivered} delivered: not every message arrived."
+        );
+    }
 }
 
 /// Parameters of the fan-out workload, shared by Herald, the ceiling and Mosquitto.
@@ -663,7 +678,8 @@ pub async fn latency(
                     .connect(&herald_target(&node)?, common.connect_concurrency, &c)
                     .await?;
                 c.finish();
-                let sender = Arc::new(Sender::herald(&node, 64)?);
+                // One client: its connection pool opens as many connections as requests in flight.
+                let sender = Arc::new(Sender::herald(&node, 1)?);
                 let steps = sweep(
                     "herald",
                     &mut fleets,

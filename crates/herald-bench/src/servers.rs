@@ -57,18 +57,10 @@ impl Proc {
         let _ = self.child.kill().await;
     }
 
-    /// SIGTERM, then SIGKILL after a few seconds.
+    /// Ends a server whose data the bench throws away: SIGKILL, because a graceful
+    /// shutdown would only add its grace period to every scenario's wall time.
     pub async fn stop(mut self) {
-        let _ = tokio::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            self.kill().await;
-        }
+        self.kill().await;
     }
 
     /// The last lines of the server's log, for error messages.
