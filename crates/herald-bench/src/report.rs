@@ -250,6 +250,24 @@ fn render(run: &Run, charts: &[String]) -> String {
         machine["kernel"].as_str().unwrap_or("?")
     );
     let _ = writeln!(md, "| open-files limit | {} |", machine["open_files_limit"]);
+    let loads: Vec<String> = run
+        .scenarios()
+        .iter()
+        .filter_map(|s| {
+            Some(format!(
+                "{} {}",
+                s["scenario"].as_str()?,
+                s["machine"]["loadavg"].as_str()?
+            ))
+        })
+        .collect();
+    if !loads.is_empty() {
+        let _ = writeln!(
+            md,
+            "| load average (1/5/15 min) as each scenario started | {} |",
+            loads.join("; ")
+        );
+    }
     if let Some(m) = run.mosquitto["server"]["version"].as_str() {
         let _ = writeln!(md, "| mosquitto | {m} |");
     }
