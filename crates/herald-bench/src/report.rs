@@ -331,7 +331,9 @@ fn render_method(md: &mut String, run: &Run) {
            do not throttle the bench's own loopback traffic; it raises the bootstrapped app's quotas and \
            grants it `IM` through the admin API. The ceiling server (`herald-bench ceiling-server`) and \
            `mosquitto` are started the same way. Server memory is `VmRSS` of `/proc/<pid>/status` and \
-           server CPU is `utime + stime` of `/proc/<pid>/stat`, **of the server process alone**.\n\
+           server CPU is `utime + stime` of `/proc/<pid>/stat`, **of the server process alone**. RSS is user-space \
+           memory: the kernel's socket buffers (a few KiB of slab per TCP socket, the same for all \
+           three) are not in it.\n\
          - **Devices live in other processes** (`herald-bench fleet`, up to 15,000 sockets each), \
            talking the documented device protocol (`docs/protocol.md`): Herald devices register \
            (`hello`), ask for a token, and ack every message in batches gathered for 20 ms as the SDK \
