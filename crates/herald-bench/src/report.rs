@@ -624,11 +624,13 @@ fn render_latency(md: &mut String, run: &Run, charts: &[String]) {
     let _ = writeln!(
         md,
         "## Latency at fixed offered rates (open loop)\n\n\
-         Offered rates are fractions of Herald's fan-out rate ({} /s, from {}); the headline rate is \
-         {} /s. Each rate lasts {} s on {} connected devices, requests of {} tokens. Latency is from \
-         each request's scheduled slot to receipt.\n",
+         Offered rates are fractions of Herald's fan-out rate ({} /s, from {}), up to {} /s; a \
+         target stops climbing after the first rate it delivered less than 80 % of (\"–\" above \
+         it). The headline rate is {} /s. Each rate lasts {} s on {} connected devices, requests \
+         of {} tokens. Latency is from each request's scheduled slot to receipt.\n",
         num(&l["max_rate"]),
         l["max_rate_from"].as_str().unwrap_or("?"),
+        num(&l["max_offered"]),
         num(&l["rate"]),
         num(&l["step_secs"]),
         num(&l["devices"]),

