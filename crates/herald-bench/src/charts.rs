@@ -1,5 +1,5 @@
 //! The report's charts as small hand-written SVG (a plotting crate would outweigh them):
-//! delivered against offered load, and latency CDFs on a logarithmic time axis.
+//! delivered against offered load (log-log), and latency CDFs on a logarithmic time axis.
 
 use std::fmt::Write as _;
 
@@ -77,16 +77,23 @@ fn close(svg: &mut String, series: &[Series]) {
     );
 }
 
-/// Delivered per second (y) against offered per second (x), with the y = x line.
+/// Delivered per second (y) against offered per second (x), both on the same logarithmic
+/// scale so that the y = x line (keeping up) is the diagonal and every knee shows.
 pub fn throughput_svg(title: &str, subtitle: &str, series: &[Series]) -> String {
     let mut svg = open(title, subtitle);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let max = series
-        .iter()
-        .flat_map(|s| s.points.iter().flat_map(|&(x, y)| [x, y]))
-        .fold(0.0f64, f64::max);
-    if max <= 0.0 {
+    let values = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().flat_map(|&(x, y)| [x, y]))
+            .filter(|v| *v > 0.0)
+    };
+    let (min, max) = (
+        values().fold(f64::INFINITY, f64::min),
+        values().fold(0.0f64, f64::max),
+    );
+    if !(min.is_finite() && max > 0.0) {
         let _ = writeln!(
             svg,
             r##"<text x="{LEFT}" y="{}">no data</text>"##,
@@ -95,34 +102,49 @@ pub fn throughput_svg(title: &str, subtitle: &str, series: &[Series]) -> String 
         close(&mut svg, &[]);
         return svg;
     }
-    let top = nice_ceiling(max);
-    let x_of = |x: f64| LEFT + x / top * plot_w;
-    let y_of = |y: f64| TOP + (1.0 - y / top) * plot_h;
-    for i in 0..=5 {
-        let v = top * i as f64 / 5.0;
-        let (x, y) = (x_of(v), y_of(v));
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text><line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 16.0,
-            short(v),
-            LEFT + plot_w,
-            LEFT - 6.0,
-            y + 4.0,
-            short(v)
-        );
+    let lo = min.log10().floor();
+    let hi = max.log10().ceil().max(lo + 1.0);
+    let frac = |v: f64| (v.max(10f64.powf(lo)).log10() - lo) / (hi - lo);
+    let x_of = |v: f64| LEFT + frac(v) * plot_w;
+    let y_of = |v: f64| TOP + (1.0 - frac(v)) * plot_h;
+    let mut decade = lo;
+    while decade <= hi {
+        for (step, major) in [(1.0, true), (2.0, false), (5.0, false)] {
+            let v = step * 10f64.powf(decade);
+            if v > 10f64.powf(hi) * 1.0001 {
+                continue;
+            }
+            let (x, y) = (x_of(v), y_of(v));
+            let (stroke, ink) = if major {
+                ("#ccc", "#000")
+            } else {
+                ("#eee", "#777")
+            };
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="{stroke}"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" fill="{ink}">{}</text><line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{stroke}"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="{ink}">{}</text>"##,
+                TOP + plot_h,
+                TOP + plot_h + 16.0,
+                short(v),
+                LEFT + plot_w,
+                LEFT - 6.0,
+                y + 4.0,
+                short(v)
+            );
+        }
+        decade += 1.0;
     }
+    let (corner_lo, corner_hi) = (10f64.powf(lo), 10f64.powf(hi));
     let _ = write!(
         svg,
         r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#bbb" stroke-dasharray="5 4"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">offered notifications per second</text>
-<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">delivered per second</text>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">offered notifications per second (log scale; dashed: delivered = offered)</text>
+<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">delivered per second (log scale)</text>
 "##,
-        x_of(0.0),
-        y_of(0.0),
-        x_of(top),
-        y_of(top),
+        x_of(corner_lo),
+        y_of(corner_lo),
+        x_of(corner_hi),
+        y_of(corner_hi),
         LEFT + plot_w / 2.0,
         HEIGHT - 12.0,
         TOP + plot_h / 2.0
@@ -236,16 +258,6 @@ pub fn latency_cdf_svg(title: &str, subtitle: &str, series: &[Series]) -> String
     svg
 }
 
-/// 1, 2 or 5 times a power of ten, at least `x`.
-fn nice_ceiling(x: f64) -> f64 {
-    let p = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * p)
-        .find(|v| *v >= x)
-        .unwrap_or(10.0 * p)
-}
-
 /// `12k`, `1.5M`, `250`.
 fn short(v: f64) -> String {
     if v >= 1e6 {
@@ -300,10 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn axes_round_up_nicely() {
-        assert_eq!(nice_ceiling(7300.0), 10_000.0);
-        assert_eq!(nice_ceiling(1900.0), 2000.0);
-        assert_eq!(nice_ceiling(2100.0), 2500.0);
+    fn labels_read_naturally() {
         assert_eq!(short(12_500.0), "12.5k");
         assert_eq!(ms_label(1200.0), "1.2 s");
     }

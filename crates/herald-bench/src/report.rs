@@ -66,12 +66,13 @@ impl Run {
     }
 
     fn scenarios(&self) -> Vec<&Value> {
+        // The order scripts/bench runs them in.
         [
             &self.connections,
-            &self.ingress,
             &self.fanout,
             &self.ceiling,
             &self.mosquitto,
+            &self.ingress,
             &self.latency,
             &self.recovery,
         ]
