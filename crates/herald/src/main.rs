@@ -36,8 +36,6 @@ enum Command {
     Admin(cmd::admin::AdminArgs),
     /// Development certificates: a local CA and a server certificate for HTTPS.
     Cert(cmd::cert::CertArgs),
-    /// Benchmark a node: connect devices, send notifications, measure throughput and latency.
-    Bench(cmd::bench::BenchArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -69,19 +67,13 @@ async fn main() -> ExitCode {
     // One TLS provider for the whole process, before anything builds a TLS config.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    // The benchmark's embedded node would log every request between the progress bars.
-    let default_level = match cli.command {
-        Command::Bench(_) => "warn",
-        _ => "info",
-    };
-    init_logging(cli.log_json, default_level);
+    init_logging(cli.log_json, "info");
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Device(args) => cmd::device::run(args).await,
         Command::Send(args) => cmd::send::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Revoke(args) => cmd::revoke::run(args).await,
-        Command::Bench(args) => cmd::bench::run(args).await,
         Command::Cert(args) => cmd::cert::run(args).await,
         Command::Config {
             command: ConfigCommand::Default,

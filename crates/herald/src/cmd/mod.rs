@@ -1,8 +1,8 @@
 //! The client-side subcommands of the `herald` binary: a simulated device, a sender, the
-//! admin tool, the benchmark and the development certificates.
+//! admin tool and the development certificates (the load generator is its own binary,
+//! `herald-bench`).
 
 pub mod admin;
-pub mod bench;
 pub mod cert;
 pub mod device;
 pub mod revoke;

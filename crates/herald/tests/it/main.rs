@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
 
-mod bench;
 mod commands;
 mod compat;
 mod crash;

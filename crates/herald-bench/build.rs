@@ -1,5 +1,5 @@
-//! Build script: records `git describe` for `herald bench`'s results, when built from a
-//! git checkout (otherwise the crate version stands alone).
+//! Build script: records `git describe` (as HERALD_GIT_DESCRIBE) for the results files,
+//! when built from a git checkout (otherwise the crate version stands alone).
 
 use std::process::Command;
 
