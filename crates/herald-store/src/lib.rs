@@ -1,5 +1,6 @@
 //! Herald's persistent state: small traits split by concern, implemented by each engine
-//! (the embedded SQLite one in [`sqlite`]) and checked by one generic conformance story.
+//! (the embedded SQLite one in [`sqlite`], PostgreSQL for several nodes in [`postgres`]),
+//! chosen from a URL by [`open_store`] and checked by one generic conformance story.
 //!
 //! Invariants: this crate knows nothing of HTTP or WebSocket, and its errors name no
 //! engine. Every write a caller awaits is durable when the future resolves (engines
@@ -8,7 +9,11 @@
 //! [`herald_core::DeliveryState`], and the push report reads counters kept in the same
 //! transaction as each move.
 
+mod codes;
 mod model;
+mod open;
+pub mod postgres;
+mod receipt_choice;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -20,6 +25,8 @@ use herald_core::receipt::ReceiptFate;
 use tokio::sync::Notify;
 
 pub use model::*;
+pub use open::{OpenOptions, StoreUrl, open_store};
+pub use receipt_choice::{ConfigEntry, ConfigIndex};
 
 /// Storage failures. Callers log them and answer `81000001`; they never reach a client.
 /// The engine's own error is kept as text: no caller may depend on which engine it was.
@@ -47,6 +54,9 @@ pub trait AccountStore: Send + Sync {
     /// Whether the first-start bootstrap has run.
     async fn is_bootstrapped(&self) -> Result<bool>;
     /// Create the first admin, project, app and service account in one transaction.
+    /// Exactly one call succeeds per store, however many nodes try at the same moment:
+    /// every other one fails with [`StoreError::Conflict`] and writes nothing (so a node
+    /// that gets `Conflict` knows another one bootstrapped, and serves that project).
     async fn bootstrap(&self, b: Bootstrap) -> Result<()>;
     /// The admin whose bearer token hashes to `token_hash`.
     async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;

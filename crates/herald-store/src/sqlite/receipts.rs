@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
 use super::{SqliteStore, Tx, state_count};
-use crate::{DueReceipts, PendingReceipt, ReceiptConfig, ReceiptStore, Result};
+use crate::{ConfigIndex, DueReceipts, PendingReceipt, ReceiptConfig, ReceiptStore, Result};
 
 const RECEIPT_CONFIG_COLUMNS: &str =
     "receipt_id, project_id, client_id, url, username, secret, version, created_at";
@@ -41,15 +41,9 @@ fn state_name(state: i64) -> &'static str {
     }
 }
 
-/// Every configuration's place in the choice, oldest first. Loaded when the writer
-/// starts and after every change to the configurations.
-#[derive(Debug, Default, Clone)]
-pub struct ConfigIndex {
-    /// (receipt_id, project_id, client_id), oldest first.
-    configs: Vec<(Arc<str>, Arc<str>, Option<Arc<str>>)>,
-}
-
 impl ConfigIndex {
+    /// Every configuration, oldest first (loaded by the writer on start and after every
+    /// change to the configurations).
     pub(crate) fn load(conn: &Connection) -> rusqlite::Result<ConfigIndex> {
         let configs = conn
             .prepare_cached(
@@ -63,44 +57,7 @@ impl ConfigIndex {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ConfigIndex { configs })
-    }
-
-    /// The configuration a receipt goes to: the request's `receiptId` when it names a
-    /// configuration of the request's project that is not another app's; else the oldest
-    /// of the token's app; else the oldest project-level one. `None`: no receipt.
-    pub fn choose(
-        &self,
-        receipt_id: Option<&str>,
-        project_id: &str,
-        client_id: Option<&str>,
-    ) -> Option<Arc<str>> {
-        if self.configs.is_empty() {
-            return None;
-        }
-        let named = receipt_id.and_then(|id| {
-            self.configs.iter().find(|(rid, pid, cid)| {
-                &**rid == id
-                    && &**pid == project_id
-                    && cid.as_deref().is_none_or(|c| Some(c) == client_id)
-            })
-        });
-        let of_app = || {
-            client_id.and_then(|client| {
-                self.configs
-                    .iter()
-                    .find(|(_, _, cid)| cid.as_deref() == Some(client))
-            })
-        };
-        let of_project = || {
-            self.configs
-                .iter()
-                .find(|(_, pid, cid)| &**pid == project_id && cid.is_none())
-        };
-        named
-            .or_else(of_app)
-            .or_else(of_project)
-            .map(|(rid, ..)| rid.clone())
+        Ok(ConfigIndex::new(configs))
     }
 }
 

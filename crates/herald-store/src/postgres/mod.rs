@@ -1,0 +1,436 @@
+//! The PostgreSQL engine: a pool of `tokio-postgres` connections, each call one short
+//! transaction, writes batched into multi-row statements, safe with several Herald nodes
+//! on one database.
+//!
+//! Why no writer thread as in SQLite: PostgreSQL takes concurrent writers itself and
+//! group-commits their fsyncs, so each call simply runs its own transaction on a pooled
+//! connection; the pool bounds how many run at once ([`PgOptions::max_connections`]).
+//! Round trips, not rows, are what cost here, so every hot call writes each kind of row
+//! with one statement over arrays (`INSERT … SELECT … FROM unnest($1::bigint[], …)`).
+//!
+//! Several nodes: migrations and the bootstrap each run under a transaction-level
+//! advisory lock; a receipt is claimed by one node at a time (`FOR UPDATE SKIP LOCKED`
+//! plus a lease, see [`RECEIPT_LEASE_MS`]); rows other nodes may touch at the same moment
+//! are locked in a fixed order, and a transaction that still deadlocks is retried.
+
+mod accounts;
+mod apps;
+mod devices;
+mod maintenance;
+mod messages;
+mod receipts;
+mod report;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::{Result, StoreError};
+
+/// The migration files, in order (each applied once, recorded in `herald_migrations`).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "001_init.sql",
+    include_str!("../../migrations/postgres/001_init.sql"),
+)];
+
+/// The migration files, for the documentation test.
+pub const MIGRATION_FILES: [&str; 1] = ["001_init.sql"];
+
+/// Advisory lock keys (`pg_advisory_xact_lock`); any two distinct 64-bit numbers would
+/// do, these spell "HERALD" and a purpose.
+const MIGRATION_LOCK: i64 = 0x4845_5241_4c44_0001;
+pub(crate) const BOOTSTRAP_LOCK: i64 = 0x4845_5241_4c44_0002;
+
+/// How long a receipt claimed by one node's `due_receipts` stays out of other nodes'
+/// reach (ms). The node renews its claims on every pass and releases them when it settles
+/// them; if it dies, another node takes them once the lease has run out. Longer than any
+/// callback timeout, so a slow endpoint never gets a receipt from two nodes.
+pub const RECEIPT_LEASE_MS: i64 = 60_000;
+
+/// A transaction that hit a deadlock or a serialization failure is run again this many
+/// times before the error is returned.
+const RETRIES: u32 = 3;
+
+/// How to open a PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Pool size: at most this many transactions at once.
+    pub max_connections: usize,
+    /// Keep every table in this schema (created if missing) instead of the connection's
+    /// default `search_path`; set on each connection through its startup options. Letters,
+    /// digits and `_` only. The conformance story gives each test its own.
+    pub schema: Option<String>,
+    /// How long a call waits for a free connection, or for a new one to be made.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+            schema: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Internal failures: the driver's error is kept until the transaction decides whether
+/// to retry; callers only ever see [`StoreError`].
+#[derive(Debug)]
+pub(crate) enum Fault {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+pub(crate) type PgResult<T> = std::result::Result<T, Fault>;
+
+impl From<tokio_postgres::Error> for Fault {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fault::Db(e)
+    }
+}
+
+impl From<StoreError> for Fault {
+    fn from(e: StoreError) -> Self {
+        Fault::Store(e)
+    }
+}
+
+impl Fault {
+    /// A deadlock or serialization failure: running the transaction again may succeed.
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(self, Fault::Db(e) if e.code().is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        }))
+    }
+}
+
+/// The driver's error with its cause (its own `Display` says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.to_string(),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+impl From<Fault> for StoreError {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::Store(e) => e,
+            Fault::Db(e) => match e.code() {
+                Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
+                    StoreError::Full(describe(&e))
+                }
+                Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+                    StoreError::Corrupt(describe(&e))
+                }
+                _ if e.is_closed() => {
+                    StoreError::Engine(format!("connection lost: {}", describe(&e)))
+                }
+                _ => StoreError::Engine(describe(&e)),
+            },
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fault::Db(e).into()
+    }
+}
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`.
+pub struct PgStore {
+    pool: Pool,
+    closed: AtomicBool,
+    receipts_queued: Arc<Notify>,
+    /// This store's mark on the receipts it claimed (random per open: one node).
+    node: i64,
+    schema: Option<String>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.schema)
+            .field("node", &self.node)
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A schema name safe to put in a statement and in connection options unquoted.
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit()
+}
+
+/// A random number naming this process's claims (no RNG crate: the standard library's
+/// per-process random hasher keys are enough to tell nodes apart).
+fn node_mark() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() >> 1) as i64
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://user@host/db`), create the schema if asked, and
+    /// apply the migrations that have not run yet.
+    pub async fn open(url: &str, options: PgOptions) -> Result<PgStore> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Engine(format!("bad PostgreSQL URL: {e}")))?;
+        if let Some(schema) = &options.schema {
+            if !valid_schema(schema) {
+                return Err(StoreError::Engine(format!(
+                    "schema name {schema:?} must be lower-case letters, digits and _"
+                )));
+            }
+            let extra = format!("-c search_path={schema}");
+            let merged = match config.get_options() {
+                Some(o) if !o.is_empty() => format!("{o} {extra}"),
+                _ => extra,
+            };
+            config.options(merged);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("herald");
+        }
+        config.connect_timeout(options.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Engine(format!("connection pool: {e}")))?;
+        let store = PgStore {
+            pool,
+            closed: AtomicBool::new(false),
+            receipts_queued: Arc::new(Notify::new()),
+            node: node_mark(),
+            schema: options.schema,
+        };
+        let applied = store.migrate().await?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "PostgreSQL schema migrated.");
+        }
+        Ok(store)
+    }
+
+    /// Apply the migrations this database lacks, under an advisory lock so that nodes
+    /// starting together apply each exactly once. Returns the files applied.
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        if let Some(schema) = &self.schema {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .await?;
+        }
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS herald_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+        let done: HashSet<i32> = tx
+            .query("SELECT version FROM herald_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut applied = Vec::new();
+        for (version, name, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| StoreError::Engine(format!("migration {name}: {}", describe(&e))))?;
+            tx.execute(
+                "INSERT INTO herald_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+            applied.push((*name).to_owned());
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// A pooled connection, unless the store is closed.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            deadpool_postgres::PoolError::Backend(e) => {
+                StoreError::Engine(format!("could not connect: {}", describe(&e)))
+            }
+            other => StoreError::Engine(format!("could not get a connection: {other}")),
+        })
+    }
+
+    pub(crate) fn node(&self) -> i64 {
+        self.node
+    }
+
+    /// Tell this process's receipt dispatcher that receipts were committed.
+    pub(crate) fn receipts_committed(&self, n: u64) {
+        if n > 0 {
+            metrics::counter!("herald_receipts_queued_total").increment(n);
+            self.receipts_queued.notify_one();
+        }
+    }
+
+    pub(crate) fn receipts_signal(&self) -> Arc<Notify> {
+        self.receipts_queued.clone()
+    }
+
+    pub(crate) fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    pub(crate) fn shut_down(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.pool.close();
+    }
+}
+
+/// Run `$body` (an expression that may `.await` and use `$tx`, a
+/// `&deadpool_postgres::Transaction`, and evaluates to a `PgResult`) in one transaction
+/// on a pooled connection; commit, and retry the whole transaction on a deadlock or a
+/// serialization failure. Evaluates to `crate::Result`.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let store: &$crate::postgres::PgStore = $store;
+        let mut attempt = 0u32;
+        loop {
+            let mut client = match store.client().await {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+            let outcome: $crate::postgres::PgResult<_> = async {
+                let $tx = client.transaction().await?;
+                let value: $crate::postgres::PgResult<_> = {
+                    let $tx = &$tx;
+                    $body
+                };
+                let value = value?;
+                $tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match outcome {
+                Ok(v) => break Ok(v),
+                Err(f) if f.is_retryable() && attempt < $crate::postgres::retries() => {
+                    attempt += 1;
+                    tracing::debug!(
+                        attempt,
+                        "A PostgreSQL transaction is retried after a deadlock."
+                    );
+                }
+                Err(f) => break Err($crate::StoreError::from(f)),
+            }
+        }
+    }};
+}
+pub(crate) use in_tx;
+
+pub(crate) const fn retries() -> u32 {
+    RETRIES
+}
+
+/// Run `sql` through the connection's statement cache.
+pub(crate) async fn query<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> PgResult<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query(&stmt, params).await?)
+}
+
+/// [`query`] for at most one row.
+pub(crate) async fn query_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> PgResult<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&stmt, params).await?)
+}
+
+/// [`query`] for a statement without rows; returns how many rows it changed.
+pub(crate) async fn execute<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> PgResult<u64> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.execute(&stmt, params).await?)
+}
+
+impl PgStore {
+    /// Run one read statement on a pooled connection (autocommit).
+    pub(crate) async fn read(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        Ok(query(&client, sql, params).await?)
+    }
+
+    /// [`PgStore::read`] for at most one row.
+    pub(crate) async fn read_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let client = self.client().await?;
+        Ok(query_opt(&client, sql, params).await?)
+    }
+}
+
+/// `SELECT state, COUNT(*)` rows, by state.
+pub(crate) fn state_counts(rows: &[Row]) -> Vec<(i64, u64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                i64::from(r.get::<_, i16>(0)),
+                r.get::<_, i64>(1).max(0) as u64,
+            )
+        })
+        .collect()
+}
