@@ -77,13 +77,16 @@ mod tests {
 
     #[test]
     fn urls_name_their_engine() {
-        let sqlite = |p: &str| Ok(StoreUrl::Sqlite(PathBuf::from(p)));
+        let sqlite = |p: &str| Some(StoreUrl::Sqlite(PathBuf::from(p)));
         assert_eq!(
-            StoreUrl::parse("sqlite:/var/lib/herald/herald.db"),
+            StoreUrl::parse("sqlite:/var/lib/herald/herald.db").ok(),
             sqlite("/var/lib/herald/herald.db")
         );
-        assert_eq!(StoreUrl::parse("sqlite://data/h.db"), sqlite("data/h.db"));
-        assert_eq!(StoreUrl::parse("data/h.db"), sqlite("data/h.db"));
+        assert_eq!(
+            StoreUrl::parse("sqlite://data/h.db").ok(),
+            sqlite("data/h.db")
+        );
+        assert_eq!(StoreUrl::parse("data/h.db").ok(), sqlite("data/h.db"));
         assert_eq!(
             StoreUrl::parse("postgres://u@127.0.0.1/db").ok(),
             Some(StoreUrl::Postgres("postgres://u@127.0.0.1/db".into()))

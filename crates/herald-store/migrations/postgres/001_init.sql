@@ -188,7 +188,7 @@ CREATE TABLE receipt (
     state           smallint NOT NULL,
     attempts        integer NOT NULL,
     next_attempt_at bigint NOT NULL,
-    claimed_by      bigint,
+    claimed_by      text,
     claimed_until   bigint,
     created_at      bigint NOT NULL,
     updated_at      bigint NOT NULL

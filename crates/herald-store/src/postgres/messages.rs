@@ -288,7 +288,7 @@ async fn enqueue_in<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<(Enque
     add_usage(c, batch).await?;
 
     // Per token in the request's order: what the collapse replaced (oldest first), then
-    // what the cap replaced (newest first), as the SQLite engine reports them.
+    // what the cap replaced (oldest first too), as the SQLite engine reports them.
     let mut by_token: HashMap<i64, (Vec<Ended>, Vec<Ended>)> = HashMap::new();
     for r in &collapsed {
         let e = ended_from(r);
@@ -306,7 +306,7 @@ async fn enqueue_in<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<(Enque
         let client: Arc<str> = Arc::from(d.client_id.as_str());
         let (mut older, mut over) = by_token.remove(&d.token).unwrap_or_default();
         older.sort_by_key(|e| e.id.message);
-        over.sort_by_key(|e| std::cmp::Reverse(e.id.message));
+        over.sort_by_key(|e| e.id.message);
         for e in older {
             changes.record(&e.info, e.id, &client, e.category, Outcome::Replaced, at);
             result.replaced.push(e.id);

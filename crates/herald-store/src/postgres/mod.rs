@@ -70,6 +70,10 @@ pub struct PgOptions {
     pub schema: Option<String>,
     /// How long a call waits for a free connection, or for a new one to be made.
     pub connect_timeout: Duration,
+    /// This node's name on the receipts it claims. A node that keeps its name across a
+    /// restart takes its own claimed receipts back at once; without one, a random name
+    /// is used and they come back when their lease ends ([`RECEIPT_LEASE_MS`]).
+    pub node_name: Option<String>,
 }
 
 impl Default for PgOptions {
@@ -78,6 +82,7 @@ impl Default for PgOptions {
             max_connections: 16,
             schema: None,
             connect_timeout: Duration::from_secs(10),
+            node_name: None,
         }
     }
 }
@@ -155,8 +160,8 @@ pub struct PgStore {
     pool: Pool,
     closed: AtomicBool,
     receipts_queued: Arc<Notify>,
-    /// This store's mark on the receipts it claimed (random per open: one node).
-    node: i64,
+    /// This node's name on the receipts it claimed.
+    node: String,
     schema: Option<String>,
 }
 
@@ -180,9 +185,9 @@ fn valid_schema(name: &str) -> bool {
         && !name.as_bytes()[0].is_ascii_digit()
 }
 
-/// A random number naming this process's claims (no RNG crate: the standard library's
-/// per-process random hasher keys are enough to tell nodes apart).
-fn node_mark() -> i64 {
+/// A random name for this store's claims (no RNG crate: the standard library's random
+/// hasher keys, the time and the process id are enough to tell nodes apart).
+fn random_node_name() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -192,7 +197,7 @@ fn node_mark() -> i64 {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    (h.finish() >> 1) as i64
+    format!("node-{:016x}", h.finish())
 }
 
 impl PgStore {
@@ -237,7 +242,7 @@ impl PgStore {
             pool,
             closed: AtomicBool::new(false),
             receipts_queued: Arc::new(Notify::new()),
-            node: node_mark(),
+            node: options.node_name.unwrap_or_else(random_node_name),
             schema: options.schema,
         };
         let applied = store.migrate().await?;
@@ -305,8 +310,8 @@ impl PgStore {
         })
     }
 
-    pub(crate) fn node(&self) -> i64 {
-        self.node
+    pub(crate) fn node(&self) -> &str {
+        &self.node
     }
 
     /// Tell this process's receipt dispatcher that receipts were committed.

@@ -46,8 +46,8 @@ fn state_name(state: i64) -> &'static str {
     }
 }
 
-/// Claim up to `$3` due rows per configuration for node `$2` at `$1`, and return them
-/// with what a callback reports.
+/// Claim up to `$3` due rows per configuration for node `$2` at `$1` until `$4`, and
+/// return them with what a callback reports.
 const CLAIM_SQL: &str = "WITH picked AS (
    SELECT p.id FROM receipt_configs c
    CROSS JOIN LATERAL (
@@ -58,7 +58,7 @@ const CLAIM_SQL: &str = "WITH picked AS (
      FOR UPDATE OF r SKIP LOCKED
    ) p
  ), claimed AS (
-   UPDATE receipt r SET claimed_by = $2, claimed_until = $1 + $4
+   UPDATE receipt r SET claimed_by = $2, claimed_until = $4
    FROM picked WHERE r.id = picked.id
    RETURNING r.id, r.config, r.msg, r.tok, r.token, r.client_id, r.result, r.at, r.attempts, r.created_at
  )
@@ -155,11 +155,12 @@ impl ReceiptStore for PgStore {
     async fn due_receipts(&self, now_ms: i64, per_config: usize) -> Result<Vec<DueReceipts>> {
         let limit = i64::try_from(per_config).unwrap_or(i64::MAX);
         let node = self.node();
+        let until = now_ms.saturating_add(RECEIPT_LEASE_MS);
         let config_sql = format!(
             "SELECT {RECEIPT_CONFIG_COLUMNS} FROM receipt_configs ORDER BY created_at, seq"
         );
         let (configs, rows) = in_tx!(self, |tx| async {
-            let rows = query(tx, CLAIM_SQL, &[&now_ms, &node, &limit, &RECEIPT_LEASE_MS]).await?;
+            let rows = query(tx, CLAIM_SQL, &[&now_ms, &node, &limit, &until]).await?;
             if rows.is_empty() {
                 return Ok((Vec::new(), rows));
             }

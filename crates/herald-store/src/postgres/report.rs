@@ -149,11 +149,15 @@ impl Changes {
     }
 }
 
-/// The receipt configurations as they are now, for the choice.
-pub(crate) async fn load_configs<C: GenericClient>(c: &C) -> PgResult<ConfigIndex> {
+/// The receipt configurations as they are now, for the choice, held until the commit:
+/// a configuration being deleted is waited for and then left out, and one cannot be
+/// deleted before the receipts queued for it are committed (its deletion then drops
+/// them). So no receipt is ever left waiting for a configuration that is gone.
+async fn load_configs<C: GenericClient>(c: &C) -> PgResult<ConfigIndex> {
     let rows = query(
         c,
-        "SELECT receipt_id, project_id, client_id FROM receipt_configs ORDER BY created_at, seq",
+        "SELECT receipt_id, project_id, client_id FROM receipt_configs ORDER BY created_at, seq
+         FOR KEY SHARE",
         &[],
     )
     .await?;

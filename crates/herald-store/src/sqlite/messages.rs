@@ -176,6 +176,7 @@ impl Tx<'_> {
         Ok(id)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert_delivery(
         &mut self,
         id: DeliveryId,
@@ -228,7 +229,7 @@ impl Tx<'_> {
 
     /// The token's queued messages beyond the offline cache cap, oldest first, replaced.
     fn cap(&mut self, device: i64, tok: i64, at: i64) -> rusqlite::Result<Vec<DeliveryId>> {
-        let over: Vec<i64> = self
+        let mut over: Vec<i64> = self
             .conn
             .prepare_cached(
                 "SELECT d.msg FROM delivery d JOIN message m ON m.id = d.msg
@@ -237,6 +238,8 @@ impl Tx<'_> {
             )?
             .query_map(params![device, tok, OFFLINE_CACHE_CAP], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        // Newest first past the cap; replaced (and their receipts queued) oldest first.
+        over.reverse();
         self.end_all(over, tok, Outcome::Replaced, at)
     }
 
@@ -483,11 +486,9 @@ fn revoke_in(t: &mut Tx<'_>, rv: Revoke) -> Result<RevokeResult> {
                 continue;
             };
             match state {
-                DeliveryState::Queued => {
-                    if t.end_queued(id, Outcome::Revoked, rv.now)? {
-                        result.revoked.push(id);
-                        touched = true;
-                    }
+                DeliveryState::Queued if t.end_queued(id, Outcome::Revoked, rv.now)? => {
+                    result.revoked.push(id);
+                    touched = true;
                 }
                 DeliveryState::Delivered | DeliveryState::Shown => {
                     let category: Option<i64> = t

@@ -315,6 +315,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        // A closed store answers nothing, reads included (the contract of `close`).
+        if !self.writer.lock().is_ok_and(|w| w.is_some()) {
+            return Err(StoreError::Closed);
+        }
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {

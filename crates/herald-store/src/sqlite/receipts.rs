@@ -75,6 +75,15 @@ pub(crate) struct NewReceipt<'a> {
 }
 
 impl Tx<'_> {
+    /// After a change to the configurations: the jobs after this one in the same
+    /// transaction choose from the new set (a receipt must never be queued for a
+    /// configuration deleted before it), and the writer reloads again after the commit.
+    fn reload_configs(&mut self) -> rusqlite::Result<()> {
+        self.cache.configs = ConfigIndex::load(self.conn)?;
+        self.configs_changed = true;
+        Ok(())
+    }
+
     /// Queue a receipt if a configuration applies.
     pub(crate) fn queue_receipt(&mut self, r: NewReceipt<'_>) -> rusqlite::Result<()> {
         let Some(config) = self
@@ -123,7 +132,7 @@ impl ReceiptStore for SqliteStore {
                     config.version,
                     config.created_at
                 ])?;
-            t.configs_changed = true;
+            t.reload_configs()?;
             Ok(())
         })
         .await
@@ -154,7 +163,7 @@ impl ReceiptStore for SqliteStore {
             {
                 return Ok(None);
             }
-            t.configs_changed = true;
+            t.reload_configs()?;
             let dropped = t
                 .conn
                 .prepare_cached(
