@@ -58,6 +58,10 @@ async fn story<E: Engine>(engine: &E) {
     accounts_apps_and_rights(&store).await;
     store.close().await;
 
+    let store = engine.open("bootstrap").await;
+    bootstrap_once(&[&store]).await;
+    store.close().await;
+
     let store = engine.open("devices").await;
     devices_and_tokens(&store).await;
     store.close().await;
@@ -181,17 +185,144 @@ impl Drop for Postgres {
     }
 }
 
+/// Say on the terminal that `what` did not run. Written to the stderr handle itself, which
+/// the test harness does not capture: a skipped test must be seen, not pass silently.
+fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} did not run: set HERALD_TEST_POSTGRES_URL \
+         (e.g. postgres://postgres@127.0.0.1:5432/test) to run it."
+    );
+}
+
 #[tokio::test]
 async fn postgres_engine_passes_the_story() {
     let Some(url) = std::env::var_os("HERALD_TEST_POSTGRES_URL") else {
-        eprintln!(
-            "SKIPPED: the PostgreSQL conformance story did not run: set \
-             HERALD_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run it."
-        );
+        skipped("the PostgreSQL conformance story");
         return;
     };
     let engine = Postgres::new(url.into_string().unwrap());
     story(&engine).await;
+}
+
+/// Several nodes on one PostgreSQL database: they migrate and bootstrap it once between
+/// them, see each other's writes, add to the same counters, and never claim the same
+/// receipt.
+#[tokio::test]
+async fn postgres_nodes_share_one_database() {
+    let Some(url) = std::env::var_os("HERALD_TEST_POSTGRES_URL") else {
+        skipped("the PostgreSQL multi-node test");
+        return;
+    };
+    let engine = Postgres::new(url.into_string().unwrap());
+    // Three nodes start at the same moment against one empty schema.
+    let (a, b, c) = tokio::join!(
+        engine.open("nodes"),
+        engine.open("nodes"),
+        engine.open("nodes")
+    );
+    assert_eq!(
+        a.migrate().await.unwrap(),
+        Vec::<String>::new(),
+        "every migration ran once, at the first start"
+    );
+    bootstrap_once(&[&a, &b, &c]).await;
+    a.create_project(project("p1")).await.unwrap();
+    b.create_app(app("c1", "p1", "com.example.one"))
+        .await
+        .unwrap();
+
+    // A message sent through one node is pending on another and acknowledged on a third;
+    // every node reads the same counters.
+    let t = device(&a, "d1", "c1").await;
+    let m = send(&a, message("r1", NOW), &[&t]).await;
+    assert_eq!(pending_ids(&b, &t, NOW).await, [id(m, &t)]);
+    assert_eq!(tell(&c, vec![ack(&t, id(m, &t), NOW + 1)]).await, 1);
+    assert_eq!(
+        tell(&a, vec![ack(&t, id(m, &t), NOW + 2)]).await,
+        0,
+        "an ack another node recorded does not move it again"
+    );
+    assert!(pending_ids(&b, &t, NOW + 2).await.is_empty());
+    for node in [&a, &b, &c] {
+        assert_eq!(
+            report_of(node, None, None, 0).await,
+            rows(&[("delivered", Some(0), 1), ("queued", None, 1)])
+        );
+    }
+
+    // Quota counters add up across nodes writing at once.
+    let key = CounterKey::per_device(Counter::DeviceTotal, "c1", "d1", 20270101);
+    let sends = (0..30).map(|i| {
+        let node = [&a, &b, &c][i % 3];
+        let usage = vec![(key.clone(), 1)];
+        async move {
+            node.enqueue(Enqueue {
+                usage,
+                ..batch(message(&format!("q{i}"), NOW + 10), vec![])
+            })
+            .await
+            .unwrap()
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    assert_eq!(
+        c.quota_usage(&[key.clone()]).await.unwrap(),
+        [(key.clone(), 30)]
+    );
+
+    // Receipts: a node's claim keeps the others off its rows until it settles them or its
+    // lease ends; it sees its own claims again (waiting for a batch to fill).
+    a.create_receipt_config(receipt_config("rc", None, NOW))
+        .await
+        .unwrap();
+    for i in 0..40 {
+        drop_ghost([&a, &b][i % 2], &format!("g{i}"), None, NOW + 20).await;
+    }
+    let at = NOW + 30;
+    let claimed = a.due_receipts(at, 10).await.unwrap();
+    assert_eq!(total(&claimed), 10);
+    assert_eq!(a.due_receipts(at, 10).await.unwrap(), claimed);
+    // The other two claim at the same moment: disjoint, and none of a's.
+    let (by_b, by_c) = tokio::join!(b.due_receipts(at, 100), c.due_receipts(at, 100));
+    let ids = |d: &[DueReceipts]| -> Vec<i64> {
+        d.iter()
+            .flat_map(|d| d.receipts.iter().map(|r| r.id))
+            .collect()
+    };
+    let (mine, theirs_b, theirs_c) = (ids(&claimed), ids(&by_b.unwrap()), ids(&by_c.unwrap()));
+    let mut all: Vec<i64> = mine
+        .iter()
+        .chain(&theirs_b)
+        .chain(&theirs_c)
+        .copied()
+        .collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "no receipt was claimed twice");
+    assert_eq!(all.len(), 40, "every receipt was claimed by some node");
+    // a settles its ten; the rows of b stay b's until b's lease ends, then c takes them.
+    let sent: Vec<(i64, ReceiptFate)> = mine.iter().map(|&i| (i, ReceiptFate::Sent)).collect();
+    a.settle_receipts(&sent, at + 1).await.unwrap();
+    assert_eq!(b.pending_receipts().await.unwrap(), 30);
+    let lease = herald_store::postgres::RECEIPT_LEASE_MS;
+    assert!(
+        ids(&c.due_receipts(at + lease - 1, 100).await.unwrap())
+            .iter()
+            .all(|i| theirs_c.contains(i))
+    );
+    let mut after_lease = ids(&c.due_receipts(at + lease, 100).await.unwrap());
+    after_lease.sort_unstable();
+    let mut expected: Vec<i64> = theirs_b.iter().chain(&theirs_c).copied().collect();
+    expected.sort_unstable();
+    assert_eq!(after_lease, expected, "an expired lease frees the rows");
+    assert!(b.due_receipts(at + lease, 100).await.unwrap().is_empty());
+
+    for node in [a, b, c] {
+        node.close().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -381,6 +512,59 @@ const OFF: Outcome = Outcome::Suppressed(ReceiptCode::NOTIFICATIONS_OFF);
 // Accounts, apps, service accounts and rights
 // ---------------------------------------------------------------------------------------
 
+/// Bootstrap attempts at the same moment, each with its own names, through one or more
+/// handles on one store (nodes): exactly one succeeds, every other one is a
+/// [`StoreError::Conflict`] that wrote nothing.
+async fn bootstrap_once<S: Store>(nodes: &[&S]) {
+    let attempt = |i: usize| {
+        let mut b = bootstrap();
+        b.admin_username = format!("admin-{i}");
+        b.admin_token_hash = format!("token-hash-{i}");
+        b.project = project(&format!("boot-{i}"));
+        b.app = app(
+            &format!("boot-app-{i}"),
+            &b.project.project_id,
+            "com.example.boot",
+        );
+        b.service_account.key_id = format!("boot-key-{i}");
+        b.service_account.project_id = b.project.project_id.clone();
+        b
+    };
+    let tries = (0..8).map(|i| {
+        let node = nodes[i % nodes.len()];
+        async move { (i, node.bootstrap(attempt(i)).await) }
+    });
+    let outcomes = futures_util::future::join_all(tries).await;
+    let won: Vec<usize> = outcomes
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one bootstrap succeeds: {outcomes:?}");
+    for (_, r) in &outcomes {
+        assert!(
+            matches!(r, Ok(()) | Err(StoreError::Conflict(_))),
+            "the others are conflicts: {r:?}"
+        );
+    }
+    let winner = attempt(won[0]);
+    for node in nodes {
+        assert!(node.is_bootstrapped().await.unwrap());
+        assert_eq!(
+            node.list_projects().await.unwrap(),
+            [winner.project.clone()]
+        );
+        assert_eq!(node.list_apps(None).await.unwrap(), [winner.app.clone()]);
+        assert_eq!(
+            node.admin_by_token_hash(&winner.admin_token_hash)
+                .await
+                .unwrap()
+                .map(|a| a.username),
+            Some(winner.admin_username.clone())
+        );
+    }
+}
+
 async fn accounts_apps_and_rights<S: Store>(store: &S) {
     // Bootstrap happens once and creates everything it names.
     assert!(!store.is_bootstrapped().await.unwrap());
@@ -394,8 +578,11 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
         Some(b.service_account.clone())
     );
     assert!(
-        store.bootstrap(bootstrap()).await.is_err(),
-        "a second bootstrap is refused (the admin exists)"
+        matches!(
+            store.bootstrap(bootstrap()).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a second bootstrap is refused as a conflict (the admin exists)"
     );
     assert_eq!(store.list_projects().await.unwrap(), [b.project.clone()]);
 
