@@ -25,7 +25,7 @@ use herald_core::receipt::ReceiptFate;
 use tokio::sync::Notify;
 
 pub use model::*;
-pub use open::{OpenOptions, StoreUrl, open_store};
+pub use open::{OpenOptions, StoreUrl, migrate_store, open_store};
 pub use receipt_choice::{ConfigEntry, ConfigIndex};
 
 /// Storage failures. Callers log them and answer `81000001`; they never reach a client.

@@ -71,7 +71,49 @@ pub async fn open_store(url: &str, options: &OpenOptions) -> Result<Arc<dyn Stor
     }
 }
 
+/// Apply the migrations the store at `url` lacks and close it (what `herald migrate
+/// --store URL` does); returns the migration files applied, oldest first (empty when it
+/// was up to date).
+pub async fn migrate_store(url: &str, options: &OpenOptions) -> Result<Vec<String>> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite(path) => {
+            let durability = options.sqlite_durability;
+            let (before, store) = tokio::task::spawn_blocking(move || {
+                let before = sqlite_schema_version(&path)?;
+                SqliteStore::open(&path, durability).map(|s| (before, s))
+            })
+            .await
+            .map_err(|e| StoreError::Engine(format!("opening SQLite: {e}")))??;
+            crate::Maintenance::close(&store).await;
+            Ok(crate::sqlite::MIGRATION_FILES
+                .iter()
+                .skip(before)
+                .map(|f| (*f).to_owned())
+                .collect())
+        }
+        StoreUrl::Postgres(url) => {
+            let store = PgStore::connect(&url, options.postgres.clone())?;
+            let applied = store.migrate().await;
+            crate::Maintenance::close(&store).await;
+            applied
+        }
+    }
+}
+
+/// How many migrations the SQLite file at `path` has had (0 when there is no file yet):
+/// `rusqlite_migration` keeps the count in `user_version`.
+fn sqlite_schema_version(path: &std::path::Path) -> Result<usize> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(usize::try_from(version).unwrap_or(0))
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests panic on the unexpected by design
 mod tests {
     use super::*;
 
@@ -98,5 +140,18 @@ mod tests {
         assert!(StoreUrl::parse("mysql://u@h/db").is_err());
         assert!(StoreUrl::parse("sqlite:").is_err());
         assert!(StoreUrl::parse("  ").is_err());
+    }
+
+    #[tokio::test]
+    async fn migrating_sqlite_applies_each_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("h.db").display());
+        let options = OpenOptions::default();
+        let first = migrate_store(&url, &options).await.unwrap();
+        assert_eq!(first, crate::sqlite::MIGRATION_FILES.to_vec());
+        assert!(migrate_store(&url, &options).await.unwrap().is_empty());
+        let store = open_store(&url, &options).await.unwrap();
+        assert!(!store.is_bootstrapped().await.unwrap());
+        store.close().await;
     }
 }

@@ -228,6 +228,28 @@ async fn postgres_nodes_share_one_database() {
         "every migration ran once, at the first start"
     );
     bootstrap_once(&[&a, &b, &c]).await;
+
+    // `herald migrate --store URL`: applies what is missing, once.
+    let schema = format!("{}_migrate", engine.prefix);
+    engine.schemas.lock().unwrap().push(schema.clone());
+    let options = OpenOptions {
+        postgres: herald_store::postgres::PgOptions {
+            schema: Some(schema),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(
+        migrate_store(&engine.url, &options).await.unwrap(),
+        herald_store::postgres::MIGRATION_FILES
+    );
+    assert!(
+        migrate_store(&engine.url, &options)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     a.create_project(project("p1")).await.unwrap();
     b.create_app(app("c1", "p1", "com.example.one"))
         .await
@@ -2885,4 +2907,104 @@ async fn state_after_reopening<S: Store>(store: &S, before: BeforeReopening) {
     assert_eq!(total(&store.due_receipts(NOW + 50, 100).await.unwrap()), 2);
     assert_eq!(store.retry_pending_receipts_now(NOW + 50).await.unwrap(), 1);
     assert_eq!(total(&store.due_receipts(NOW + 50, 100).await.unwrap()), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Throughput of the send path (run by hand: `--ignored --nocapture`; no assertion on speed)
+// ---------------------------------------------------------------------------------------
+
+/// Requests of `PER_REQUEST` tokens enqueued by `WRITERS` concurrent senders, then every
+/// delivery acknowledged in batches of `PER_REQUEST`; prints tokens per second for both.
+async fn send_path_throughput<E: Engine>(engine: &E, label: &str) {
+    const DEVICES: usize = 2_000;
+    const PER_REQUEST: usize = 500;
+    const REQUESTS: usize = 80;
+    const WRITERS: usize = 8;
+    let store = engine.open("throughput").await;
+    store.bootstrap(bootstrap()).await.unwrap();
+    store
+        .create_receipt_config(receipt_config("rc", None, NOW))
+        .await
+        .unwrap();
+    let mut tokens = Vec::with_capacity(DEVICES);
+    for i in 0..DEVICES {
+        tokens.push(device(&store, &format!("d{i}"), "c1").await);
+    }
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let sent: Vec<Vec<(i64, usize)>> =
+        futures_util::future::join_all((0..WRITERS).map(|_| async {
+            let mut mine = Vec::new();
+            loop {
+                let r = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if r >= REQUESTS {
+                    return mine;
+                }
+                let first = (r * PER_REQUEST) % DEVICES;
+                let to_tokens: Vec<NewDelivery> = (0..PER_REQUEST)
+                    .map(|k| to(&tokens[(first + k) % DEVICES]))
+                    .collect();
+                let m = store
+                    .enqueue(batch(message(&format!("t{r}"), NOW), to_tokens))
+                    .await
+                    .unwrap()
+                    .message;
+                mine.push((m, first));
+            }
+        }))
+        .await;
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let acks: Vec<Vec<DeviceReport>> = sent
+        .iter()
+        .flatten()
+        .map(|&(m, first)| {
+            (0..PER_REQUEST)
+                .map(|k| {
+                    let t = &tokens[(first + k) % DEVICES];
+                    ack(t, id(m, t), NOW + 1)
+                })
+                .collect()
+        })
+        .collect();
+    let chunks = std::sync::Mutex::new(acks);
+    futures_util::future::join_all((0..WRITERS).map(|_| async {
+        loop {
+            let Some(reports) = chunks.lock().unwrap().pop() else {
+                return;
+            };
+            assert_eq!(tell(&store, reports).await, PER_REQUEST as u64);
+        }
+    }))
+    .await;
+    let ack_secs = started.elapsed().as_secs_f64();
+    let n = (REQUESTS * PER_REQUEST) as f64;
+    let mut out = std::io::stderr();
+    let _ = std::io::Write::write_fmt(
+        &mut out,
+        format_args!(
+            "{label}: enqueue {:.0} tokens/s ({REQUESTS} requests of {PER_REQUEST}, {WRITERS} writers), \
+             acks {:.0}/s (batches of {PER_REQUEST}); {} receipts pending\n",
+            n / enqueue_secs,
+            n / ack_secs,
+            store.pending_receipts().await.unwrap()
+        ),
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn throughput_of_the_send_path() {
+    let sqlite = Sqlite {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    send_path_throughput(&sqlite, "SQLite (synchronous=NORMAL)").await;
+    match std::env::var_os("HERALD_TEST_POSTGRES_URL") {
+        Some(url) => {
+            let engine = Postgres::new(url.into_string().unwrap());
+            send_path_throughput(&engine, "PostgreSQL").await;
+        }
+        None => skipped("the PostgreSQL throughput run"),
+    }
 }

@@ -124,7 +124,7 @@ impl AppStore for PgStore {
     async fn list_projects(&self) -> Result<Vec<Project>> {
         let rows = self
             .read(
-                "SELECT project_id, name, created_at FROM projects ORDER BY created_at, project_id",
+                "SELECT project_id, name, created_at FROM projects ORDER BY created_at, project_id COLLATE \"C\"",
                 &[],
             )
             .await?;
@@ -146,7 +146,7 @@ impl AppStore for PgStore {
 
     async fn list_apps(&self, project_id: Option<&str>) -> Result<Vec<App>> {
         let sql = format!(
-            "SELECT {APP_COLUMNS} FROM apps WHERE $1::text IS NULL OR project_id = $1 ORDER BY created_at, client_id"
+            "SELECT {APP_COLUMNS} FROM apps WHERE $1::text IS NULL OR project_id = $1 ORDER BY created_at, client_id COLLATE \"C\""
         );
         self.read(&sql, &[&project_id])
             .await?
@@ -216,7 +216,7 @@ impl AppStore for PgStore {
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>> {
         let rows = self
             .read(
-                "SELECT client_id, name, state, reason, updated_at FROM rights WHERE client_id = $1 ORDER BY name",
+                "SELECT client_id, name, state, reason, updated_at FROM rights WHERE client_id = $1 ORDER BY name COLLATE \"C\"",
                 &[&client_id],
             )
             .await?;

@@ -124,12 +124,24 @@ impl DeliveryRows {
         if self.tok.is_empty() {
             return Ok(0);
         }
-        execute(
-            c,
-            "INSERT INTO delivery (msg, tok, device, state, code, category, bg, updated_at)
-             SELECT $1, u.tok, u.device, u.state, u.code, u.category, u.bg, $2
-             FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::int4[], $7::int2[], $8::int2[])
-                  AS u(tok, device, state, code, category, bg)",
+        let stmt = c.prepare_cached(INSERT_DELIVERIES_SQL).await?;
+        self.insert_prepared(c, &stmt, msg, at).await
+    }
+
+    /// [`DeliveryRows::insert`] with the statement already prepared: the request is sent
+    /// on the first poll (what keeps pipelined statements in order).
+    async fn insert_prepared<C: GenericClient>(
+        &self,
+        c: &C,
+        stmt: &tokio_postgres::Statement,
+        msg: i64,
+        at: i64,
+    ) -> PgResult<u64> {
+        if self.tok.is_empty() {
+            return Ok(0);
+        }
+        Ok(c.execute(
+            stmt,
             &[
                 &msg,
                 &at,
@@ -141,9 +153,19 @@ impl DeliveryRows {
                 &self.bg,
             ],
         )
-        .await
+        .await?)
     }
 }
+
+const INSERT_DELIVERIES_SQL: &str =
+    "INSERT INTO delivery (msg, tok, device, state, code, category, bg, updated_at)
+ SELECT $1, u.tok, u.device, u.state, u.code, u.category, u.bg, $2
+ FROM unnest($3::int8[], $4::int8[], $5::int2[], $6::int4[], $7::int2[], $8::int2[])
+      AS u(tok, device, state, code, category, bg)";
+
+const UNKNOWN_DROPS_SQL: &str = "INSERT INTO unknown_drop (msg, token, code)
+ SELECT $1, u.token, u.code FROM unnest($2::text[], $3::int4[]) AS u(token, code)
+ ON CONFLICT DO NOTHING";
 
 /// A queued delivery a newer message replaced, with its message's facts.
 struct Ended {
@@ -238,50 +260,54 @@ async fn enqueue_in<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<(Enque
         .unzip();
 
     // Sent in this order on one connection (pipelined), run in this order: collapse the
-    // older messages, add the new rows, then cap what is queued including them.
+    // older messages, add the new rows, then cap what is queued including them. Every
+    // statement is prepared first, so that each future sends its request on its first
+    // poll, in the order `try_join!` polls them.
+    let collapse_stmt = c.prepare_cached(COLLAPSE_SQL).await?;
+    let insert_stmt = c.prepare_cached(INSERT_DELIVERIES_SQL).await?;
+    let cap_stmt = c.prepare_cached(CAP_SQL).await?;
+    let unknown_stmt = c.prepare_cached(UNKNOWN_DROPS_SQL).await?;
     let collapse = async {
-        match m.collapse_key {
-            Some(key) if !tokens.is_empty() => {
-                query(
-                    c,
-                    COLLAPSE_SQL,
+        let rows: PgResult<Vec<Row>> = match m.collapse_key {
+            Some(key) if !tokens.is_empty() => Ok(c
+                .query(
+                    &collapse_stmt,
                     &[&REPLACED, &at, &devices, &tokens, &msg, &i16::from(key)],
                 )
-                .await
-            }
+                .await?),
             _ => Ok(Vec::new()),
-        }
+        };
+        rows
     };
-    let insert = rows.insert(c, msg, at);
+    let insert = rows.insert_prepared(c, &insert_stmt, msg, at);
     let cap = async {
-        if offline_tokens.is_empty() {
-            return Ok(Vec::new());
-        }
-        query(
-            c,
-            CAP_SQL,
-            &[
-                &REPLACED,
-                &at,
-                &offline_devices,
-                &offline_tokens,
-                &OFFLINE_CACHE_CAP,
-            ],
-        )
-        .await
+        let rows: PgResult<Vec<Row>> = if offline_tokens.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Ok(c.query(
+                &cap_stmt,
+                &[
+                    &REPLACED,
+                    &at,
+                    &offline_devices,
+                    &offline_tokens,
+                    &OFFLINE_CACHE_CAP,
+                ],
+            )
+            .await?)
+        };
+        rows
     };
     let unknown = async {
-        if unknown_tokens.is_empty() {
-            return Ok(0);
-        }
-        execute(
-            c,
-            "INSERT INTO unknown_drop (msg, token, code)
-             SELECT $1, u.token, u.code FROM unnest($2::text[], $3::int4[]) AS u(token, code)
-             ON CONFLICT DO NOTHING",
-            &[&msg, &unknown_tokens, &unknown_codes],
-        )
-        .await
+        let n: PgResult<u64> = if unknown_tokens.is_empty() {
+            Ok(0)
+        } else {
+            Ok(
+                c.execute(&unknown_stmt, &[&msg, &unknown_tokens, &unknown_codes])
+                    .await?,
+            )
+        };
+        n
     };
     let (collapsed, _, capped, _) = tokio::try_join!(collapse, insert, cap, unknown)?;
     upsert_live_views(c, batch).await?;

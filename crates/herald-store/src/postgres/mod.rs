@@ -204,6 +204,16 @@ impl PgStore {
     /// Connect to `url` (`postgres://user@host/db`), create the schema if asked, and
     /// apply the migrations that have not run yet.
     pub async fn open(url: &str, options: PgOptions) -> Result<PgStore> {
+        let store = PgStore::connect(url, options)?;
+        let applied = store.migrate().await?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "PostgreSQL schema migrated.");
+        }
+        Ok(store)
+    }
+
+    /// The pool for `url`, without touching the database yet.
+    pub(crate) fn connect(url: &str, options: PgOptions) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Engine(format!("bad PostgreSQL URL: {e}")))?;
@@ -238,18 +248,13 @@ impl PgStore {
             .create_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::Engine(format!("connection pool: {e}")))?;
-        let store = PgStore {
+        Ok(PgStore {
             pool,
             closed: AtomicBool::new(false),
             receipts_queued: Arc::new(Notify::new()),
             node: options.node_name.unwrap_or_else(random_node_name),
             schema: options.schema,
-        };
-        let applied = store.migrate().await?;
-        if !applied.is_empty() {
-            tracing::info!(migrations = ?applied, "PostgreSQL schema migrated.");
-        }
-        Ok(store)
+        })
     }
 
     /// Apply the migrations this database lacks, under an advisory lock so that nodes

@@ -263,7 +263,7 @@ impl ReportStore for PgStore {
                  WHERE hour >= $1
                    AND ($2::text IS NULL OR project_id = $2)
                    AND ($3::text IS NULL OR client_id = $3)
-                 GROUP BY outcome, code ORDER BY outcome, code",
+                 GROUP BY outcome, code ORDER BY outcome COLLATE \"C\", code",
                 &[
                     &filter.since_ms.div_euclid(3_600_000),
                     &filter.project_id,
