@@ -299,7 +299,17 @@ async fn postgres_nodes_share_one_database() {
     a.create_receipt_config(receipt_config("rc", None, NOW))
         .await
         .unwrap();
-    for i in 0..40 {
+    // A node's dispatcher is woken at once when another node queues receipts.
+    let wake = b.receipts_queued();
+    while tokio::time::timeout(Duration::from_millis(300), wake.notified())
+        .await
+        .is_ok()
+    {}
+    drop_ghost(&c, "wake", None, NOW + 20).await;
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("a commit on c wakes b's dispatcher");
+    for i in 1..40 {
         drop_ghost([&a, &b][i % 2], &format!("g{i}"), None, NOW + 20).await;
     }
     let at = NOW + 30;

@@ -20,9 +20,11 @@ mod maintenance;
 mod messages;
 mod receipts;
 mod report;
+mod wake;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -160,6 +162,10 @@ pub struct PgStore {
     pool: Pool,
     closed: AtomicBool,
     receipts_queued: Arc<Notify>,
+    /// Tells other nodes' dispatchers, and hears theirs (see [`wake`]).
+    wake: wake::Wake,
+    /// The task listening for other nodes' wake-ups; started by [`PgStore::open`].
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// This node's name on the receipts it claimed.
     node: String,
     schema: Option<String>,
@@ -209,6 +215,10 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "PostgreSQL schema migrated.");
         }
+        let listener = store.wake.listen(store.receipts_queued.clone());
+        if let Ok(mut slot) = store.listener.lock() {
+            *slot = Some(listener);
+        }
         Ok(store)
     }
 
@@ -234,6 +244,7 @@ impl PgStore {
             config.application_name("herald");
         }
         config.connect_timeout(options.connect_timeout);
+        let wake = wake::Wake::new(config.clone(), options.schema.as_deref());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -252,6 +263,8 @@ impl PgStore {
             pool,
             closed: AtomicBool::new(false),
             receipts_queued: Arc::new(Notify::new()),
+            wake,
+            listener: Mutex::new(None),
             node: options.node_name.unwrap_or_else(random_node_name),
             schema: options.schema,
         })
@@ -319,11 +332,13 @@ impl PgStore {
         &self.node
     }
 
-    /// Tell this process's receipt dispatcher that receipts were committed.
+    /// Tell this process's receipt dispatcher that receipts were committed, and the other
+    /// nodes' (at most every [`wake::ANNOUNCE_EVERY`]).
     pub(crate) fn receipts_committed(&self, n: u64) {
         if n > 0 {
             metrics::counter!("herald_receipts_queued_total").increment(n);
             self.receipts_queued.notify_one();
+            self.wake.announce(&self.pool);
         }
     }
 
@@ -337,18 +352,34 @@ impl PgStore {
 
     pub(crate) fn shut_down(&self) {
         self.closed.store(true, Ordering::Release);
+        self.stop_listening();
         self.pool.close();
+    }
+
+    fn stop_listening(&self) {
+        if let Some(task) = self.listener.lock().ok().and_then(|mut l| l.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop_listening();
     }
 }
 
 /// Run `$body` (an expression that may `.await` and use `$tx`, a
 /// `&deadpool_postgres::Transaction`, and evaluates to a `PgResult`) in one transaction
 /// on a pooled connection; commit, and retry the whole transaction on a deadlock or a
-/// serialization failure. Evaluates to `crate::Result`.
+/// serialization failure. Evaluates to `crate::Result`. Metrics:
+/// `herald_store_transaction_seconds` (committed transactions, retries included) and
+/// `herald_store_transaction_retries_total`.
 macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
         let store: &$crate::postgres::PgStore = $store;
         let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         loop {
             let mut client = match store.client().await {
                 Ok(c) => c,
@@ -366,9 +397,14 @@ macro_rules! in_tx {
             }
             .await;
             match outcome {
-                Ok(v) => break Ok(v),
+                Ok(v) => {
+                    metrics::histogram!("herald_store_transaction_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    break Ok(v);
+                }
                 Err(f) if f.is_retryable() && attempt < $crate::postgres::retries() => {
                     attempt += 1;
+                    metrics::counter!("herald_store_transaction_retries_total").increment(1);
                     tracing::debug!(
                         attempt,
                         "A PostgreSQL transaction is retried after a deadlock."
