@@ -89,12 +89,11 @@ impl AccountStore for PgStore {
     }
 
     async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()> {
-        in_tx!(self, |tx| execute(
-            tx,
+        self.write(
             "INSERT INTO admin_tokens (token_hash, admin_id, created_at) VALUES ($1, $2, $3)",
             &[&token_hash, &admin_id, &now_ms],
         )
-        .await)?;
+        .await?;
         Ok(())
     }
 }

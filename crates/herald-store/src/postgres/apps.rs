@@ -102,12 +102,11 @@ pub(super) async fn insert_service_account<C: GenericClient>(
 #[async_trait]
 impl AppStore for PgStore {
     async fn create_project(&self, project: Project) -> Result<()> {
-        in_tx!(self, |tx| execute(
-            tx,
+        self.write(
             "INSERT INTO projects (project_id, name, created_at) VALUES ($1, $2, $3)",
             &[&project.project_id, &project.name, &project.created_at],
         )
-        .await)?;
+        .await?;
         Ok(())
     }
 

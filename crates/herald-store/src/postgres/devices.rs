@@ -45,12 +45,12 @@ impl DeviceStore for PgStore {
     }
 
     async fn device_auth(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceAuth>> {
-        let row = in_tx!(self, |tx| query_opt(
-            tx,
-            "UPDATE device SET seen_at = $2 WHERE device_id = $1 RETURNING id, secret_hash",
-            &[&device_id, &now_ms],
-        )
-        .await)?;
+        let row = self
+            .write_returning(
+                "UPDATE device SET seen_at = $2 WHERE device_id = $1 RETURNING id, secret_hash",
+                &[&device_id, &now_ms],
+            )
+            .await?;
         Ok(row.map(|r| DeviceAuth {
             device: r.get(0),
             secret_hash: r.get(1),
@@ -105,14 +105,14 @@ impl DeviceStore for PgStore {
     ) -> Result<Option<String>> {
         // At most one row matches: `token_active` is unique on (device, app) among
         // undeleted tokens, and a deleted row leaves that index.
-        let row = in_tx!(self, |tx| query_opt(
-            tx,
-            "UPDATE token SET deleted_at = $3
+        let row = self
+            .write_returning(
+                "UPDATE token SET deleted_at = $3
              WHERE device = $1 AND client_id = $2 AND deleted_at IS NULL
              RETURNING token",
-            &[&device, &client_id, &now_ms],
-        )
-        .await)?;
+                &[&device, &client_id, &now_ms],
+            )
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 

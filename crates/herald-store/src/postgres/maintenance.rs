@@ -56,29 +56,26 @@ impl Maintenance for PgStore {
         pruned.messages = messages;
 
         let cutoff = now_ms - r.receipts_ms;
-        pruned.receipts = in_tx!(self, |tx| execute(
-            tx,
-            "DELETE FROM receipt WHERE id IN
+        pruned.receipts = self
+            .write(
+                "DELETE FROM receipt WHERE id IN
                (SELECT id FROM receipt WHERE state <> 0 AND updated_at < $1 LIMIT $2)",
-            &[&cutoff, &limit],
-        )
-        .await)?;
+                &[&cutoff, &limit],
+            )
+            .await?;
 
         let hour = (now_ms - r.report_ms).div_euclid(3_600_000);
-        pruned.report_rows = in_tx!(self, |tx| execute(
-            tx,
-            "DELETE FROM report_counter WHERE hour < $1",
-            &[&hour],
-        )
-        .await)?;
+        pruned.report_rows = self
+            .write("DELETE FROM report_counter WHERE hour < $1", &[&hour])
+            .await?;
 
-        pruned.quota_rows = in_tx!(self, |tx| execute(
-            tx,
-            "DELETE FROM quota_usage WHERE key IN
+        pruned.quota_rows = self
+            .write(
+                "DELETE FROM quota_usage WHERE key IN
                (SELECT key FROM quota_usage WHERE day < $1 LIMIT $2)",
-            &[&quota_cutoff_day, &limit],
-        )
-        .await)?;
+                &[&quota_cutoff_day, &limit],
+            )
+            .await?;
 
         // Devices not seen for the retention period, with every token they had; tokens
         // deleted longer ago than that.

@@ -469,6 +469,38 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Run one writing statement on its own: autocommit makes it its own transaction,
+    /// committed when it returns, without the round trips of `BEGIN` and `COMMIT`.
+    /// Retried like [`in_tx!`].
+    pub(crate) async fn write(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let mut attempt = 0;
+        loop {
+            let client = self.client().await?;
+            match execute(&client, sql, params).await {
+                Err(f) if f.is_retryable() && attempt < RETRIES => attempt += 1,
+                done => return Ok(done?),
+            }
+        }
+    }
+
+    /// [`PgStore::write`] for a statement that returns at most one row.
+    pub(crate) async fn write_returning(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let mut attempt = 0;
+        loop {
+            let client = self.client().await?;
+            match query_opt(&client, sql, params).await {
+                Err(f) if f.is_retryable() && attempt < RETRIES => attempt += 1,
+                done => return Ok(done?),
+            }
+        }
+    }
+}
+
 /// `SELECT state, COUNT(*)` rows, by state.
 pub(crate) fn state_counts(rows: &[Row]) -> Vec<(i64, u64)> {
     rows.iter()

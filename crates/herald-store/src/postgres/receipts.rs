@@ -91,9 +91,7 @@ fn pending_from_row(r: &Row) -> PendingReceipt {
 #[async_trait]
 impl ReceiptStore for PgStore {
     async fn create_receipt_config(&self, config: ReceiptConfig) -> Result<()> {
-        in_tx!(self, |tx| {
-            execute(
-            tx,
+        self.write(
             "INSERT INTO receipt_configs (receipt_id, project_id, client_id, url, username, secret, version, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
@@ -107,8 +105,7 @@ impl ReceiptStore for PgStore {
                 &config.created_at,
             ],
         )
-        .await
-        })?;
+        .await?;
         Ok(())
     }
 
@@ -200,27 +197,23 @@ impl ReceiptStore for PgStore {
             states.push(state);
             nexts.push(next);
         }
-        in_tx!(self, |tx| {
-            execute(
-            tx,
+        self.write(
             "UPDATE receipt r SET state = u.state, next_attempt_at = u.next, attempts = r.attempts + 1,
                  updated_at = $4, claimed_by = NULL, claimed_until = NULL
              FROM unnest($1::int8[], $2::int2[], $3::int8[]) AS u(id, state, next)
              WHERE r.id = u.id AND r.state = 0",
             &[&ids, &states, &nexts, &now_ms],
         )
-        .await
-        })?;
+        .await?;
         Ok(())
     }
 
     async fn retry_pending_receipts_now(&self, now_ms: i64) -> Result<u64> {
-        in_tx!(self, |tx| execute(
-            tx,
+        self.write(
             "UPDATE receipt SET next_attempt_at = $1 WHERE state = 0 AND next_attempt_at > $1",
             &[&now_ms],
         )
-        .await)
+        .await
     }
 
     async fn pending_receipts(&self) -> Result<u64> {
