@@ -174,7 +174,9 @@ pub trait ReceiptStore: Send + Sync {
     /// such config, else how many pending receipts were dropped.
     async fn delete_receipt_config(&self, receipt_id: &str, now_ms: i64) -> Result<Option<u64>>;
     /// Pending receipts due at `now_ms`: up to `per_config` per configuration, oldest
-    /// first, grouped by configuration.
+    /// first, grouped by configuration. An engine shared by several nodes hands each row
+    /// to one node at a time: it claims what it returns for a lease, during which only the
+    /// same store handle (node) sees those rows again, until it settles them.
     async fn due_receipts(&self, now_ms: i64, per_config: usize) -> Result<Vec<DueReceipts>>;
     /// Record what became of callback attempts (pending receipts only; one attempt each).
     async fn settle_receipts(&self, fates: &[(i64, ReceiptFate)], now_ms: i64) -> Result<()>;
@@ -184,7 +186,8 @@ pub trait ReceiptStore: Send + Sync {
     async fn pending_receipts(&self) -> Result<u64>;
     /// Count of receipts per state (`pending`, `sent`, `dropped`), for the report.
     async fn receipt_counts(&self) -> Result<Vec<(String, u64)>>;
-    /// Signalled after every commit that queued receipts (the dispatcher waits on it).
+    /// Signalled after every commit that queued receipts (the dispatcher waits on it); an
+    /// engine shared by several nodes also signals, soon, the commits of other nodes.
     fn receipts_queued(&self) -> Arc<Notify>;
 }
 
