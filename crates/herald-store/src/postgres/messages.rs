@@ -802,7 +802,7 @@ const PENDING_SQL: &str = "SELECT d.msg, d.tok, d.category, d.bg, m.request_id, 
         m.payload, m.bi_tag, m.test, m.created_at, m.expires_at, m.notify_id, d.device
  FROM delivery d JOIN message m ON m.id = d.msg JOIN token t ON t.id = d.tok
  WHERE d.device = $1 AND d.state = 0 AND m.expires_at > $2
- ORDER BY d.msg";
+ ORDER BY d.msg, d.tok";
 
 fn stored_from_row(r: &Row) -> StoredDelivery {
     StoredDelivery {
@@ -911,7 +911,8 @@ impl MessageStore for PgStore {
         let drops = self
             .read(
                 "SELECT u.code, m.created_at FROM unknown_drop u JOIN message m ON m.id = u.msg
-                 WHERE m.request_id = $1 AND ($2::text IS NULL OR u.token = $2)",
+                 WHERE m.request_id = $1 AND ($2::text IS NULL OR u.token = $2)
+                 ORDER BY u.msg, u.token COLLATE \"C\"",
                 &[&request_id, &token],
             )
             .await?;
