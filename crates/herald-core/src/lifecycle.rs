@@ -20,6 +20,8 @@ impl ReceiptCode {
     pub const APP_UNINSTALLED: ReceiptCode = ReceiptCode(2);
     pub const TOKEN_INVALID: ReceiptCode = ReceiptCode(5);
     pub const NOTIFICATIONS_OFF: ReceiptCode = ReceiptCode(6);
+    /// A background message cached on the device because the app's process is absent.
+    pub const CACHED: ReceiptCode = ReceiptCode(27);
     pub const OFFLINE_CONTROL: ReceiptCode = ReceiptCode(15);
     /// TTL ended before delivery. Push Kit publishes no code for this; Herald reports
     /// 14 ("other error"), documented in `docs/protocol.md`.

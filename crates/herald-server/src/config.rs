@@ -51,6 +51,9 @@ pub struct Config {
     pub receipt_timeout_secs: u64,
     /// Refuse `http://` receipt callback URLs, as Push Kit does.
     pub receipt_require_https: bool,
+    /// Seconds a delivered message's receipt waits for the device's report (shown → 0,
+    /// not shown → 6, 144 …) before 0 is posted: each message gets one final receipt.
+    pub receipt_report_wait_secs: u64,
     /// Days delivered and ended messages (with their deliveries) are kept.
     pub retention_messages_days: u32,
     /// Days sent and dropped receipts are kept.
@@ -87,6 +90,7 @@ impl Default for Config {
             receipt_retry_for_secs: 86_400,
             receipt_timeout_secs: 10,
             receipt_require_https: false,
+            receipt_report_wait_secs: 10,
             retention_messages_days: 7,
             retention_receipts_days: 7,
             retention_report_days: 90,
@@ -169,6 +173,7 @@ impl Config {
             "HERALD_RECEIPT_RETRY_FOR_SECS" => self.receipt_retry_for_secs = parse(var, value)?,
             "HERALD_RECEIPT_TIMEOUT_SECS" => self.receipt_timeout_secs = parse(var, value)?,
             "HERALD_RECEIPT_REQUIRE_HTTPS" => self.receipt_require_https = parse(var, value)?,
+            "HERALD_RECEIPT_REPORT_WAIT_SECS" => self.receipt_report_wait_secs = parse(var, value)?,
             "HERALD_RETENTION_MESSAGES_DAYS" => self.retention_messages_days = parse(var, value)?,
             "HERALD_RETENTION_RECEIPTS_DAYS" => self.retention_receipts_days = parse(var, value)?,
             "HERALD_RETENTION_REPORT_DAYS" => self.retention_report_days = parse(var, value)?,
@@ -242,6 +247,10 @@ receipt_retry_for_secs = {retry_for}
 receipt_timeout_secs = {receipt_timeout}
 # Refuse http:// callback URLs, as Push Kit does (http is handy for local receivers).
 receipt_require_https = {require_https}
+# Seconds a delivered message's receipt waits for the device's report (shown → 0, switch
+# off → 6, profile not bound → 144, cached → 27), so each message gets one final receipt;
+# with no report by then, 0 is posted.
+receipt_report_wait_secs = {report_wait}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -261,6 +270,7 @@ receipt_require_https = {require_https}
             retry_for = d.receipt_retry_for_secs,
             receipt_timeout = d.receipt_timeout_secs,
             require_https = d.receipt_require_https,
+            report_wait = d.receipt_report_wait_secs,
             ret_msgs = d.retention_messages_days,
             ret_receipts = d.retention_receipts_days,
             ret_report = d.retention_report_days,
@@ -268,6 +278,11 @@ receipt_require_https = {require_https}
             prune_every = d.prune_every_secs,
             prune_batch = d.prune_batch,
         )
+    }
+
+    /// How long a delivered message's receipt waits for the device's report, ms.
+    pub fn receipt_report_wait_ms(&self) -> i64 {
+        i64::try_from(self.receipt_report_wait_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     /// What the pruner keeps.

@@ -180,7 +180,8 @@ pub trait ReceiptStore: Send + Sync {
     async fn due_receipts(&self, now_ms: i64, per_config: usize) -> Result<Vec<DueReceipts>>;
     /// Record what became of callback attempts (pending receipts only; one attempt each).
     async fn settle_receipts(&self, fates: &[(i64, ReceiptFate)], now_ms: i64) -> Result<()>;
-    /// Make every pending receipt due now (on start: pending receipts are sent at once).
+    /// Make every pending receipt that was already attempted due now (on start: they are
+    /// sent at once); one still waiting for its device's report keeps its time.
     async fn retry_pending_receipts_now(&self, now_ms: i64) -> Result<u64>;
     /// How many receipts are pending.
     async fn pending_receipts(&self) -> Result<u64>;

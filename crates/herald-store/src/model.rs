@@ -225,6 +225,11 @@ pub struct NewMessage {
     pub notify_id: Option<u32>,
     /// Widgets (push type 1): the `formId` receipts report.
     pub form_id: Option<i64>,
+    /// One final receipt per delivery: when set, the receipt of an ack waits this long
+    /// (ms) for the device's report, which then decides it (shown → 0, suppressed → its
+    /// code); with no report in time, 0 is posted. `None`: the ack posts 0 at once and a
+    /// later report posts its own code.
+    pub receipt_hold_ms: Option<i64>,
 }
 
 /// One token of a message.

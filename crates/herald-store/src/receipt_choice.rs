@@ -3,8 +3,13 @@
 
 use std::sync::Arc;
 
-/// One configuration as the choice sees it: (receipt_id, project_id, client_id).
-pub type ConfigEntry = (Arc<str>, Arc<str>, Option<Arc<str>>);
+/// What the choice needs of one configuration.
+#[derive(Debug, Clone)]
+pub struct ConfigEntry {
+    pub receipt_id: Arc<str>,
+    pub project_id: Arc<str>,
+    pub client_id: Option<Arc<str>>,
+}
 
 /// Every configuration's place in the choice, oldest first.
 #[derive(Debug, Default, Clone)]
@@ -32,27 +37,27 @@ impl ConfigIndex {
             return None;
         }
         let named = receipt_id.and_then(|id| {
-            self.configs.iter().find(|(rid, pid, cid)| {
-                &**rid == id
-                    && &**pid == project_id
-                    && cid.as_deref().is_none_or(|c| Some(c) == client_id)
+            self.configs.iter().find(|c| {
+                &*c.receipt_id == id
+                    && &*c.project_id == project_id
+                    && c.client_id.as_deref().is_none_or(|a| Some(a) == client_id)
             })
         });
         let of_app = || {
             client_id.and_then(|client| {
                 self.configs
                     .iter()
-                    .find(|(_, _, cid)| cid.as_deref() == Some(client))
+                    .find(|c| c.client_id.as_deref() == Some(client))
             })
         };
         let of_project = || {
             self.configs
                 .iter()
-                .find(|(_, pid, cid)| &**pid == project_id && cid.is_none())
+                .find(|c| &*c.project_id == project_id && c.client_id.is_none())
         };
         named
             .or_else(of_app)
             .or_else(of_project)
-            .map(|(rid, ..)| rid.clone())
+            .map(|c| c.receipt_id.clone())
     }
 }

@@ -78,6 +78,10 @@ async fn story<E: Engine>(engine: &E) {
     receipts(&store).await;
     store.close().await;
 
+    let store = engine.open("held").await;
+    held_receipts(&store).await;
+    store.close().await;
+
     let store = engine.open("report").await;
     report_counters(&store).await;
     store.close().await;
@@ -454,6 +458,8 @@ fn message(request_id: &str, at: i64) -> NewMessage {
         collapse_key: None,
         notify_id: None,
         form_id: None,
+        // Receipts at each transition here; `held_receipts` covers the held kind.
+        receipt_hold_ms: None,
     }
 }
 
@@ -1895,6 +1901,103 @@ async fn drop_ghost<S: Store>(store: &S, request_id: &str, receipt_id: Option<&s
         .unwrap();
 }
 
+/// One final receipt: a held message's ack queues its 0 due only after the hold; the
+/// device's report makes it due at once, with the report's code if it was not shown; once
+/// attempted, a receipt is final.
+async fn held_receipts<S: Store>(store: &S) {
+    const HOLD: i64 = 10_000;
+    store.bootstrap(bootstrap()).await.unwrap();
+    store
+        .create_receipt_config(receipt_config("rc", None, NOW))
+        .await
+        .unwrap();
+    let t = device(store, "d1", "c1").await;
+    let held = |rid: &str, at: i64| NewMessage {
+        receipt_hold_ms: Some(HOLD),
+        ..message(rid, at)
+    };
+    let results = |due: Vec<DueReceipts>| -> Vec<(String, u32, i64)> {
+        due.into_iter()
+            .flat_map(|d| d.receipts)
+            .map(|r| (r.request_id, r.result, r.at))
+            .collect()
+    };
+
+    // Acked only: nothing due before the hold ends, then 0 with the time of the ack.
+    let quiet = send(store, held("held-quiet", NOW), &[&t]).await;
+    tell(store, vec![ack(&t, id(quiet, &t), NOW + 1)]).await;
+    assert!(results(store.due_receipts(NOW + HOLD, 100).await.unwrap()).is_empty());
+    // Acked, then reported suppressed: due at once with the report's code and time.
+    let off = send(store, held("held-off", NOW), &[&t]).await;
+    tell(store, vec![ack(&t, id(off, &t), NOW + 2)]).await;
+    tell(
+        store,
+        vec![says(
+            &t,
+            id(off, &t),
+            Outcome::Suppressed(ReceiptCode(6)),
+            NOW + 3,
+        )],
+    )
+    .await;
+    // Reported shown without an ack first: due at once with 0.
+    let shown = send(store, held("held-shown", NOW), &[&t]).await;
+    tell(
+        store,
+        vec![says(&t, id(shown, &t), Outcome::Shown, NOW + 4)],
+    )
+    .await;
+    assert_eq!(
+        results(store.due_receipts(NOW + 5, 100).await.unwrap()),
+        [
+            ("held-off".to_owned(), 6, NOW + 3),
+            ("held-shown".to_owned(), 0, NOW + 4)
+        ]
+    );
+    let all = store.due_receipts(NOW + 1 + HOLD, 100).await.unwrap();
+    assert_eq!(
+        results(all.clone()),
+        [
+            ("held-quiet".to_owned(), 0, NOW + 1),
+            ("held-off".to_owned(), 6, NOW + 3),
+            ("held-shown".to_owned(), 0, NOW + 4)
+        ]
+    );
+    // Attempted receipts are final: a later report changes neither code nor time.
+    let fates: Vec<(i64, ReceiptFate)> = all
+        .iter()
+        .flat_map(|d| &d.receipts)
+        .map(|r| {
+            (
+                r.id,
+                ReceiptFate::Retry {
+                    next_attempt_at: NOW + 2 * HOLD,
+                },
+            )
+        })
+        .collect();
+    store.settle_receipts(&fates, NOW + HOLD + 2).await.unwrap();
+    tell(
+        store,
+        vec![says(
+            &t,
+            id(quiet, &t),
+            Outcome::Suppressed(ReceiptCode(144)),
+            NOW + HOLD + 3,
+        )],
+    )
+    .await;
+    assert_eq!(
+        results(store.due_receipts(NOW + 2 * HOLD, 100).await.unwrap()),
+        [
+            ("held-quiet".to_owned(), 0, NOW + 1),
+            ("held-off".to_owned(), 6, NOW + 3),
+            ("held-shown".to_owned(), 0, NOW + 4)
+        ]
+    );
+    assert_eq!(store.pending_receipts().await.unwrap(), 3);
+}
+
 /// Receipts are queued with the outcomes they report, for the configuration the request
 /// and the token choose, and drained durably.
 async fn receipts<S: Store>(store: &S) {
@@ -2344,7 +2447,8 @@ async fn report_counters<S: Store>(store: &S) {
         ]
     );
 
-    // Hour three: a TTL ends c2's queued message; a queued notification is revoked.
+    // Hour three: TTLs end the queued r-c2 (p1) and r-p2 (p2); a queued notification is
+    // revoked.
     let mut n = message("r-notify", NOW + 2 * HOUR);
     n.notify_id = Some(3);
     n.expires_at = NOW + 3 * HOUR;

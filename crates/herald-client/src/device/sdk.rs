@@ -561,10 +561,14 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
             inner.hand_over(&client_id, kind, payload);
             inner.report(&message.id, ReportStatus::Shown, None);
         }
-        Decision::Cache(_) => inner.emit(SdkEvent::Cached {
-            client_id,
-            message_id: message.id.clone(),
-        }),
+        Decision::Cache(_) => {
+            inner.emit(SdkEvent::Cached {
+                client_id,
+                message_id: message.id.clone(),
+            });
+            // Push Kit's receipt 27: the app's process is absent, the message is cached.
+            inner.report(&message.id, ReportStatus::Suppressed, Some(27));
+        }
         Decision::Form {
             form_id,
             version,

@@ -417,6 +417,7 @@ async fn plan_deliveries(
                     collapse_key: parsed.options.collapse_key,
                     notify_id: parsed.payload.notification().map(|_| notify_id),
                     form_id,
+                    receipt_hold_ms: Some(app.config.receipt_report_wait_ms()),
                 },
                 deliveries,
                 drops,

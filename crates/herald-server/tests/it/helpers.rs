@@ -331,6 +331,17 @@ impl RawDevice {
         .await;
     }
 
+    /// Report a message shown, as the SDK does after showing it (its receipt, held for
+    /// the device's report, is then due).
+    pub async fn shown(&mut self, id: &str) {
+        self.send(&ClientFrame::Report {
+            id: id.to_owned(),
+            status: herald_proto::device::ReportStatus::Shown,
+            code: None,
+        })
+        .await;
+    }
+
     /// Reconnect with the same credential.
     pub async fn reconnect(self, app: &TestApp) -> RawDevice {
         let credential = self.credential.clone();

@@ -212,6 +212,7 @@ async fn a_delivered_message_is_reported_in_push_kits_v2_format_and_signed() {
     let (_, resp) = app.send(body).await;
     let m = d.message().await;
     d.ack(&[&m.id]).await;
+    d.shown(&m.id).await;
 
     let calls = receiver.wait_calls(1).await;
     let call = &calls[0];
@@ -270,7 +271,8 @@ async fn every_fate_gets_its_receipt_code() {
         .await;
     expected.push((request_id(&r), vec![5]));
 
-    // Shown only after delivery, then not shown: switch off → 6, profile not bound → 144.
+    // Not shown: switch off → 6, profile not bound → 144; one final receipt each (the
+    // ack's 0 waited for the device's report and took its code).
     for code in [6, 144] {
         let (_, r) = app.send(notification(&[&token], "suppressed")).await;
         let m = d.message().await;
@@ -280,7 +282,7 @@ async fn every_fate_gets_its_receipt_code() {
             code: Some(code),
         })
         .await;
-        expected.push((request_id(&r), vec![0, u64::from(code)]));
+        expected.push((request_id(&r), vec![u64::from(code)]));
     }
 
     // collapseKey replacement → 15 for the older, 0 for the newer once acknowledged.
@@ -293,6 +295,7 @@ async fn every_fate_gets_its_receipt_code() {
     let (_, r2) = app.send(newer).await;
     let m = d.message().await;
     d.ack(&[&m.id]).await;
+    d.shown(&m.id).await;
     expected.push((request_id(&r1), vec![15]));
     expected.push((request_id(&r2), vec![0]));
 
@@ -421,6 +424,7 @@ async fn receipt_id_chooses_the_config_and_app_level_beats_project_level() {
     app.send(notification(&[&token], "to the app")).await;
     let m = d.message().await;
     d.ack(&[&m.id]).await;
+    d.shown(&m.id).await;
     // A token of no app only has project-level configs: the oldest.
     let ghost = unknown_tokens(1, 'G');
     app.send(notification(&[&ghost[0]], "ghost")).await;
@@ -430,6 +434,7 @@ async fn receipt_id_chooses_the_config_and_app_level_beats_project_level() {
     app.send(chosen).await;
     let m = d.message().await;
     d.ack(&[&m.id]).await;
+    d.shown(&m.id).await;
 
     receiver.wait_acknowledged(3).await;
     let mut paths: Vec<(String, String)> = receiver
@@ -782,6 +787,7 @@ async fn widgets_live_views_and_revoke_commands_in_receipts() {
     .await;
     let m = d.message().await;
     d.ack(&[&m.id]).await;
+    d.shown(&m.id).await;
     let widget = receiver.wait_acknowledged(1).await;
     assert_eq!(widget[0]["pushType"], 1);
     assert_eq!(widget[0]["formStatus"]["formId"], 4711);
@@ -809,6 +815,7 @@ async fn widgets_live_views_and_revoke_commands_in_receipts() {
         .await;
     let m = d.message().await;
     d.ack(&[&m.id]).await;
+    d.shown(&m.id).await;
     receiver.wait_acknowledged(3).await;
     let r = app
         .http
@@ -834,4 +841,48 @@ async fn widgets_live_views_and_revoke_commands_in_receipts() {
     let all = receiver.acknowledged();
     assert_eq!(all.len(), 3, "no receipt for the revoke command: {all:?}");
     assert_eq!(all[2]["requestId"], b["requestId"]);
+}
+
+#[tokio::test]
+async fn an_unreported_delivery_gets_0_after_the_wait_and_a_late_report_changes_nothing() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    create_config(&app, json!({"url": receiver.url("/r")})).await;
+    let (mut d, token) = device_with_token(&app).await;
+    let (_, first) = app.send(notification(&[&token], "acked only")).await;
+    let m = d.message().await;
+    d.ack(&[&m.id]).await;
+    crate::helpers::wait_for_state(&app, &m.id, "delivered").await;
+    // A later message the device reports at once: its receipt comes first, proving the
+    // acked one is still waiting for its report.
+    let (_, second) = app.send(notification(&[&token], "reported")).await;
+    let m2 = d.message().await;
+    d.shown(&m2.id).await;
+    let statuses = receiver.wait_acknowledged(1).await;
+    assert_eq!(statuses[0]["requestId"], second["requestId"]);
+
+    // The wait ends: the acked message's 0 is posted, with the time of its delivery.
+    let delivered_at = app.clock.now_ms();
+    app.clock
+        .advance_secs(app.state.config.receipt_report_wait_secs as i64 + 1);
+    app.state.receipt_wake.notify_one();
+    let statuses = receiver.wait_acknowledged(2).await;
+    assert_eq!(statuses[1]["requestId"], first["requestId"]);
+    assert_eq!(statuses[1]["deliveryStatus"]["result"], 0);
+    assert_eq!(statuses[1]["deliveryStatus"]["timestamp"], delivered_at);
+
+    // A report after the final receipt posts nothing more: a third message's receipt is
+    // the next and last thing the endpoint sees.
+    d.send(&ClientFrame::Report {
+        id: m.id.clone(),
+        status: ReportStatus::Suppressed,
+        code: Some(6),
+    })
+    .await;
+    let (_, third) = app.send(notification(&[&token], "marker")).await;
+    let m3 = d.message().await;
+    d.shown(&m3.id).await;
+    let statuses = receiver.wait_acknowledged(3).await;
+    assert_eq!(statuses[2]["requestId"], third["requestId"]);
+    assert_eq!(receiver.acknowledged().len(), 3);
 }

@@ -139,6 +139,8 @@ CREATE TABLE message (
     collapse_key smallint,
     notify_id    bigint,
     form_id      bigint,
+    -- How long a delivered message's receipt waits for the device's report (ms).
+    receipt_hold_ms bigint,
     open         boolean NOT NULL
 );
 CREATE INDEX message_by_request ON message (request_id);

@@ -52,6 +52,8 @@ CREATE TABLE message (
     collapse_key INTEGER,
     notify_id    INTEGER,
     form_id      INTEGER,
+    -- How long a delivered message's receipt waits for the device's report (ms).
+    receipt_hold_ms INTEGER,
     open         INTEGER NOT NULL
 );
 CREATE INDEX message_by_request ON message(request_id);

@@ -42,13 +42,15 @@ fn small_u8(v: i16) -> u8 {
     u8::try_from(v).unwrap_or(u8::MAX)
 }
 
-/// Message facts from columns `push_type, kind, project_id, receipt_id` at `at`.
+/// Message facts from columns `push_type, kind, project_id, receipt_id,
+/// receipt_hold_ms` at `at`.
 fn info_from(r: &Row, at: usize) -> MessageInfo {
     MessageInfo {
         push_type: small_u8(r.get(at)),
         kind: kind_from(i64::from(r.get::<_, i16>(at + 1))),
         project_id: Arc::from(r.get::<_, String>(at + 2)),
         receipt_id: r.get::<_, Option<String>>(at + 3).map(Arc::from),
+        receipt_hold_ms: r.get(at + 4),
     }
 }
 
@@ -58,6 +60,7 @@ fn info_of(m: &NewMessage) -> MessageInfo {
         kind: m.kind,
         project_id: Arc::from(m.project_id.as_str()),
         receipt_id: m.receipt_id.as_deref().map(Arc::from),
+        receipt_hold_ms: m.receipt_hold_ms,
     }
 }
 
@@ -65,8 +68,8 @@ async fn insert_message<C: GenericClient>(c: &C, m: &NewMessage, open: bool) -> 
     let row = query_opt(
         c,
         "INSERT INTO message (request_id, project_id, push_type, kind, payload, bi_tag, receipt_id, test,
-                              created_at, expires_at, collapse_key, notify_id, form_id, open)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                              created_at, expires_at, collapse_key, notify_id, form_id, open, receipt_hold_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          RETURNING id",
         &[
             &m.request_id,
@@ -83,6 +86,7 @@ async fn insert_message<C: GenericClient>(c: &C, m: &NewMessage, open: bool) -> 
             &m.notify_id.map(i64::from),
             &m.form_id,
             &open,
+            &m.receipt_hold_ms,
         ],
     )
     .await?;
@@ -193,7 +197,7 @@ const COLLAPSE_SQL: &str = "UPDATE delivery d SET state = $1, updated_at = $2
  FROM message m, unnest($3::int8[], $4::int8[]) AS u(device, tok)
  WHERE d.device = u.device AND d.tok = u.tok AND d.state = 0 AND d.msg < $5
    AND m.id = d.msg AND m.kind = 0 AND m.collapse_key = $6
- RETURNING d.msg, d.tok, d.category, m.push_type, m.kind, m.project_id, m.receipt_id";
+ RETURNING d.msg, d.tok, d.category, m.push_type, m.kind, m.project_id, m.receipt_id, m.receipt_hold_ms";
 
 /// Queued messages of these (device, token) pairs beyond the offline cache cap, newest
 /// kept: replaced.
@@ -207,7 +211,7 @@ const CAP_SQL: &str = "WITH over AS (
  UPDATE delivery d SET state = $1, updated_at = $2
  FROM over, message m
  WHERE d.msg = over.msg AND d.tok = over.tok AND d.state = 0 AND m.id = d.msg
- RETURNING d.msg, d.tok, d.category, m.push_type, m.kind, m.project_id, m.receipt_id";
+ RETURNING d.msg, d.tok, d.category, m.push_type, m.kind, m.project_id, m.receipt_id, m.receipt_hold_ms";
 
 async fn enqueue_in<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<(EnqueueResult, u64)> {
     let m = &batch.message;
@@ -469,7 +473,7 @@ async fn reports_in<C: GenericClient>(c: &C, reports: &[DeviceReport]) -> PgResu
     let rows = query(
         c,
         "SELECT d.msg, d.tok, d.device, d.state, d.code, d.category, d.delivered_at, d.shown_at,
-                m.push_type, m.kind, m.project_id, m.receipt_id, COALESCE(t.client_id, '')
+                m.push_type, m.kind, m.project_id, m.receipt_id, m.receipt_hold_ms, COALESCE(t.client_id, '')
          FROM unnest($1::int8[], $2::int8[]) AS u(msg, tok)
          JOIN delivery d ON d.msg = u.msg AND d.tok = u.tok
          JOIN message m ON m.id = d.msg
@@ -496,7 +500,7 @@ async fn reports_in<C: GenericClient>(c: &C, reports: &[DeviceReport]) -> PgResu
                 shown_at: r.get(7),
                 updated_at: None,
                 info: info_from(r, 8),
-                client: Arc::from(r.get::<_, String>(12)),
+                client: Arc::from(r.get::<_, String>(13)),
                 moved: false,
             },
         );
@@ -592,8 +596,10 @@ async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResu
         collapse_key: None,
         notify_id: Some(rv.notify_id),
         form_id: None,
+        receipt_hold_ms: None,
     };
-    let cmd_msg = insert_message(c, &command, true).await?;
+    // The command message is stored with the first token that needs it.
+    let mut cmd_msg: Option<i64> = None;
     let toks: Vec<i64> = rv.tokens.iter().map(|t| t.token_num).collect();
     // Notifications with this notifyId, newest first; a device shows only the newest of
     // a notifyId anyway, so older ones beyond this many no longer matter.
@@ -603,7 +609,7 @@ async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResu
            SELECT id FROM message WHERE project_id = $1 AND notify_id = $2 AND push_type = $3 AND kind = 0
            ORDER BY id DESC LIMIT 1000
          )
-         SELECT d.msg, d.tok, d.state, d.category, m.push_type, m.kind, m.project_id, m.receipt_id,
+         SELECT d.msg, d.tok, d.state, d.category, m.push_type, m.kind, m.project_id, m.receipt_id, m.receipt_hold_ms,
                 COALESCE(t.client_id, '')
          FROM candidate JOIN delivery d ON d.msg = candidate.id
          JOIN message m ON m.id = d.msg
@@ -633,7 +639,7 @@ async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResu
             state: state_of(r.get(2))?,
             category: category_of(r.get(3)),
             info: info_from(r, 4),
-            client: Arc::from(r.get::<_, String>(8)),
+            client: Arc::from(r.get::<_, String>(9)),
         });
     }
     for list in by_token.values_mut() {
@@ -674,8 +680,12 @@ async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResu
         }
         // A queued message may already be on the wire to a connected device, so the
         // device is told in every case; it removes the notification if it shows it.
+        let message = match cmd_msg {
+            Some(m) => m,
+            None => *cmd_msg.insert(insert_message(c, &command, true).await?),
+        };
         let id = DeliveryId {
-            message: cmd_msg,
+            message,
             token: rec.token_num,
         };
         commands.push(
@@ -719,7 +729,9 @@ async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResu
         )
         .await?;
     }
-    commands.insert(c, cmd_msg, rv.now).await?;
+    if let Some(message) = cmd_msg {
+        commands.insert(c, message, rv.now).await?;
+    }
     let receipts = changes.flush(c).await?;
     Ok((result, receipts))
 }
@@ -730,7 +742,7 @@ async fn expire_in<C: GenericClient>(c: &C, now_ms: i64, limit: usize) -> PgResu
     // Another node expiring at the same moment skips the messages this one took.
     let due = query(
         c,
-        "SELECT m.id, m.push_type, m.kind, m.project_id, m.receipt_id,
+        "SELECT m.id, m.push_type, m.kind, m.project_id, m.receipt_id, m.receipt_hold_ms,
                 (SELECT count(*) FROM delivery d WHERE d.msg = m.id AND d.state = 0)
          FROM message m WHERE m.open AND m.expires_at <= $1
          ORDER BY m.expires_at LIMIT 64
@@ -745,7 +757,7 @@ async fn expire_in<C: GenericClient>(c: &C, now_ms: i64, limit: usize) -> PgResu
         let id: i64 = r.get(0);
         let info = info_from(r, 1);
         if info.kind == MessageKind::Message {
-            expected += r.get::<_, i64>(5).max(0) as u64;
+            expected += r.get::<_, i64>(6).max(0) as u64;
         }
         taken.push(id);
         infos.insert(id, info);

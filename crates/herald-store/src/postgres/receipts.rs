@@ -210,7 +210,8 @@ impl ReceiptStore for PgStore {
 
     async fn retry_pending_receipts_now(&self, now_ms: i64) -> Result<u64> {
         self.write(
-            "UPDATE receipt SET next_attempt_at = $1 WHERE state = 0 AND next_attempt_at > $1",
+            "UPDATE receipt SET next_attempt_at = $1
+             WHERE state = 0 AND attempts > 0 AND next_attempt_at > $1",
             &[&now_ms],
         )
         .await

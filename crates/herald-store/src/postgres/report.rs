@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use herald_core::{Category, Outcome};
+use herald_core::{Category, Outcome, ReceiptCode};
 
 use super::{PgResult, PgStore, execute, query};
-use crate::{ConfigIndex, DeliveryId, MessageKind, ReportFilter, ReportRow, ReportStore, Result};
+use crate::{
+    ConfigEntry, ConfigIndex, DeliveryId, MessageKind, ReportFilter, ReportRow, ReportStore, Result,
+};
 
 /// What a transition needs to know about its message.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ pub(crate) struct MessageInfo {
     pub kind: MessageKind,
     pub project_id: Arc<str>,
     pub receipt_id: Option<Arc<str>>,
+    /// One final receipt per delivery: the ack's receipt waits this long for the report.
+    pub receipt_hold_ms: Option<i64>,
 }
 
 /// One counter of the report.
@@ -46,6 +50,16 @@ struct ReceiptDraft {
     token: Option<String>,
     code: u32,
     at: i64,
+    /// When it may be posted (later than `at` while it waits for the device's report).
+    due: i64,
+}
+
+/// A device's report on a delivery whose receipt waited for it.
+#[derive(Debug)]
+struct Release {
+    id: DeliveryId,
+    code: Option<ReceiptCode>,
+    at: i64,
 }
 
 /// The counters and receipts one transaction adds.
@@ -53,6 +67,7 @@ struct ReceiptDraft {
 pub(crate) struct Changes {
     counters: BTreeMap<CounterRow, i64>,
     receipts: Vec<ReceiptDraft>,
+    releases: Vec<Release>,
 }
 
 impl Changes {
@@ -94,18 +109,50 @@ impl Changes {
             return;
         }
         self.count(info, client_id, category, outcome, at);
-        if let Some(code) = outcome.receipt_code() {
-            self.receipts.push(ReceiptDraft {
-                receipt_id: info.receipt_id.clone(),
-                project_id: info.project_id.clone(),
-                client_id: Some(client_id.clone()).filter(|c| !c.is_empty()),
-                msg: id.message,
-                tok: Some(id.token),
-                token: None,
-                code: code.0,
-                at,
-            });
+        let client = Some(client_id.clone()).filter(|c| !c.is_empty());
+        let draft = |code: ReceiptCode, due: i64| ReceiptDraft {
+            receipt_id: info.receipt_id.clone(),
+            project_id: info.project_id.clone(),
+            client_id: client.clone(),
+            msg: id.message,
+            tok: Some(id.token),
+            token: None,
+            code: code.0,
+            at,
+            due,
+        };
+        match (outcome, info.receipt_hold_ms) {
+            // One final receipt: the ack's 0 waits for the device's report.
+            (Outcome::Delivered, Some(hold)) => self
+                .receipts
+                .push(draft(ReceiptCode::DELIVERED, at.saturating_add(hold))),
+            (Outcome::Shown, Some(_)) => self.release(id, None, at),
+            (Outcome::Suppressed(code), Some(_)) => self.release(id, Some(code), at),
+            (outcome, _) => {
+                if let Some(code) = outcome.receipt_code() {
+                    self.receipts.push(draft(code, at));
+                }
+            }
         }
+    }
+
+    /// The device reported on a delivery whose receipt waits for it: the receipt is due
+    /// now, with the report's code if it has one (suppressed). One queued earlier in this
+    /// call is changed here; stored ones not yet attempted are changed by [`Changes::flush`]
+    /// (one already attempted is final and stays as it was).
+    fn release(&mut self, id: DeliveryId, code: Option<ReceiptCode>, at: i64) {
+        for d in self
+            .receipts
+            .iter_mut()
+            .filter(|d| d.msg == id.message && d.tok == Some(id.token))
+        {
+            if let Some(c) = code {
+                d.code = c.0;
+                d.at = at;
+            }
+            d.due = at;
+        }
+        self.releases.push(Release { id, code, at });
     }
 
     /// Count a drop of a token the server does not know and queue its receipt.
@@ -130,6 +177,7 @@ impl Changes {
                 token: Some(token.to_owned()),
                 code: code.0,
                 at,
+                due: at,
             });
         }
     }
@@ -137,6 +185,9 @@ impl Changes {
     /// Write the counters and the receipts (for the configuration each one goes to).
     /// Returns how many receipts were queued.
     pub(crate) async fn flush<C: GenericClient>(self, c: &C) -> PgResult<u64> {
+        // Releases first: they are for receipts stored before this call (the ones queued
+        // in it were changed in memory).
+        let released = release_receipts(c, &self.releases).await?;
         let queued = if self.receipts.is_empty() {
             0
         } else {
@@ -145,8 +196,33 @@ impl Changes {
         if !self.counters.is_empty() {
             add_counters(c, &self.counters).await?;
         }
-        Ok(queued)
+        Ok(queued + released)
     }
+}
+
+/// Make the stored, not yet attempted receipts of these deliveries due now, with the
+/// report's code when it has one.
+async fn release_receipts<C: GenericClient>(c: &C, releases: &[Release]) -> PgResult<u64> {
+    if releases.is_empty() {
+        return Ok(0);
+    }
+    let msgs: Vec<i64> = releases.iter().map(|r| r.id.message).collect();
+    let toks: Vec<i64> = releases.iter().map(|r| r.id.token).collect();
+    let codes: Vec<Option<i32>> = releases
+        .iter()
+        .map(|r| r.code.map(|c| i32::try_from(c.0).unwrap_or(i32::MAX)))
+        .collect();
+    let ats: Vec<i64> = releases.iter().map(|r| r.at).collect();
+    execute(
+        c,
+        "UPDATE receipt r SET result = COALESCE(u.code, r.result),
+                at = CASE WHEN u.code IS NULL THEN r.at ELSE u.at END,
+                next_attempt_at = u.at, updated_at = u.at
+         FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(msg, tok, code, at)
+         WHERE r.msg = u.msg AND r.tok = u.tok AND r.state = 0 AND r.attempts = 0",
+        &[&msgs, &toks, &codes, &ats],
+    )
+    .await
 }
 
 /// The receipt configurations as they are now, for the choice, held until the commit:
@@ -163,12 +239,10 @@ async fn load_configs<C: GenericClient>(c: &C) -> PgResult<ConfigIndex> {
     .await?;
     Ok(ConfigIndex::new(
         rows.iter()
-            .map(|r| {
-                (
-                    Arc::from(r.get::<_, String>(0)),
-                    Arc::from(r.get::<_, String>(1)),
-                    r.get::<_, Option<String>>(2).map(Arc::from),
-                )
+            .map(|r| ConfigEntry {
+                receipt_id: Arc::from(r.get::<_, String>(0)),
+                project_id: Arc::from(r.get::<_, String>(1)),
+                client_id: r.get::<_, Option<String>>(2).map(Arc::from),
             })
             .collect(),
     ))
@@ -176,7 +250,8 @@ async fn load_configs<C: GenericClient>(c: &C) -> PgResult<ConfigIndex> {
 
 async fn insert_receipts<C: GenericClient>(c: &C, drafts: &[ReceiptDraft]) -> PgResult<u64> {
     let configs = load_configs(c).await?;
-    let (mut config, mut msg, mut tok, mut token, mut client, mut result, mut at) = (
+    let (mut config, mut msg, mut tok, mut token, mut client, mut result, mut at, mut due) = (
+        Vec::new(),
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -200,6 +275,7 @@ async fn insert_receipts<C: GenericClient>(c: &C, drafts: &[ReceiptDraft]) -> Pg
         client.push(d.client_id.as_deref());
         result.push(i32::try_from(d.code).unwrap_or(i32::MAX));
         at.push(d.at);
+        due.push(d.due);
     }
     if config.is_empty() {
         return Ok(0);
@@ -208,11 +284,11 @@ async fn insert_receipts<C: GenericClient>(c: &C, drafts: &[ReceiptDraft]) -> Pg
         c,
         "INSERT INTO receipt (config, msg, tok, token, client_id, result, at, state, attempts,
                               next_attempt_at, created_at, updated_at)
-         SELECT u.config, u.msg, u.tok, u.token, u.client_id, u.result, u.at, 0, 0, u.at, u.at, u.at
-         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::int4[], $7::int8[])
-              WITH ORDINALITY AS u(config, msg, tok, token, client_id, result, at, ord)
+         SELECT u.config, u.msg, u.tok, u.token, u.client_id, u.result, u.at, 0, 0, u.due, u.at, u.at
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::int4[], $7::int8[], $8::int8[])
+              WITH ORDINALITY AS u(config, msg, tok, token, client_id, result, at, due, ord)
          ORDER BY u.ord",
-        &[&config, &msg, &tok, &token, &client, &result, &at],
+        &[&config, &msg, &tok, &token, &client, &result, &at, &due],
     )
     .await?;
     Ok(n)

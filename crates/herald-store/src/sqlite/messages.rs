@@ -18,6 +18,17 @@ use crate::{
     NewMessage, Result, Revoke, RevokeResult, StoredDelivery,
 };
 
+/// A new delivery row.
+struct DeliveryRow {
+    id: DeliveryId,
+    device: i64,
+    state: DeliveryState,
+    code: Option<ReceiptCode>,
+    category: Option<Category>,
+    background_mode: Option<u8>,
+    at: i64,
+}
+
 /// What the writer needs to know about a message to count and report its transitions.
 #[derive(Debug)]
 pub(crate) struct MessageInfo {
@@ -25,6 +36,7 @@ pub(crate) struct MessageInfo {
     pub kind: MessageKind,
     pub project_id: Arc<str>,
     pub receipt_id: Option<Arc<str>>,
+    pub receipt_hold_ms: Option<i64>,
 }
 
 fn state_from(code: i64) -> rusqlite::Result<DeliveryState> {
@@ -46,7 +58,7 @@ impl Tx<'_> {
         let info = self
             .conn
             .prepare_cached(
-                "SELECT push_type, kind, project_id, receipt_id FROM message WHERE id = ?1",
+                "SELECT push_type, kind, project_id, receipt_id, receipt_hold_ms FROM message WHERE id = ?1",
             )?
             .query_row([msg], |r| {
                 Ok(MessageInfo {
@@ -54,6 +66,7 @@ impl Tx<'_> {
                     kind: kind_from(r.get(1)?),
                     project_id: Arc::from(r.get::<_, String>(2)?),
                     receipt_id: r.get::<_, Option<String>>(3)?.map(Arc::from),
+                    receipt_hold_ms: r.get(4)?,
                 })
             })
             .optional()?
@@ -101,17 +114,30 @@ impl Tx<'_> {
             category,
         };
         self.count(&who, outcome, at);
-        if let Some(code) = outcome.receipt_code() {
-            self.queue_receipt(NewReceipt {
-                receipt_id: info.receipt_id.as_deref(),
-                project_id: &info.project_id,
-                client_id: Some(client_id).map(|c| &**c).filter(|c| !c.is_empty()),
-                msg: id.message,
-                tok: Some(id.token),
-                token: None,
-                code: code.0,
-                at,
-            })?;
+        let client = Some(client_id).map(|c| &**c).filter(|c| !c.is_empty());
+        let receipt = |code: ReceiptCode, due: i64| NewReceipt {
+            receipt_id: info.receipt_id.as_deref(),
+            project_id: &info.project_id,
+            client_id: client,
+            msg: id.message,
+            tok: Some(id.token),
+            token: None,
+            code: code.0,
+            at,
+            due,
+        };
+        match (outcome, info.receipt_hold_ms) {
+            // One final receipt: the ack's 0 waits for the device's report.
+            (Outcome::Delivered, Some(hold)) => {
+                self.queue_receipt(receipt(ReceiptCode::DELIVERED, at + hold))?
+            }
+            (Outcome::Shown, Some(_)) => self.release_receipt(id, None, at)?,
+            (Outcome::Suppressed(code), Some(_)) => self.release_receipt(id, Some(code), at)?,
+            (outcome, _) => {
+                if let Some(code) = outcome.receipt_code() {
+                    self.queue_receipt(receipt(code, at))?;
+                }
+            }
         }
         Ok(())
     }
@@ -144,8 +170,8 @@ impl Tx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO message (request_id, project_id, push_type, kind, payload, bi_tag, receipt_id, test,
-                                      created_at, expires_at, collapse_key, notify_id, form_id, open)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                      created_at, expires_at, collapse_key, notify_id, form_id, open, receipt_hold_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?
             .execute(params![
                 m.request_id,
@@ -161,7 +187,8 @@ impl Tx<'_> {
                 m.collapse_key,
                 m.notify_id,
                 m.form_id,
-                open
+                open,
+                m.receipt_hold_ms
             ])?;
         let id = self.conn.last_insert_rowid();
         self.cache.messages.insert(
@@ -171,22 +198,22 @@ impl Tx<'_> {
                 kind: m.kind,
                 project_id: Arc::from(m.project_id.as_str()),
                 receipt_id: m.receipt_id.as_deref().map(Arc::from),
+                receipt_hold_ms: m.receipt_hold_ms,
             }),
         );
         Ok(id)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn insert_delivery(
-        &mut self,
-        id: DeliveryId,
-        device: i64,
-        state: DeliveryState,
-        code: Option<ReceiptCode>,
-        category: Option<Category>,
-        background_mode: Option<u8>,
-        at: i64,
-    ) -> rusqlite::Result<()> {
+    fn insert_delivery(&mut self, row: DeliveryRow) -> rusqlite::Result<()> {
+        let DeliveryRow {
+            id,
+            device,
+            state,
+            code,
+            category,
+            background_mode,
+            at,
+        } = row;
         self.conn
             .prepare_cached(
                 "INSERT INTO delivery (msg, tok, device, state, code, category, bg, updated_at)
@@ -285,15 +312,15 @@ fn enqueue_in(t: &mut Tx<'_>, batch: Enqueue) -> Result<EnqueueResult> {
                 .replaced
                 .extend(t.collapse(d.device, d.token, key, msg, at)?);
         }
-        t.insert_delivery(
+        t.insert_delivery(DeliveryRow {
             id,
-            d.device,
-            DeliveryState::Queued,
-            None,
-            d.category,
-            d.background_mode,
+            device: d.device,
+            state: DeliveryState::Queued,
+            code: None,
+            category: d.category,
+            background_mode: d.background_mode,
             at,
-        )?;
+        })?;
         let client: Arc<str> = Arc::from(d.client_id.as_str());
         t.cache.token_apps.insert(d.token, client.clone());
         t.record(&info, id, &client, d.category, Outcome::Queued, at)?;
@@ -310,15 +337,15 @@ fn enqueue_in(t: &mut Tx<'_>, batch: Enqueue) -> Result<EnqueueResult> {
                     message: msg,
                     token: tok,
                 };
-                t.insert_delivery(
+                t.insert_delivery(DeliveryRow {
                     id,
                     device,
-                    DeliveryState::Dropped,
-                    Some(drop.code),
-                    None,
-                    None,
+                    state: DeliveryState::Dropped,
+                    code: Some(drop.code),
+                    category: None,
+                    background_mode: None,
                     at,
-                )?;
+                })?;
                 t.record(&info, id, &client, None, outcome, at)?;
             }
             None => {
@@ -343,6 +370,7 @@ fn enqueue_in(t: &mut Tx<'_>, batch: Enqueue) -> Result<EnqueueResult> {
                     token: Some(&drop.token),
                     code: drop.code.0,
                     at,
+                    due: at,
                 })?;
             }
         }
@@ -457,8 +485,10 @@ fn revoke_in(t: &mut Tx<'_>, rv: Revoke) -> Result<RevokeResult> {
         collapse_key: None,
         notify_id: Some(rv.notify_id),
         form_id: None,
+        receipt_hold_ms: None,
     };
-    let cmd_msg = t.insert_message(&command, true)?;
+    // The command message is stored with the first token that needs it.
+    let mut cmd_msg: Option<i64> = None;
     // Notifications with this notifyId, newest first; a device shows only the newest of
     // a notifyId anyway, so older ones beyond this many no longer matter.
     let candidates: Vec<i64> = t
@@ -523,19 +553,23 @@ fn revoke_in(t: &mut Tx<'_>, rv: Revoke) -> Result<RevokeResult> {
         }
         // A queued message may already be on the wire to a connected device, so the
         // device is told in every case; it removes the notification if it shows it.
+        let message = match cmd_msg {
+            Some(m) => m,
+            None => *cmd_msg.insert(t.insert_message(&command, true)?),
+        };
         let id = DeliveryId {
-            message: cmd_msg,
+            message,
             token: rec.token_num,
         };
-        t.insert_delivery(
+        t.insert_delivery(DeliveryRow {
             id,
-            rec.device,
-            DeliveryState::Queued,
-            None,
-            None,
-            None,
-            rv.now,
-        )?;
+            device: rec.device,
+            state: DeliveryState::Queued,
+            code: None,
+            category: None,
+            background_mode: None,
+            at: rv.now,
+        })?;
         result.commands.push(StoredDelivery {
             id,
             request_id: rv.request_id.clone(),

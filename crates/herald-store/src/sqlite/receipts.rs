@@ -10,7 +10,9 @@ use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
 use super::{SqliteStore, Tx, state_count};
-use crate::{ConfigIndex, DueReceipts, PendingReceipt, ReceiptConfig, ReceiptStore, Result};
+use crate::{
+    ConfigEntry, ConfigIndex, DueReceipts, PendingReceipt, ReceiptConfig, ReceiptStore, Result,
+};
 
 const RECEIPT_CONFIG_COLUMNS: &str =
     "receipt_id, project_id, client_id, url, username, secret, version, created_at";
@@ -50,11 +52,11 @@ impl ConfigIndex {
                 "SELECT receipt_id, project_id, client_id FROM receipt_configs ORDER BY created_at, rowid",
             )?
             .query_map([], |r| {
-                Ok((
-                    Arc::from(r.get::<_, String>(0)?),
-                    Arc::from(r.get::<_, String>(1)?),
-                    r.get::<_, Option<String>>(2)?.map(Arc::from),
-                ))
+                Ok(ConfigEntry {
+                    receipt_id: Arc::from(r.get::<_, String>(0)?),
+                    project_id: Arc::from(r.get::<_, String>(1)?),
+                    client_id: r.get::<_, Option<String>>(2)?.map(Arc::from),
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(ConfigIndex::new(configs))
@@ -72,6 +74,8 @@ pub(crate) struct NewReceipt<'a> {
     pub token: Option<&'a str>,
     pub code: u32,
     pub at: i64,
+    /// When it may be posted (later than `at` while it waits for the device's report).
+    pub due: i64,
 }
 
 impl Tx<'_> {
@@ -97,7 +101,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "INSERT INTO receipt (config, msg, tok, token, client_id, result, at, state, attempts,
                                       next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, ?7, ?7, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, ?8, ?7, ?7)",
             )?
             .execute(params![
                 &*config,
@@ -106,9 +110,34 @@ impl Tx<'_> {
                 r.token,
                 r.client_id,
                 r.code,
-                r.at
+                r.at,
+                r.due
             ])?;
         self.receipts += 1;
+        Ok(())
+    }
+
+    /// The device reported on a delivery whose receipt waits for it: the receipt is due
+    /// now, with the report's code if it has one (suppressed). A receipt already
+    /// attempted is final and stays as it was.
+    pub(crate) fn release_receipt(
+        &mut self,
+        id: crate::DeliveryId,
+        code: Option<herald_core::ReceiptCode>,
+        at: i64,
+    ) -> rusqlite::Result<()> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE receipt SET result = COALESCE(?3, result),
+                        at = CASE WHEN ?3 IS NULL THEN at ELSE ?4 END,
+                        next_attempt_at = ?4, updated_at = ?4
+                 WHERE msg = ?1 AND tok = ?2 AND state = 0 AND attempts = 0",
+            )?
+            .execute(params![id.message, id.token, code.map(|c| c.0), at])?;
+        if n > 0 {
+            self.receipts += 1;
+        }
         Ok(())
     }
 }
@@ -248,7 +277,8 @@ impl ReceiptStore for SqliteStore {
     async fn retry_pending_receipts_now(&self, now_ms: i64) -> Result<u64> {
         self.write_conn(move |c| {
             Ok(c.prepare_cached(
-                "UPDATE receipt SET next_attempt_at = ?1 WHERE state = 0 AND next_attempt_at > ?1",
+                "UPDATE receipt SET next_attempt_at = ?1
+                 WHERE state = 0 AND attempts > 0 AND next_attempt_at > ?1",
             )?
             .execute([now_ms])? as u64)
         })
