@@ -253,6 +253,22 @@ async fn postgres_nodes_share_one_database() {
             .unwrap()
             .is_empty()
     );
+    // A schema a newer Herald migrated is refused rather than misread.
+    let (raw, connection) = tokio_postgres::connect(&engine.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    raw.batch_execute(&format!(
+        "INSERT INTO {}_migrate.herald_migrations (version, name) VALUES (999, 'future.sql')",
+        engine.prefix
+    ))
+    .await
+    .unwrap();
+    let refused = migrate_store(&engine.url, &options).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Engine(e)) if e.contains("newer")),
+        "{refused:?}"
+    );
 
     a.create_project(project("p1")).await.unwrap();
     b.create_app(app("c1", "p1", "com.example.one"))

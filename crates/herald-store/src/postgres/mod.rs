@@ -295,6 +295,13 @@ impl PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let known: HashSet<i32> = MIGRATIONS.iter().map(|(v, ..)| *v).collect();
+        if let Some(newer) = done.iter().filter(|v| !known.contains(v)).max() {
+            return Err(StoreError::Engine(format!(
+                "the database has migration {newer}, which this Herald does not know: \
+                 it was migrated by a newer version"
+            )));
+        }
         let mut applied = Vec::new();
         for (version, name, sql) in MIGRATIONS {
             if done.contains(version) {
@@ -385,8 +392,17 @@ macro_rules! in_tx {
                 Ok(c) => c,
                 Err(e) => break Err(e),
             };
+            let begun = client.transaction().await;
+            // A pooled connection the server closed (a restart, an idle timeout) fails at
+            // BEGIN, before anything was sent: safe to run again on a fresh connection.
+            if let Err(e) = &begun {
+                if e.is_closed() && attempt < $crate::postgres::retries() {
+                    attempt += 1;
+                    continue;
+                }
+            }
             let outcome: $crate::postgres::PgResult<_> = async {
-                let $tx = client.transaction().await?;
+                let $tx = begun?;
                 let value: $crate::postgres::PgResult<_> = {
                     let $tx = &$tx;
                     $body
