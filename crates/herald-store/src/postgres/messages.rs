@@ -625,16 +625,17 @@ async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResu
         ],
     )
     .await?;
-    struct Row0 {
+    /// A delivery of one of the notifications with this notifyId, to a revoked token.
+    struct Candidate {
         msg: i64,
         state: DeliveryState,
         category: Option<Category>,
         info: MessageInfo,
         client: Arc<str>,
     }
-    let mut by_token: HashMap<i64, Vec<Row0>> = HashMap::new();
+    let mut by_token: HashMap<i64, Vec<Candidate>> = HashMap::new();
     for r in &rows {
-        by_token.entry(r.get(1)).or_default().push(Row0 {
+        by_token.entry(r.get(1)).or_default().push(Candidate {
             msg: r.get(0),
             state: state_of(r.get(2))?,
             category: category_of(r.get(3)),
