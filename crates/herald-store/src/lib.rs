@@ -1,5 +1,6 @@
 //! Herald's persistent state: small traits split by concern, implemented by each engine
-//! (the embedded SQLite one in [`sqlite`]) and checked by one generic conformance story.
+//! (the embedded SQLite one in [`sqlite`], PostgreSQL for several nodes in [`postgres`]),
+//! chosen from a URL by [`open_store`] and checked by one generic conformance story.
 //!
 //! Invariants: this crate knows nothing of HTTP or WebSocket, and its errors name no
 //! engine. Every write a caller awaits is durable when the future resolves (engines
@@ -8,7 +9,11 @@
 //! [`herald_core::DeliveryState`], and the push report reads counters kept in the same
 //! transaction as each move.
 
+mod codes;
 mod model;
+mod open;
+pub mod postgres;
+mod receipt_choice;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -20,6 +25,8 @@ use herald_core::receipt::ReceiptFate;
 use tokio::sync::Notify;
 
 pub use model::*;
+pub use open::{OpenOptions, StoreUrl, migrate_store, open_store};
+pub use receipt_choice::{ConfigEntry, ConfigIndex};
 
 /// Storage failures. Callers log them and answer `81000001`; they never reach a client.
 /// The engine's own error is kept as text: no caller may depend on which engine it was.
@@ -47,6 +54,9 @@ pub trait AccountStore: Send + Sync {
     /// Whether the first-start bootstrap has run.
     async fn is_bootstrapped(&self) -> Result<bool>;
     /// Create the first admin, project, app and service account in one transaction.
+    /// Exactly one call succeeds per store, however many nodes try at the same moment:
+    /// every other one fails with [`StoreError::Conflict`] and writes nothing (so a node
+    /// that gets `Conflict` knows another one bootstrapped, and serves that project).
     async fn bootstrap(&self, b: Bootstrap) -> Result<()>;
     /// The admin whose bearer token hashes to `token_hash`.
     async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
@@ -164,7 +174,9 @@ pub trait ReceiptStore: Send + Sync {
     /// such config, else how many pending receipts were dropped.
     async fn delete_receipt_config(&self, receipt_id: &str, now_ms: i64) -> Result<Option<u64>>;
     /// Pending receipts due at `now_ms`: up to `per_config` per configuration, oldest
-    /// first, grouped by configuration.
+    /// first, grouped by configuration. An engine shared by several nodes hands each row
+    /// to one node at a time: it claims what it returns for a lease, during which only the
+    /// same store handle (node) sees those rows again, until it settles them.
     async fn due_receipts(&self, now_ms: i64, per_config: usize) -> Result<Vec<DueReceipts>>;
     /// Record what became of callback attempts (pending receipts only; one attempt each).
     async fn settle_receipts(&self, fates: &[(i64, ReceiptFate)], now_ms: i64) -> Result<()>;
@@ -175,7 +187,8 @@ pub trait ReceiptStore: Send + Sync {
     async fn pending_receipts(&self) -> Result<u64>;
     /// Count of receipts per state (`pending`, `sent`, `dropped`), for the report.
     async fn receipt_counts(&self) -> Result<Vec<(String, u64)>>;
-    /// Signalled after every commit that queued receipts (the dispatcher waits on it).
+    /// Signalled after every commit that queued receipts (the dispatcher waits on it); an
+    /// engine shared by several nodes also signals, soon, the commits of other nodes.
     fn receipts_queued(&self) -> Arc<Notify>;
 }
 

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::SqliteStore;
 use super::apps::{insert_app, insert_service_account};
-use crate::{AccountStore, Admin, Bootstrap, Result};
+use crate::{AccountStore, Admin, Bootstrap, Result, StoreError};
 
 #[async_trait]
 impl AccountStore for SqliteStore {
@@ -16,6 +16,12 @@ impl AccountStore for SqliteStore {
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<()> {
         self.write_conn(move |c| {
+            // The single writer runs jobs one at a time, so this check cannot race.
+            if c.query_row("SELECT EXISTS (SELECT 1 FROM admins)", [], |r| r.get(0))? {
+                return Err(StoreError::Conflict(
+                    "the store is already bootstrapped".into(),
+                ));
+            }
             let now = b.project.created_at;
             c.execute(
                 "INSERT INTO admins (username, password_hash, created_at) VALUES (?1, ?2, ?3)",

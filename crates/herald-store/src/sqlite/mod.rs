@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{Result, StoreError};
 
-pub use receipts::ConfigIndex;
+pub use crate::ConfigIndex;
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 512;

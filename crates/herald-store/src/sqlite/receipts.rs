@@ -10,7 +10,9 @@ use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
 use super::{SqliteStore, Tx, state_count};
-use crate::{DueReceipts, PendingReceipt, ReceiptConfig, ReceiptStore, Result};
+use crate::{
+    ConfigEntry, ConfigIndex, DueReceipts, PendingReceipt, ReceiptConfig, ReceiptStore, Result,
+};
 
 const RECEIPT_CONFIG_COLUMNS: &str =
     "receipt_id, project_id, client_id, url, username, secret, version, created_at";
@@ -41,23 +43,9 @@ fn state_name(state: i64) -> &'static str {
     }
 }
 
-/// Every configuration's place in the choice, oldest first. Loaded when the writer
-/// starts and after every change to the configurations.
-#[derive(Debug, Default, Clone)]
-pub struct ConfigIndex {
-    /// Oldest first.
-    configs: Vec<ConfigEntry>,
-}
-
-/// What the choice needs of one configuration.
-#[derive(Debug, Clone)]
-struct ConfigEntry {
-    receipt_id: Arc<str>,
-    project_id: Arc<str>,
-    client_id: Option<Arc<str>>,
-}
-
 impl ConfigIndex {
+    /// Every configuration, oldest first (loaded by the writer on start and after every
+    /// change to the configurations).
     pub(crate) fn load(conn: &Connection) -> rusqlite::Result<ConfigIndex> {
         let configs = conn
             .prepare_cached(
@@ -71,44 +59,7 @@ impl ConfigIndex {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ConfigIndex { configs })
-    }
-
-    /// The configuration a receipt goes to: the request's `receiptId` when it names a
-    /// configuration of the request's project that is not another app's; else the oldest
-    /// of the token's app; else the oldest project-level one. `None`: no receipt.
-    pub fn choose(
-        &self,
-        receipt_id: Option<&str>,
-        project_id: &str,
-        client_id: Option<&str>,
-    ) -> Option<Arc<str>> {
-        if self.configs.is_empty() {
-            return None;
-        }
-        let named = receipt_id.and_then(|id| {
-            self.configs.iter().find(|c| {
-                &*c.receipt_id == id
-                    && &*c.project_id == project_id
-                    && c.client_id.as_deref().is_none_or(|a| Some(a) == client_id)
-            })
-        });
-        let of_app = || {
-            client_id.and_then(|client| {
-                self.configs
-                    .iter()
-                    .find(|c| c.client_id.as_deref() == Some(client))
-            })
-        };
-        let of_project = || {
-            self.configs
-                .iter()
-                .find(|c| &*c.project_id == project_id && c.client_id.is_none())
-        };
-        named
-            .or_else(of_app)
-            .or_else(of_project)
-            .map(|c| c.receipt_id.clone())
+        Ok(ConfigIndex::new(configs))
     }
 }
 
