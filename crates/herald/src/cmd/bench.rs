@@ -185,6 +185,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "concurrency": plan.concurrency,
             "server": if embedded { "embedded".to_owned() } else { url },
             "sqlite_synchronous": sqlite_synchronous,
+            // The embedded node's devices all come from loopback, exempted from the
+            // per-address limits ([limits] exempt); null for --server (its own config).
+            "limits_exempt": if embedded {
+                serde_json::to_value(herald_server::config::Cidrs::loopback())?
+            } else {
+                serde_json::Value::Null
+            },
         },
         "connect": {
             "devices": plan.devices,
