@@ -198,6 +198,26 @@ async fn device_registrations_are_limited_per_address() {
         .expect("registered after the refill");
 }
 
+/// Without `trusted_proxy_header`, a client naming other addresses in the header is
+/// still counted as itself.
+#[tokio::test]
+async fn the_proxy_header_is_ignored_unless_configured() {
+    let app = spawn_app_with(|c| c.limits.registrations_burst = 2).await;
+    for i in 0..2 {
+        let mut d = RawDevice::connect_from(&app, &format!("198.51.100.{i}"))
+            .await
+            .unwrap();
+        d.try_hello().await.expect("registered");
+    }
+    let mut d = RawDevice::connect_from(&app, "198.51.100.99")
+        .await
+        .unwrap();
+    assert_eq!(
+        d.try_hello().await,
+        Err(Some(herald_proto::device::close::TRY_AGAIN_LATER))
+    );
+}
+
 /// Hole: no cap on device sockets per address.
 #[tokio::test]
 async fn device_sockets_are_capped_per_address_unless_exempt() {

@@ -186,3 +186,28 @@ async fn tls_needs_both_files_and_readable_ones() {
         .unwrap_err();
     assert!(err.to_string().contains("tls_cert"), "{err}");
 }
+
+/// A client that opens a TCP connection to the TLS port and never says hello is cut
+/// off after `header_read_timeout_secs`, like a slow HTTP client.
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = certificate(certs.path());
+    let app = spawn_app_with(|c| {
+        c.tls_cert = cert.display().to_string();
+        c.tls_key = key.display().to_string();
+        c.limits.header_read_timeout_secs = 1;
+        c.limits.http_idle_timeout_secs = 60;
+    })
+    .await;
+    let addr = app.url.trim_start_matches("https://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+}
