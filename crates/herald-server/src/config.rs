@@ -56,13 +56,13 @@ pub struct Config {
     /// not shown → 6, 144 …) before 0 is posted: each message gets one final receipt.
     pub receipt_report_wait_secs: u64,
     /// Days delivered and ended messages (with their deliveries) are kept.
-    pub retention_messages_days: u32,
+    pub retention_messages_days: f64,
     /// Days sent and dropped receipts are kept.
-    pub retention_receipts_days: u32,
+    pub retention_receipts_days: f64,
     /// Days the push report's hourly counters are kept.
-    pub retention_report_days: u32,
+    pub retention_report_days: f64,
     /// Days a device may stay away before it and its tokens are forgotten.
-    pub retention_idle_devices_days: u32,
+    pub retention_idle_devices_days: f64,
     /// Seconds between pruning rounds.
     pub prune_every_secs: u64,
     /// Records of each kind one pruning round deletes at most.
@@ -280,10 +280,10 @@ impl Default for Config {
             receipt_timeout_secs: 10,
             receipt_require_https: false,
             receipt_report_wait_secs: 10,
-            retention_messages_days: 7,
-            retention_receipts_days: 7,
-            retention_report_days: 90,
-            retention_idle_devices_days: 270,
+            retention_messages_days: 7.0,
+            retention_receipts_days: 7.0,
+            retention_report_days: 90.0,
+            retention_idle_devices_days: 270.0,
             prune_every_secs: 10,
             prune_batch: 2_000,
             tls_cert: String::new(),
@@ -477,8 +477,8 @@ test_messages_per_day = {tests}
 # Refreshes per widget (formId) per device per day; past it, receipt 262.
 widget_daily_limit = {widgets}
 
-# Retention: records past these ages are deleted in the background, in small batches.
-# Queued messages are always kept until their TTL ends.
+# Retention: records past these ages (in days; fractions allowed, e.g. 0.5) are deleted
+# in the background, in small batches. Queued messages are always kept until their TTL.
 retention_messages_days = {ret_msgs}
 retention_receipts_days = {ret_receipts}
 retention_report_days = {ret_report}
@@ -631,7 +631,8 @@ verified_for_secs = {verified_for}
     /// What the pruner keeps.
     pub fn retention(&self) -> herald_store::Retention {
         const DAY: i64 = 86_400_000;
-        let days = |d: u32| i64::from(d) * DAY;
+        // Fractions of a day are allowed (tests and soak runs use minutes); never negative.
+        let days = |d: f64| (d.max(0.0) * DAY as f64) as i64;
         herald_store::Retention {
             deliveries_ms: days(self.retention_messages_days),
             receipts_ms: days(self.retention_receipts_days),

@@ -35,7 +35,7 @@ pub async fn upgrade(
         Ok(held) => held,
         Err(refused) => return axum::response::IntoResponse::into_response(refused),
     };
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_FRAME_BYTES * 4)
         .max_message_size(MAX_FRAME_BYTES)
@@ -45,6 +45,11 @@ pub async fn upgrade(
             connection(app, socket, client).await
         })
 }
+
+/// Bytes read from a device socket at a time. Devices send small frames (acks, reports);
+/// a larger frame grows the buffer as it arrives (up to `MAX_FRAME_BYTES`). An idle
+/// connection holds this much, so it is kept small: 1 KiB instead of 4.
+const READ_BUFFER: usize = 1024;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
