@@ -285,7 +285,7 @@ fn render(run: &Run, charts: &[String]) -> String {
     let _ = writeln!(
         md,
         "## Micro-benchmarks\n\n\
-         `cargo bench` runs the criterion benchmarks of the hot functions: send-body parse and \
+         `cargo bench --workspace` runs the criterion benchmarks of the hot functions: send-body parse and \
          validation (`crates/herald-core/benches/send.rs`), JWT verification with a warm cache \
          (`crates/herald-server/benches/auth.rs`) and device frame encoding \
          (`crates/herald-proto/benches/frames.rs`). Their numbers are in `target/criterion/`; \
