@@ -355,6 +355,10 @@ fn render_method(md: &mut String, run: &Run) {
            `synchronous = full` before answering. Mosquitto's persistence writes its in-memory state \
            to disk only at `autosave_interval` and on shutdown, so its QoS 1 PUBACK does not mean \
            durable. The ceiling keeps nothing.\n\
+         - The ceiling takes its requests as HTTP/JSON like Herald does and has one task per \
+           socket; Mosquitto (C, one thread) takes publishes over one MQTT connection per \
+           publisher, so it can beat the \"ceiling\": the ceiling bounds what a Rust HTTP + \
+           WebSocket server does on this machine, not what any broker can.\n\
          - Client and server share the machine's cores, so every rate is also bounded by the load \
            generator; the ceiling shows how much.\n"
     );

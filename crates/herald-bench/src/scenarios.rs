@@ -175,10 +175,10 @@ async fn connections_phase(
         tokens.len(),
         connect_secs,
         result["connects_per_sec"],
-        result["server_rss_before_kib"],
-        result["server_rss_after_kib"],
-        result["server_rss_per_device_bytes"],
-        result["server_idle_cpu_percent"],
+        shown(&result["server_rss_before_kib"]),
+        shown(&result["server_rss_after_kib"]),
+        shown(&result["server_rss_per_device_bytes"]),
+        shown(&result["server_idle_cpu_percent"]),
     );
     Ok((result, tokens))
 }
@@ -227,7 +227,7 @@ async fn fanout_phase(
         result["latency_ms"]["p50"],
         result["latency_ms"]["p99"],
         result["latency_ms"]["p999"],
-        result["server_cpu_secs_per_1000"],
+        shown(&result["server_cpu_secs_per_1000"]),
     );
     Ok(result)
 }
@@ -268,6 +268,15 @@ fn fanout_result(
         "server_cpu_secs_per_1000": cpu.filter(|_| collected.delivered > 0)
             .map(|c| round4(c / collected.delivered as f64 * 1000.0)),
     })
+}
+
+/// A number as printed; `null` (a server the bench did not start) as "not measured".
+fn shown(v: &Value) -> String {
+    if v.is_null() {
+        "not measured".to_owned()
+    } else {
+        v.to_string()
+    }
 }
 
 /// Says loudly when not every notification was accepted and delivered.
