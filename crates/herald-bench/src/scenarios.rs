@@ -21,6 +21,8 @@ use crate::wire::{Collected, DeviceTarget};
 
 /// Points kept of each latency distribution (enough to draw its CDF).
 const CDF_POINTS: usize = 200;
+/// Descriptors a server needs besides its device sockets (database, logs, listeners).
+const SERVER_SPARE_FILES: u64 = 256;
 /// A load is more than a target can take when it delivers less than this share of it.
 const SATURATED: f64 = 0.8;
 /// How long the server's acks may take to be recorded after the devices sent them.
@@ -74,8 +76,28 @@ impl Common {
         Ok(node)
     }
 
-    fn fleets(&self, devices: usize) -> anyhow::Result<Fleets> {
+    /// Client processes for `devices` against a server the bench starts: the server
+    /// inherits this process's open-files limit and needs a descriptor per device, so a run
+    /// that cannot fit is refused up front rather than failing halfway.
+    fn fleets_for_own_server(&self, devices: usize) -> anyhow::Result<Fleets> {
+        let limit = crate::procfs::open_files_limit().unwrap_or(u64::MAX);
+        if devices as u64 + SERVER_SPARE_FILES > limit {
+            bail!(
+                "{devices} devices need about {} open files in the server process, which inherits \
+                 this process's limit of {limit}; use fewer devices or raise `ulimit -n`",
+                devices as u64 + SERVER_SPARE_FILES
+            );
+        }
         Fleets::spawn(devices, self.per_process)
+    }
+
+    /// Client processes for `devices` against the Herald node (checked as above unless it
+    /// is a node the user runs, whose limits are the user's).
+    fn fleets_for_herald(&self, devices: usize) -> anyhow::Result<Fleets> {
+        match self.herald {
+            HeraldSource::Spawn { .. } => self.fleets_for_own_server(devices),
+            HeraldSource::External { .. } => Fleets::spawn(devices, self.per_process),
+        }
     }
 }
 
@@ -340,7 +362,7 @@ fn herald_target(node: &Herald) -> anyhow::Result<DeviceTarget> {
 pub async fn connections(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let header = common.header("connections");
     let node = common.herald().await?;
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let since = node_ms();
     let (result, _) = connections_phase(
         "herald",
@@ -369,7 +391,7 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let header = common.header("fanout");
     let node = common.herald().await?;
     let since = node_ms();
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let connect = bar(args.devices as u64, "herald: connect");
     let tokens = fleets
         .connect(&herald_target(&node)?, common.connect_concurrency, &connect)
@@ -403,7 +425,7 @@ pub async fn ceiling(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let header = common.header("ceiling");
     let server = Ceiling::start().await?;
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_own_server(args.devices)?;
     let target = DeviceTarget::Ceiling {
         ws_url: format!("{}/ws", server.url.replacen("http://", "ws://", 1)),
     };
@@ -453,7 +475,7 @@ pub async fn mosquitto(common: &Common, args: &FanoutArgs, bin: &Path) -> anyhow
         skip_mosquitto(common, bin, header)?;
         return Ok(());
     };
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_own_server(args.devices)?;
     let target = DeviceTarget::Mqtt {
         host: "127.0.0.1".to_owned(),
         port: broker.port,
@@ -547,7 +569,7 @@ pub async fn ingress(common: &Common, args: &IngressArgs) -> anyhow::Result<()> 
     let header = common.header("ingress");
     let node = common.herald().await?;
     let since = node_ms();
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let connect = bar(args.devices as u64, "ingress: connect");
     let tokens = fleets
         .connect(&herald_target(&node)?, common.connect_concurrency, &connect)
@@ -697,7 +719,7 @@ pub async fn latency(
         let steps = match target.as_str() {
             "herald" => {
                 let node = common.herald().await?;
-                let mut fleets = common.fleets(args.devices)?;
+                let mut fleets = common.fleets_for_herald(args.devices)?;
                 let c = bar(args.devices as u64, "latency herald: connect");
                 let tokens = fleets
                     .connect(&herald_target(&node)?, common.connect_concurrency, &c)
@@ -722,7 +744,7 @@ pub async fn latency(
             }
             "ceiling" => {
                 let server = Ceiling::start().await?;
-                let mut fleets = common.fleets(args.devices)?;
+                let mut fleets = common.fleets_for_own_server(args.devices)?;
                 let c = bar(args.devices as u64, "latency ceiling: connect");
                 let ws_url = format!("{}/ws", server.url.replacen("http://", "ws://", 1));
                 let tokens = fleets
@@ -761,7 +783,7 @@ pub async fn latency(
                     );
                     continue;
                 };
-                let mut fleets = common.fleets(args.devices)?;
+                let mut fleets = common.fleets_for_own_server(args.devices)?;
                 let c = bar(args.devices as u64, "latency mosquitto: connect");
                 let tokens = fleets
                     .connect(
@@ -897,7 +919,7 @@ pub async fn recovery(common: &Common, args: &RecoveryArgs) -> anyhow::Result<()
     }
     let header = common.header("recovery");
     let mut node = common.herald().await?;
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let c = bar(args.devices as u64, "recovery: connect");
     let tokens = fleets
         .connect(&herald_target(&node)?, common.connect_concurrency, &c)
