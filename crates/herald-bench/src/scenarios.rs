@@ -70,6 +70,23 @@ impl Common {
         Ok(path)
     }
 
+    /// Copies a server's log (warnings and errors only) next to the results, as
+    /// `<name>.log`, when it has anything in it: the numbers' explanation when a run went
+    /// wrong, and the server's temp directory is gone after the run.
+    fn keep_log(&self, name: &str, log: Option<&Path>) {
+        let Some(log) = log else { return };
+        let Ok(text) = std::fs::read_to_string(log) else {
+            return;
+        };
+        if text.trim().is_empty() {
+            return;
+        }
+        let kept = self.out.join(format!("{name}.log"));
+        if std::fs::create_dir_all(&self.out).is_ok() && std::fs::write(&kept, text).is_ok() {
+            println!("Server log kept in {}.", kept.display());
+        }
+    }
+
     async fn herald(&self) -> anyhow::Result<Herald> {
         let node = Herald::start(&self.herald).await?;
         node.prepare_app().await?;
@@ -242,14 +259,14 @@ async fn fanout_phase(
         collected.delivered,
     );
     println!(
-        "{label}: fan-out {} of {} delivered, {} /s (acked); latency p50 {} ms, p99 {} ms, p99.9 {} ms; server CPU {} s per 1,000 deliveries",
+        "{label}: fan-out {} of {} delivered, {} /s (acked); latency p50 {} ms, p99 {} ms, p99.9 {} ms; server CPU per 1,000 deliveries {}",
         result["delivered"],
         result["accepted"],
         result["delivered_per_sec"],
         result["latency_ms"]["p50"],
         result["latency_ms"]["p99"],
         result["latency_ms"]["p999"],
-        shown(&result["server_cpu_secs_per_1000"]),
+        shown_with(&result["server_cpu_secs_per_1000"], " s"),
     );
     Ok(result)
 }
@@ -298,6 +315,15 @@ fn shown(v: &Value) -> String {
         "not measured".to_owned()
     } else {
         v.to_string()
+    }
+}
+
+/// As [`shown`], with a unit after a measured number.
+fn shown_with(v: &Value, unit: &str) -> String {
+    if v.is_null() {
+        shown(v)
+    } else {
+        format!("{v}{unit}")
     }
 }
 
@@ -376,6 +402,7 @@ pub async fn connections(common: &Common, args: &FanoutArgs) -> anyhow::Result<(
     .await?;
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("connections-herald", node.log());
     node.stop().await;
     common.write(
         "connections",
@@ -410,6 +437,7 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let processes = fleets.processes();
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("fanout-herald", node.log());
     node.stop().await;
     common.write(
         "fanout",
@@ -619,6 +647,7 @@ pub async fn ingress(common: &Common, args: &IngressArgs) -> anyhow::Result<()> 
     let processes = fleets.processes();
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("ingress-herald", node.log());
     node.stop().await;
     common.write(
         "ingress",
@@ -739,6 +768,7 @@ pub async fn latency(
                 )
                 .await?;
                 fleets.stop().await;
+                common.keep_log("latency-herald", node.log());
                 node.stop().await;
                 steps
             }
@@ -976,6 +1006,7 @@ pub async fn recovery(common: &Common, args: &RecoveryArgs) -> anyhow::Result<()
     let processes = fleets.processes();
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("recovery-herald", node.log());
     node.stop().await;
     common.write(
         "recovery",
