@@ -443,6 +443,40 @@ fn render_summary(md: &mut String, run: &Run) {
         }
     }
     md.push('\n');
+    for t in TARGETS {
+        let f = run.fanout_of(t);
+        let (messages, accepted, delivered) = (
+            f["messages"].as_u64(),
+            f["accepted"].as_u64(),
+            f["delivered"].as_u64(),
+        );
+        if let (Some(m), Some(a), Some(d)) = (messages, accepted, delivered)
+            && (a < m || d < a)
+        {
+            let _ = writeln!(
+                md,
+                "**Warning: {t}'s fan-out did not deliver everything in this run**: {m} sent, {a} accepted, {d} delivered (answers: {}).\n",
+                f["send"]["codes"]
+            );
+        }
+    }
+    let failed: Vec<&str> = run.run["failed"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !failed.is_empty() {
+        let names = failed;
+        let _ = writeln!(
+            md,
+            "**Scenarios that reported a failure in this run** (lost messages, or an error; their numbers are below where they were written): {}.\n",
+            names.join(", ")
+        );
+    }
     if let Some(why) = run.mosquitto["skipped"].as_str() {
         let _ = writeln!(md, "**Mosquitto was skipped in this run**: {why}.\n");
     }

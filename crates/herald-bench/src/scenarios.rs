@@ -328,12 +328,22 @@ fn shown_with(v: &Value, unit: &str) -> String {
 }
 
 /// Says loudly when not every notification was accepted and delivered.
+/// The exit status then says so too (after the results are written).
 fn warn_if_lost(label: &str, messages: u64, accepted: u64, delivered: u64) {
     if accepted < messages || delivered < accepted {
         eprintln!(
             "WARNING {label}: {messages} sent, {accepted} accepted, {delivered} delivered: not every message arrived."
         );
+        LOST.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Set when any phase of this run lost or refused messages.
+static LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether any phase of this run lost or refused messages.
+pub fn messages_lost() -> bool {
+    LOST.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Parameters of the fan-out workload, shared by Herald, the ceiling and Mosquitto.
@@ -630,6 +640,12 @@ pub async fn ingress(common: &Common, args: &IngressArgs) -> anyhow::Result<()> 
             .codes
             .keys()
             .all(|c| c == herald_proto::Code::Success.as_str());
+    warn_if_lost(
+        "ingress",
+        args.requests as u64,
+        sent.accepted,
+        collected.delivered,
+    );
     let cpu = cpu_before
         .zip(cpu_after)
         .map(|(b, a)| round2(a.cpu_secs - b.cpu_secs));
@@ -701,7 +717,8 @@ pub struct LatencyArgs {
     pub step_secs: f64,
     #[arg(long, default_value_t = 2000)]
     pub devices: usize,
-    #[arg(long, default_value_t = 100)]
+    /// Tokens per request; the fan-out's K keeps the rates comparable with its maximum.
+    #[arg(long, default_value_t = 1000)]
     pub tokens_per_request: usize,
     /// Targets to measure (herald, ceiling, mosquitto).
     #[arg(
@@ -899,6 +916,12 @@ async fn sweep(
         let mut latencies = collected.latencies_us.clone();
         let p = Percentiles::from_micros(&mut latencies);
         let window = collected.last_delivery_us.saturating_sub(sent.started_us) as f64 / 1e6;
+        warn_if_lost(
+            &format!("{label} @ {rate:.0}/s"),
+            sent.requests as u64 * k as u64,
+            sent.accepted,
+            collected.delivered,
+        );
         let delivered_per_sec = per_sec(collected.delivered, window.max(secs));
         let saturated = delivered_per_sec < SATURATED * rate;
         let step = json!({
@@ -993,6 +1016,12 @@ pub async fn recovery(common: &Common, args: &RecoveryArgs) -> anyhow::Result<()
     delivered_bar.finish();
     let collected = fleets.collect().await?;
     let all_delivered = collected.last_delivery_us.saturating_sub(killed_us) as f64 / 1e6;
+    warn_if_lost(
+        "recovery",
+        args.messages as u64,
+        sent.accepted,
+        collected.delivered,
+    );
     println!(
         "recovery: {} queued; SIGKILL → /healthz {:.2} s; → devices back {:.2} s; → {} of {} delivered {:.2} s (duplicates {})",
         sent.accepted,
