@@ -359,6 +359,9 @@ fn render_method(md: &mut String, run: &Run) {
            socket; Mosquitto (C, one thread) takes publishes over one MQTT connection per \
            publisher, so it can beat the \"ceiling\": the ceiling bounds what a Rust HTTP + \
            WebSocket server does on this machine, not what any broker can.\n\
+         - Other work on the machine moves every rate: the load-average row above says how busy \
+           it was, and on a shared 2-core machine rates differ by tens of percent between runs. \
+           Compare targets within one run (the ratios), not runs with each other.\n\
          - Client and server share the machine's cores, so every rate is also bounded by the load \
            generator; the ceiling shows how much.\n"
     );
