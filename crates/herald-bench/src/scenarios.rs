@@ -749,17 +749,24 @@ pub async fn latency(
         .filter_map(|name| read_fanout_rate(&common.out, name))
         .fold(max_rate, f64::max);
     let cap = args.max_offered.unwrap_or(1.5 * fastest);
-    let mut rates: Vec<f64> = args
+    let rates: Vec<f64> = args
         .sweep
         .iter()
         .map(|f| round2(f * max_rate))
         .filter(|r| *r > 0.0 && *r <= cap)
         .collect();
-    if !rates.iter().any(|r| (r - rate).abs() < 0.01) {
-        rates.push(round2(rate));
-    }
-    rates.sort_by(f64::total_cmp);
     let k = args.tokens_per_request.clamp(1, args.devices.max(1));
+    // A step sends whole requests of K, so each rate becomes the nearest one it can offer
+    // exactly in `step_secs` (what the tables then show as offered).
+    let offerable = |r: f64| {
+        let requests = (r * args.step_secs / k as f64).round().max(1.0);
+        round2(requests * k as f64 / args.step_secs)
+    };
+    let rate = offerable(rate);
+    let mut rates: Vec<f64> = rates.into_iter().map(offerable).collect();
+    rates.push(rate);
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
     let mut by_target = serde_json::Map::new();
     for target in &args.targets {
         let steps = match target.as_str() {
