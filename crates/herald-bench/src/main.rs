@@ -169,6 +169,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Latency(args) => scenarios::latency(&common()?, &args, &g.mosquitto_bin).await?,
         Command::Recovery(args) => scenarios::recovery(&common()?, &args).await?,
     }
+    if scenarios::messages_lost() {
+        eprintln!(
+            "error: not every message was accepted and delivered (results written; see WARNING above)."
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

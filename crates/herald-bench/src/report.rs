@@ -285,7 +285,7 @@ fn render(run: &Run, charts: &[String]) -> String {
     let _ = writeln!(
         md,
         "## Micro-benchmarks\n\n\
-         `cargo bench` runs the criterion benchmarks of the hot functions: send-body parse and \
+         `cargo bench --workspace` runs the criterion benchmarks of the hot functions: send-body parse and \
          validation (`crates/herald-core/benches/send.rs`), JWT verification with a warm cache \
          (`crates/herald-server/benches/auth.rs`) and device frame encoding \
          (`crates/herald-proto/benches/frames.rs`). Their numbers are in `target/criterion/`; \
@@ -355,6 +355,13 @@ fn render_method(md: &mut String, run: &Run) {
            `synchronous = full` before answering. Mosquitto's persistence writes its in-memory state \
            to disk only at `autosave_interval` and on shutdown, so its QoS 1 PUBACK does not mean \
            durable. The ceiling keeps nothing.\n\
+         - The ceiling takes its requests as HTTP/JSON like Herald does and has one task per \
+           socket; Mosquitto (C, one thread) takes publishes over one MQTT connection per \
+           publisher, so it can beat the \"ceiling\": the ceiling bounds what a Rust HTTP + \
+           WebSocket server does on this machine, not what any broker can.\n\
+         - Other work on the machine moves every rate: the load-average row above says how busy \
+           it was, and on a shared 2-core machine rates differ by tens of percent between runs. \
+           Compare targets within one run (the ratios), not runs with each other.\n\
          - Client and server share the machine's cores, so every rate is also bounded by the load \
            generator; the ceiling shows how much.\n"
     );
@@ -439,6 +446,40 @@ fn render_summary(md: &mut String, run: &Run) {
         }
     }
     md.push('\n');
+    for t in TARGETS {
+        let f = run.fanout_of(t);
+        let (messages, accepted, delivered) = (
+            f["messages"].as_u64(),
+            f["accepted"].as_u64(),
+            f["delivered"].as_u64(),
+        );
+        if let (Some(m), Some(a), Some(d)) = (messages, accepted, delivered)
+            && (a < m || d < a)
+        {
+            let _ = writeln!(
+                md,
+                "**Warning: {t}'s fan-out did not deliver everything in this run**: {m} sent, {a} accepted, {d} delivered (answers: {}).\n",
+                f["send"]["codes"]
+            );
+        }
+    }
+    let failed: Vec<&str> = run.run["failed"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !failed.is_empty() {
+        let names = failed;
+        let _ = writeln!(
+            md,
+            "**Scenarios that reported a failure in this run** (lost messages, or an error; their numbers are below where they were written): {}.\n",
+            names.join(", ")
+        );
+    }
     if let Some(why) = run.mosquitto["skipped"].as_str() {
         let _ = writeln!(md, "**Mosquitto was skipped in this run**: {why}.\n");
     }

@@ -21,6 +21,8 @@ use crate::wire::{Collected, DeviceTarget};
 
 /// Points kept of each latency distribution (enough to draw its CDF).
 const CDF_POINTS: usize = 200;
+/// Descriptors a server needs besides its device sockets (database, logs, listeners).
+const SERVER_SPARE_FILES: u64 = 256;
 /// A load is more than a target can take when it delivers less than this share of it.
 const SATURATED: f64 = 0.8;
 /// How long the server's acks may take to be recorded after the devices sent them.
@@ -68,14 +70,51 @@ impl Common {
         Ok(path)
     }
 
+    /// Copies a server's log (warnings and errors only) next to the results, as
+    /// `<name>.log`, when it has anything in it: the numbers' explanation when a run went
+    /// wrong, and the server's temp directory is gone after the run.
+    fn keep_log(&self, name: &str, log: Option<&Path>) {
+        let Some(log) = log else { return };
+        let Ok(text) = std::fs::read_to_string(log) else {
+            return;
+        };
+        if text.trim().is_empty() {
+            return;
+        }
+        let kept = self.out.join(format!("{name}.log"));
+        if std::fs::create_dir_all(&self.out).is_ok() && std::fs::write(&kept, text).is_ok() {
+            println!("Server log kept in {}.", kept.display());
+        }
+    }
+
     async fn herald(&self) -> anyhow::Result<Herald> {
         let node = Herald::start(&self.herald).await?;
         node.prepare_app().await?;
         Ok(node)
     }
 
-    fn fleets(&self, devices: usize) -> anyhow::Result<Fleets> {
+    /// Client processes for `devices` against a server the bench starts: the server
+    /// inherits this process's open-files limit and needs a descriptor per device, so a run
+    /// that cannot fit is refused up front rather than failing halfway.
+    fn fleets_for_own_server(&self, devices: usize) -> anyhow::Result<Fleets> {
+        let limit = crate::procfs::open_files_limit().unwrap_or(u64::MAX);
+        if devices as u64 + SERVER_SPARE_FILES > limit {
+            bail!(
+                "{devices} devices need about {} open files in the server process, which inherits \
+                 this process's limit of {limit}; use fewer devices or raise `ulimit -n`",
+                devices as u64 + SERVER_SPARE_FILES
+            );
+        }
         Fleets::spawn(devices, self.per_process)
+    }
+
+    /// Client processes for `devices` against the Herald node (checked as above unless it
+    /// is a node the user runs, whose limits are the user's).
+    fn fleets_for_herald(&self, devices: usize) -> anyhow::Result<Fleets> {
+        match self.herald {
+            HeraldSource::Spawn { .. } => self.fleets_for_own_server(devices),
+            HeraldSource::External { .. } => Fleets::spawn(devices, self.per_process),
+        }
     }
 }
 
@@ -175,10 +214,10 @@ async fn connections_phase(
         tokens.len(),
         connect_secs,
         result["connects_per_sec"],
-        result["server_rss_before_kib"],
-        result["server_rss_after_kib"],
-        result["server_rss_per_device_bytes"],
-        result["server_idle_cpu_percent"],
+        shown(&result["server_rss_before_kib"]),
+        shown(&result["server_rss_after_kib"]),
+        shown(&result["server_rss_per_device_bytes"]),
+        shown(&result["server_idle_cpu_percent"]),
     );
     Ok((result, tokens))
 }
@@ -220,14 +259,14 @@ async fn fanout_phase(
         collected.delivered,
     );
     println!(
-        "{label}: fan-out {} of {} delivered, {} /s (acked); latency p50 {} ms, p99 {} ms, p99.9 {} ms; server CPU {} s per 1,000 deliveries",
+        "{label}: fan-out {} of {} delivered, {} /s (acked); latency p50 {} ms, p99 {} ms, p99.9 {} ms; server CPU per 1,000 deliveries {}",
         result["delivered"],
         result["accepted"],
         result["delivered_per_sec"],
         result["latency_ms"]["p50"],
         result["latency_ms"]["p99"],
         result["latency_ms"]["p999"],
-        result["server_cpu_secs_per_1000"],
+        shown_with(&result["server_cpu_secs_per_1000"], " s"),
     );
     Ok(result)
 }
@@ -270,13 +309,41 @@ fn fanout_result(
     })
 }
 
+/// A number as printed; `null` (a server the bench did not start) as "not measured".
+fn shown(v: &Value) -> String {
+    if v.is_null() {
+        "not measured".to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+/// As [`shown`], with a unit after a measured number.
+fn shown_with(v: &Value, unit: &str) -> String {
+    if v.is_null() {
+        shown(v)
+    } else {
+        format!("{v}{unit}")
+    }
+}
+
 /// Says loudly when not every notification was accepted and delivered.
+/// The exit status then says so too (after the results are written).
 fn warn_if_lost(label: &str, messages: u64, accepted: u64, delivered: u64) {
     if accepted < messages || delivered < accepted {
         eprintln!(
             "WARNING {label}: {messages} sent, {accepted} accepted, {delivered} delivered: not every message arrived."
         );
+        LOST.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Set when any phase of this run lost or refused messages.
+static LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether any phase of this run lost or refused messages.
+pub fn messages_lost() -> bool {
+    LOST.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Parameters of the fan-out workload, shared by Herald, the ceiling and Mosquitto.
@@ -331,7 +398,7 @@ fn herald_target(node: &Herald) -> anyhow::Result<DeviceTarget> {
 pub async fn connections(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let header = common.header("connections");
     let node = common.herald().await?;
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let since = node_ms();
     let (result, _) = connections_phase(
         "herald",
@@ -345,6 +412,7 @@ pub async fn connections(common: &Common, args: &FanoutArgs) -> anyhow::Result<(
     .await?;
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("connections-herald", node.log());
     node.stop().await;
     common.write(
         "connections",
@@ -360,7 +428,7 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let header = common.header("fanout");
     let node = common.herald().await?;
     let since = node_ms();
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let connect = bar(args.devices as u64, "herald: connect");
     let tokens = fleets
         .connect(&herald_target(&node)?, common.connect_concurrency, &connect)
@@ -379,6 +447,7 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let processes = fleets.processes();
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("fanout-herald", node.log());
     node.stop().await;
     common.write(
         "fanout",
@@ -394,7 +463,7 @@ pub async fn ceiling(common: &Common, args: &FanoutArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let header = common.header("ceiling");
     let server = Ceiling::start().await?;
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_own_server(args.devices)?;
     let target = DeviceTarget::Ceiling {
         ws_url: format!("{}/ws", server.url.replacen("http://", "ws://", 1)),
     };
@@ -444,7 +513,7 @@ pub async fn mosquitto(common: &Common, args: &FanoutArgs, bin: &Path) -> anyhow
         skip_mosquitto(common, bin, header)?;
         return Ok(());
     };
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_own_server(args.devices)?;
     let target = DeviceTarget::Mqtt {
         host: "127.0.0.1".to_owned(),
         port: broker.port,
@@ -538,7 +607,7 @@ pub async fn ingress(common: &Common, args: &IngressArgs) -> anyhow::Result<()> 
     let header = common.header("ingress");
     let node = common.herald().await?;
     let since = node_ms();
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let connect = bar(args.devices as u64, "ingress: connect");
     let tokens = fleets
         .connect(&herald_target(&node)?, common.connect_concurrency, &connect)
@@ -571,6 +640,12 @@ pub async fn ingress(common: &Common, args: &IngressArgs) -> anyhow::Result<()> 
             .codes
             .keys()
             .all(|c| c == herald_proto::Code::Success.as_str());
+    warn_if_lost(
+        "ingress",
+        args.requests as u64,
+        sent.accepted,
+        collected.delivered,
+    );
     let cpu = cpu_before
         .zip(cpu_after)
         .map(|(b, a)| round2(a.cpu_secs - b.cpu_secs));
@@ -588,6 +663,7 @@ pub async fn ingress(common: &Common, args: &IngressArgs) -> anyhow::Result<()> 
     let processes = fleets.processes();
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("ingress-herald", node.log());
     node.stop().await;
     common.write(
         "ingress",
@@ -641,7 +717,8 @@ pub struct LatencyArgs {
     pub step_secs: f64,
     #[arg(long, default_value_t = 2000)]
     pub devices: usize,
-    #[arg(long, default_value_t = 100)]
+    /// Tokens per request; the fan-out's K keeps the rates comparable with its maximum.
+    #[arg(long, default_value_t = 1000)]
     pub tokens_per_request: usize,
     /// Targets to measure (herald, ceiling, mosquitto).
     #[arg(
@@ -672,23 +749,30 @@ pub async fn latency(
         .filter_map(|name| read_fanout_rate(&common.out, name))
         .fold(max_rate, f64::max);
     let cap = args.max_offered.unwrap_or(1.5 * fastest);
-    let mut rates: Vec<f64> = args
+    let rates: Vec<f64> = args
         .sweep
         .iter()
         .map(|f| round2(f * max_rate))
         .filter(|r| *r > 0.0 && *r <= cap)
         .collect();
-    if !rates.iter().any(|r| (r - rate).abs() < 0.01) {
-        rates.push(round2(rate));
-    }
-    rates.sort_by(f64::total_cmp);
     let k = args.tokens_per_request.clamp(1, args.devices.max(1));
+    // A step sends whole requests of K, so each rate becomes the nearest one it can offer
+    // exactly in `step_secs` (what the tables then show as offered).
+    let offerable = |r: f64| {
+        let requests = (r * args.step_secs / k as f64).round().max(1.0);
+        round2(requests * k as f64 / args.step_secs)
+    };
+    let rate = offerable(rate);
+    let mut rates: Vec<f64> = rates.into_iter().map(offerable).collect();
+    rates.push(rate);
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
     let mut by_target = serde_json::Map::new();
     for target in &args.targets {
         let steps = match target.as_str() {
             "herald" => {
                 let node = common.herald().await?;
-                let mut fleets = common.fleets(args.devices)?;
+                let mut fleets = common.fleets_for_herald(args.devices)?;
                 let c = bar(args.devices as u64, "latency herald: connect");
                 let tokens = fleets
                     .connect(&herald_target(&node)?, common.connect_concurrency, &c)
@@ -708,12 +792,13 @@ pub async fn latency(
                 )
                 .await?;
                 fleets.stop().await;
+                common.keep_log("latency-herald", node.log());
                 node.stop().await;
                 steps
             }
             "ceiling" => {
                 let server = Ceiling::start().await?;
-                let mut fleets = common.fleets(args.devices)?;
+                let mut fleets = common.fleets_for_own_server(args.devices)?;
                 let c = bar(args.devices as u64, "latency ceiling: connect");
                 let ws_url = format!("{}/ws", server.url.replacen("http://", "ws://", 1));
                 let tokens = fleets
@@ -752,7 +837,7 @@ pub async fn latency(
                     );
                     continue;
                 };
-                let mut fleets = common.fleets(args.devices)?;
+                let mut fleets = common.fleets_for_own_server(args.devices)?;
                 let c = bar(args.devices as u64, "latency mosquitto: connect");
                 let tokens = fleets
                     .connect(
@@ -838,6 +923,12 @@ async fn sweep(
         let mut latencies = collected.latencies_us.clone();
         let p = Percentiles::from_micros(&mut latencies);
         let window = collected.last_delivery_us.saturating_sub(sent.started_us) as f64 / 1e6;
+        warn_if_lost(
+            &format!("{label} @ {rate:.0}/s"),
+            sent.requests as u64 * k as u64,
+            sent.accepted,
+            collected.delivered,
+        );
         let delivered_per_sec = per_sec(collected.delivered, window.max(secs));
         let saturated = delivered_per_sec < SATURATED * rate;
         let step = json!({
@@ -888,7 +979,7 @@ pub async fn recovery(common: &Common, args: &RecoveryArgs) -> anyhow::Result<()
     }
     let header = common.header("recovery");
     let mut node = common.herald().await?;
-    let mut fleets = common.fleets(args.devices)?;
+    let mut fleets = common.fleets_for_herald(args.devices)?;
     let c = bar(args.devices as u64, "recovery: connect");
     let tokens = fleets
         .connect(&herald_target(&node)?, common.connect_concurrency, &c)
@@ -932,6 +1023,12 @@ pub async fn recovery(common: &Common, args: &RecoveryArgs) -> anyhow::Result<()
     delivered_bar.finish();
     let collected = fleets.collect().await?;
     let all_delivered = collected.last_delivery_us.saturating_sub(killed_us) as f64 / 1e6;
+    warn_if_lost(
+        "recovery",
+        args.messages as u64,
+        sent.accepted,
+        collected.delivered,
+    );
     println!(
         "recovery: {} queued; SIGKILL → /healthz {:.2} s; → devices back {:.2} s; → {} of {} delivered {:.2} s (duplicates {})",
         sent.accepted,
@@ -945,6 +1042,7 @@ pub async fn recovery(common: &Common, args: &RecoveryArgs) -> anyhow::Result<()
     let processes = fleets.processes();
     fleets.stop().await;
     let server = node.describe();
+    common.keep_log("recovery-herald", node.log());
     node.stop().await;
     common.write(
         "recovery",

@@ -31,8 +31,12 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(mut command: tokio::process::Command, log: &Path) -> anyhow::Result<Proc> {
-        let log_file =
-            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        // Appended to, so that a restarted server's log follows the killed one's.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("creating {}", log.display()))?;
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -142,6 +146,11 @@ impl Herald {
 
     pub fn usage(&self) -> Option<Usage> {
         self.proc.as_ref().and_then(Proc::usage)
+    }
+
+    /// The log of a node the bench started.
+    pub fn log(&self) -> Option<&Path> {
+        self.proc.as_ref().map(|p| p.log.as_path())
     }
 
     /// SIGKILL the node (no shutdown at all), for the recovery scenario.
