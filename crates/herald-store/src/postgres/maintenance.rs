@@ -26,7 +26,9 @@ impl Maintenance for PgStore {
             let old = query(
                 tx,
                 "SELECT m.id, (SELECT count(*) FROM delivery d WHERE d.msg = m.id)
-                 FROM message m WHERE m.created_at < $1 AND NOT m.open
+                 FROM message m WHERE m.created_at < $1
+                   AND (NOT m.open OR NOT EXISTS
+                         (SELECT 1 FROM delivery d WHERE d.msg = m.id AND d.state = 0))
                    AND NOT EXISTS (SELECT 1 FROM receipt r WHERE r.msg = m.id AND r.state = 0)
                  ORDER BY m.created_at LIMIT $2
                  FOR UPDATE OF m SKIP LOCKED",

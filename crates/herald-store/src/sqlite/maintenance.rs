@@ -26,7 +26,9 @@ impl Maintenance for SqliteStore {
             .write_conn(move |c| {
                 let old: Vec<i64> = c
                     .prepare_cached(
-                        "SELECT id FROM message m WHERE created_at < ?1 AND open = 0
+                        "SELECT id FROM message m WHERE created_at < ?1
+                           AND (open = 0 OR NOT EXISTS
+                                 (SELECT 1 FROM delivery d WHERE d.msg = m.id AND d.state = 0))
                            AND NOT EXISTS (SELECT 1 FROM receipt r WHERE r.msg = m.id AND r.state = 0)
                          ORDER BY created_at LIMIT ?2",
                     )?
