@@ -161,7 +161,7 @@ impl Default for Limits {
         Limits {
             exempt: Cidrs::default(),
             trusted_proxy_header: String::new(),
-            max_connections: 10_000,
+            max_connections: 19_000,
             connections_per_addr: 256,
             device_connections_per_addr: 128,
             registrations_burst: 50,
