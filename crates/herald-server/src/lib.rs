@@ -17,9 +17,11 @@ pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod policy;
+pub mod ready;
 pub mod receipts;
 pub mod registry;
 pub mod state;
+pub mod storage;
 pub mod web;
 
 use std::future::Future;
@@ -33,7 +35,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use herald_core::{Clock, SystemClock};
 use herald_store::Store;
-use herald_store::sqlite::{Durability, SqliteStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -102,19 +103,12 @@ impl Herald {
             path: config.data_dir.clone(),
             source,
         })?;
-        let durability = match config.sqlite_synchronous.as_str() {
-            "full" => Durability::Full,
-            "normal" => Durability::Normal,
-            other => {
-                return Err(ServerError::Config(format!(
-                    "sqlite_synchronous must be \"full\" or \"normal\", not {other:?}"
-                )));
-            }
-        };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
-            config.data_dir.join(DATABASE_FILE),
-            durability,
-        )?);
+        let target = storage::target_for(&config)?;
+        let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
+        if target.is_shared() {
+            tracing::info!(store = %target.redacted(), node = ?target.options.postgres.node_name,
+                "Store opened (shared by every node).");
+        }
         let tls = match config.tls_enabled().map_err(ServerError::Config)? {
             false => None,
             true => Some(
@@ -269,6 +263,10 @@ impl Herald {
 pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(ready::readyz).layer(Extension(ready::Readiness::new())),
+        )
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
         .route("/v1/{client_id}/messages:revoke", post(api::revoke::revoke))
