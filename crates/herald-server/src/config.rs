@@ -17,6 +17,9 @@ pub struct Config {
     /// `sqlite:PATH`, or `postgres://user@host/db` (shared by any number of nodes; an
     /// optional `schema=NAME` parameter keeps Herald's tables in that schema).
     pub store: String,
+    /// The bus between nodes: empty for none (one node, or nodes that learn of each
+    /// other's messages only when a device next reads its queue), or `nats://host:port`.
+    pub bus: String,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Base URL that backends and devices use to reach this server. Empty: derived from
@@ -266,6 +269,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./herald-data"),
             store: String::new(),
+            bus: String::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             sqlite_synchronous: "full".into(),
@@ -390,6 +394,7 @@ impl Config {
         match var {
             "HERALD_DATA_DIR" => self.data_dir = PathBuf::from(value),
             "HERALD_STORE" => self.store = value.to_owned(),
+            "HERALD_BUS" => self.bus = value.to_owned(),
             "HERALD_LISTEN" => self.listen = parse(var, value)?,
             "HERALD_PUBLIC_URL" => self.public_url = value.to_owned(),
             "HERALD_SQLITE_SYNCHRONOUS" => self.sqlite_synchronous = value.to_owned(),
@@ -458,6 +463,9 @@ data_dir = "{data_dir}"
 # or "postgres://user@host/db" (any number of nodes share it; "?schema=NAME" keeps
 # Herald's tables in that schema).
 store = ""
+# The bus between nodes sharing a store: "" = none; "nats://host:4222" = a message sent
+# through one node reaches a device connected to another at once.
+bus = ""
 # Address to listen on.
 listen = "{listen}"
 # Base URL backends and devices use; empty = derived from the bound address.

@@ -8,6 +8,7 @@ pub mod acks;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod bus;
 pub mod config;
 pub mod delivery;
 pub mod fuzzing;
@@ -71,6 +72,8 @@ pub struct Herald {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     bootstrap: Option<BootstrapInfo>,
+    /// Other nodes' notices, consumed by `run`.
+    bus_inbox: Option<bus::Inbox>,
 }
 
 impl std::fmt::Debug for Herald {
@@ -104,6 +107,17 @@ impl Herald {
             source,
         })?;
         let target = storage::target_for(&config)?;
+        let (bus, bus_inbox) = match config.bus.trim() {
+            "" => (None, None),
+            url => {
+                let node = storage::node_id(&config.data_dir)?;
+                let (bus, inbox) = bus::Bus::connect(url, &node)
+                    .await
+                    .map_err(|e| ServerError::Config(format!("bus: {e}")))?;
+                tracing::info!(bus = url, %node, "Bus configured.");
+                (Some(bus), Some(inbox))
+            }
+        };
         let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
         if target.is_shared() {
             tracing::info!(store = %target.redacted(), node = ?target.options.postgres.node_name,
@@ -162,6 +176,7 @@ impl Herald {
             public_url,
             jwt: auth::JwtVerifier::new(store.clone(), clock.clone(), jwt_cache_entries),
             store,
+            bus,
             clock,
             tokens: Default::default(),
             apps: Default::default(),
@@ -177,6 +192,7 @@ impl Herald {
             listener,
             tls,
             bootstrap,
+            bus_inbox,
         })
     }
 
@@ -220,6 +236,9 @@ impl Herald {
         let pruner = tokio::spawn(pruner(state.clone()));
         let reports = tokio::spawn(acks::run(state.clone()));
         let dispatcher = tokio::spawn(receipts::run(state.clone()));
+        let bus_listener = self
+            .bus_inbox
+            .map(|inbox| tokio::spawn(bus::listen(state.clone(), inbox)));
         let listener = listener::Listener::new(
             router(state.clone(), self.images),
             state.guards.clone(),
@@ -247,6 +266,9 @@ impl Herald {
         }
         sweeper.abort();
         pruner.abort();
+        if let Some(task) = bus_listener {
+            task.abort();
+        }
         // The dispatcher stops on the shutdown token and records the batches it has on
         // the wire before the store closes.
         token.cancel();

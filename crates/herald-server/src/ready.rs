@@ -28,6 +28,8 @@ pub struct Readiness {
 struct Verdict {
     /// `None` when the store answered, else why it did not.
     store: Option<String>,
+    /// `None` when there is no bus or it is connected, else why it is not ready.
+    bus: Option<String>,
 }
 
 impl Readiness {
@@ -62,25 +64,36 @@ async fn probe(state: &Shared) -> Verdict {
     if let Some(why) = &store {
         tracing::warn!(why = %why, "The store does not answer; /readyz says 503.");
     }
-    Verdict { store }
+    let bus = match &state.bus {
+        Some(bus) if !bus.is_connected() => Some("disconnected".to_owned()),
+        _ => None,
+    };
+    Verdict { store, bus }
 }
 
-/// 200 `{"status":"ready"}`, or 503 `{"status":"unready","store":"…"}`.
+/// 200 `{"status":"ready","store":"ok","bus":"ok"|"none"}`, or 503 with
+/// `"status":"unready"` and what is wrong (`"store":"unreachable: …"`,
+/// `"bus":"disconnected"`).
 pub async fn readyz(
     State(state): State<Shared>,
     Extension(readiness): Extension<Arc<Readiness>>,
 ) -> axum::response::Response {
     let verdict = readiness.verdict(&state).await;
-    match verdict.store {
-        None => (
-            StatusCode::OK,
-            axum::Json(json!({"status": "ready", "store": "ok"})),
-        )
-            .into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "unready", "store": why})),
-        )
-            .into_response(),
-    }
+    let bus = match (&state.bus, &verdict.bus) {
+        (None, _) => "none".to_owned(),
+        (Some(_), None) => "ok".to_owned(),
+        (Some(_), Some(why)) => why.clone(),
+    };
+    let ready = verdict.store.is_none() && verdict.bus.is_none();
+    let body = json!({
+        "status": if ready { "ready" } else { "unready" },
+        "store": verdict.store.as_deref().unwrap_or("ok"),
+        "bus": bus,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }

@@ -15,6 +15,9 @@ pub struct ServeArgs {
     /// nodes) or `sqlite:PATH`. Default: the embedded file herald.db in --data-dir.
     #[arg(long, env = "HERALD_STORE")]
     pub store: Option<String>,
+    /// The bus between nodes sharing a store: `nats://host:4222`. Default: none.
+    #[arg(long, env = "HERALD_BUS")]
+    pub bus: Option<String>,
     /// Address to listen on. Default: 127.0.0.1:8080
     #[arg(long, env = "HERALD_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
@@ -36,6 +39,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(store) = args.store {
         config.store = store;
+    }
+    if let Some(bus) = args.bus {
+        config.bus = bus;
     }
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -190,3 +190,115 @@ fn three_nodes_on_one_postgresql_bootstrap_once_and_serve_one_project() {
     drop(device);
     drop(nodes);
 }
+
+/// The NATS URL the bus tests may use, or `None` (the test prints SKIPPED).
+fn nats(test: &str) -> Option<String> {
+    match std::env::var("HERALD_TEST_NATS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("SKIPPED {test}: HERALD_TEST_NATS_URL is not set (see README, Tests)");
+            None
+        }
+    }
+}
+
+/// GET `/readyz` until it answers 200 (the store and the bus are up), at most 20 s.
+fn wait_ready(node: &Server) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let code = rt.block_on(async {
+            match reqwest::get(format!("{}/readyz", node.url)).await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            }
+        });
+        if code == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} not ready: {code}",
+            node.url
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn with_the_nats_bus_a_device_on_b_gets_a_send_through_a_at_once() {
+    let test = "with_the_nats_bus_a_device_on_b_gets_a_send_through_a_at_once";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let schema = Schema::new(&pg, "bus");
+    let store = schema.store_url();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            Server::launch(
+                &dir.path().join(n),
+                &["--store", &store, "--bus", &bus],
+                &dir.path().join(format!("{n}.log")),
+            )
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_healthy();
+        wait_ready(node);
+    }
+    let booter = nodes
+        .iter()
+        .position(|n| n.data_dir.join("bootstrap.json").exists())
+        .expect("one node bootstrapped");
+    let boot = nodes[booter].bootstrap();
+    let key = read_json(std::path::Path::new(
+        boot["service_account_file"].as_str().unwrap(),
+    ));
+    let project = boot["project_id"].as_str().unwrap().to_owned();
+    let client_id = boot["client_id"].as_str().unwrap().to_owned();
+    let jwt = sign_jwt(&key);
+
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let device = DeviceProc::start(&b.url, &client_id, &dir.path().join("device"), &[]);
+    let token = device.expect("token", Duration::from_secs(20))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A first send through A reaches the device on B without a reconnection (this one
+    // may wait for the bus subscriptions to settle) …
+    let (status, body) = post_send(&a.url, &project, &jwt, &notification(&token, "warm-up"));
+    assert_eq!((status, body["code"].as_str()), (200, Some("80000000")));
+    let got = device.expect("notification", Duration::from_secs(5));
+    assert_eq!(got["title"], "warm-up");
+
+    // … and then each one within a second, through A and through C.
+    for (i, via) in [(0usize, "a"), (2, "c")] {
+        let title = format!("through-{via}");
+        let started = std::time::Instant::now();
+        let (status, body) =
+            post_send(&nodes[i].url, &project, &jwt, &notification(&token, &title));
+        assert_eq!((status, body["code"].as_str()), (200, Some("80000000")));
+        let got = device.expect("notification", Duration::from_secs(1));
+        assert_eq!(got["title"], title.as_str());
+        eprintln!(
+            "{title}: on the device on B {:?} after the send",
+            started.elapsed()
+        );
+    }
+    // Nothing twice.
+    let extra = device.collect(
+        "notification",
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    );
+    assert!(extra.is_empty(), "no duplicates: {extra:?}");
+    drop(device);
+    drop(nodes);
+}
