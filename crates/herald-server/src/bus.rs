@@ -169,14 +169,14 @@ pub async fn listen(app: Shared, inbox: Inbox) {
         .as_ref()
         .map(|b| b.node().to_owned())
         .unwrap_or_default();
-    let mut first = true;
     loop {
         tokio::select! {
             _ = app.shutdown.cancelled() => break,
             Some(()) = reconnected.recv() => {
-                // The first connection is the start: nothing was missed yet.
-                if !std::mem::take(&mut first) {
-                    let n = app.registry.resync_all();
+                // Notices published while this node was off the bus are lost (at the
+                // start, no device is connected yet: this costs nothing).
+                let n = app.registry.resync_all();
+                if n > 0 {
                     tracing::info!(devices = n, "The bus is back; connected devices re-read their queues.");
                 }
             }
