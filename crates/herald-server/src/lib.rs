@@ -95,8 +95,10 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 impl Herald {
-    /// Open the store in `config.data_dir`, bootstrap it on first start, and build the
-    /// node around `listener`. `clock` is the time every policy reads.
+    /// Open the store `config.store` names (default: `herald.db` in `config.data_dir`),
+    /// connect the bus when `config.bus` is set, bootstrap the store on first start (once
+    /// across nodes), and build the node around `listener`. `clock` is the time every
+    /// policy reads.
     pub async fn prepare(
         listener: TcpListener,
         config: Config,
@@ -120,8 +122,8 @@ impl Herald {
         };
         let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
         if target.is_shared() {
-            tracing::info!(store = %target.redacted(), node = ?target.options.postgres.node_name,
-                "Store opened (shared by every node).");
+            let node = target.options.postgres.node_name.as_deref().unwrap_or("");
+            tracing::info!(store = %target.redacted(), node, "Shared store opened.");
         }
         let tls = match config.tls_enabled().map_err(ServerError::Config)? {
             false => None,

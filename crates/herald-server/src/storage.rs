@@ -79,11 +79,15 @@ pub fn durability(config: &Config) -> Result<Durability, ServerError> {
     }
 }
 
-/// The store a configuration names, with this node's name from its data directory.
+/// The store a configuration names; a shared one with this node's name from its data
+/// directory (the embedded default leaves the data directory as it always was).
 pub fn target_for(config: &Config) -> Result<StoreTarget, ServerError> {
     let durability = durability(config)?;
-    let node = node_id(&config.data_dir)?;
-    target(&config.store, &config.data_dir, durability, Some(node))
+    let mut target = target(&config.store, &config.data_dir, durability, None)?;
+    if target.is_shared() {
+        target.options.postgres.node_name = Some(node_id(&config.data_dir)?);
+    }
+    Ok(target)
 }
 
 /// Apply the migrations the store lacks (as `herald migrate` does); returns the files
