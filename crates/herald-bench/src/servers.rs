@@ -286,6 +286,8 @@ fn spawn_herald(bin: &Path, dir: &Path, port: u16) -> anyhow::Result<Proc> {
         )
         .env_remove("HERALD_CONFIG")
         .env_remove("HERALD_DATA_DIR")
+        .env_remove("HERALD_STORE")
+        .env_remove("HERALD_BUS")
         .env_remove("HERALD_LISTEN")
         .env_remove("HERALD_PUBLIC_URL");
     Proc::spawn(command, &dir.join("herald.log"))

@@ -1,12 +1,11 @@
 //! First start: create the admin, a project, an app and a service account, and write
 //! `service-account.json` and `bootstrap.json` into the data directory.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use herald_proto::keyfile::KeyFile;
-use herald_store::{App, Bootstrap, Project, ServiceAccount, Store};
+use herald_store::{App, Bootstrap, Project, ServiceAccount, Store, StoreError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +61,9 @@ pub fn token_uri(public_url: &str) -> String {
     format!("{}/oauth2/v3/token", public_url.trim_end_matches('/'))
 }
 
-/// Run the first-start bootstrap if the store is empty. Returns the info when it ran.
+/// Run the first-start bootstrap if the store is empty. Returns the info when this node
+/// did it; `None` when the store was already bootstrapped, or another node starting at
+/// the same moment won (the store answered `Conflict`).
 pub async fn ensure(
     store: &dyn Store,
     data_dir: &Path,
@@ -70,6 +71,7 @@ pub async fn ensure(
     now_ms: i64,
 ) -> Result<Option<BootstrapInfo>, BootstrapError> {
     if store.is_bootstrapped().await? {
+        tracing::info!(data_dir = %data_dir.display(), "The store is already bootstrapped; serving its project.");
         return Ok(None);
     }
     let project_id = ids::numeric_id(18);
@@ -102,10 +104,10 @@ pub async fn ensure(
             public_url.trim_end_matches('/')
         ),
     };
-    let key_path = data_dir.join(SERVICE_ACCOUNT_FILE);
-    write_private_json(&key_path, &key_file)?;
-
-    store
+    // Several nodes may race here against one shared store: the store lets exactly one
+    // bootstrap through. Only that node writes the key file and bootstrap.json, and only
+    // once the store has accepted them, so no node keeps a key the store does not know.
+    let accepted = store
         .bootstrap(Bootstrap {
             admin_username: "admin".into(),
             admin_password_hash: password_hash,
@@ -133,7 +135,20 @@ pub async fn ensure(
                 created_at: now_ms,
             },
         })
-        .await?;
+        .await;
+    match accepted {
+        Ok(()) => {}
+        Err(StoreError::Conflict(why)) => {
+            tracing::info!(
+                data_dir = %data_dir.display(), why = %why,
+                "The store is already bootstrapped (by another node starting at the same moment); serving its project."
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let key_path = data_dir.join(SERVICE_ACCOUNT_FILE);
+    write_private_json(&key_path, &key_file)?;
 
     let info = BootstrapInfo {
         push_api_url: public_url.trim_end_matches('/').to_owned(),
@@ -162,12 +177,6 @@ fn write_private_json(path: &Path, value: &impl Serialize) -> Result<(), Bootstr
     };
     let mut text = serde_json::to_string_pretty(value).map_err(|e| err(e.into()))?;
     text.push('\n');
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(err)?;
-    file.write_all(text.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    Ok(())
+    // A temporary name, then a rename: a reader never sees half a file.
+    crate::storage::write_atomically(path, text.as_bytes(), 0o600).map_err(err)
 }

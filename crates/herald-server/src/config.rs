@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where the embedded database, key file and bootstrap file live.
     pub data_dir: PathBuf,
+    /// The store: empty for the embedded SQLite file `herald.db` in `data_dir`,
+    /// `sqlite:PATH`, or `postgres://user@host/db` (shared by any number of nodes; an
+    /// optional `schema=NAME` parameter keeps Herald's tables in that schema).
+    pub store: String,
+    /// The bus between nodes: empty for none (one node, or nodes that learn of each
+    /// other's messages only when a device next reads its queue), or `nats://host:port`.
+    pub bus: String,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Base URL that backends and devices use to reach this server. Empty: derived from
@@ -261,6 +268,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./herald-data"),
+            store: String::new(),
+            bus: String::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             sqlite_synchronous: "full".into(),
@@ -384,6 +393,8 @@ impl Config {
     fn apply_env(&mut self, var: &str, value: &str) -> Result<(), ConfigError> {
         match var {
             "HERALD_DATA_DIR" => self.data_dir = PathBuf::from(value),
+            "HERALD_STORE" => self.store = value.to_owned(),
+            "HERALD_BUS" => self.bus = value.to_owned(),
             "HERALD_LISTEN" => self.listen = parse(var, value)?,
             "HERALD_PUBLIC_URL" => self.public_url = value.to_owned(),
             "HERALD_SQLITE_SYNCHRONOUS" => self.sqlite_synchronous = value.to_owned(),
@@ -448,6 +459,13 @@ impl Config {
 
 # Where the embedded database, the service-account key file and bootstrap.json live.
 data_dir = "{data_dir}"
+# The store: "" = the embedded SQLite file herald.db in data_dir; or "sqlite:PATH";
+# or "postgres://user@host/db" (any number of nodes share it; "?schema=NAME" keeps
+# Herald's tables in that schema).
+store = ""
+# The bus between nodes sharing a store: "" = none; "nats://host:4222" = a message sent
+# through one node reaches a device connected to another at once.
+bus = ""
 # Address to listen on.
 listen = "{listen}"
 # Base URL backends and devices use; empty = derived from the bound address.

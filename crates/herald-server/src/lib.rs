@@ -8,6 +8,7 @@ pub mod acks;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod bus;
 pub mod config;
 pub mod delivery;
 pub mod fuzzing;
@@ -17,9 +18,11 @@ pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod policy;
+pub mod ready;
 pub mod receipts;
 pub mod registry;
 pub mod state;
+pub mod storage;
 pub mod web;
 
 use std::future::Future;
@@ -33,7 +36,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use herald_core::{Clock, SystemClock};
 use herald_store::Store;
-use herald_store::sqlite::{Durability, SqliteStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +72,8 @@ pub struct Herald {
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     bootstrap: Option<BootstrapInfo>,
+    /// Other nodes' notices, consumed by `run`.
+    bus_inbox: Option<bus::Inbox>,
 }
 
 impl std::fmt::Debug for Herald {
@@ -91,8 +95,10 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 impl Herald {
-    /// Open the store in `config.data_dir`, bootstrap it on first start, and build the
-    /// node around `listener`. `clock` is the time every policy reads.
+    /// Open the store `config.store` names (default: `herald.db` in `config.data_dir`),
+    /// connect the bus when `config.bus` is set, bootstrap the store on first start (once
+    /// across nodes), and build the node around `listener`. `clock` is the time every
+    /// policy reads.
     pub async fn prepare(
         listener: TcpListener,
         config: Config,
@@ -102,19 +108,23 @@ impl Herald {
             path: config.data_dir.clone(),
             source,
         })?;
-        let durability = match config.sqlite_synchronous.as_str() {
-            "full" => Durability::Full,
-            "normal" => Durability::Normal,
-            other => {
-                return Err(ServerError::Config(format!(
-                    "sqlite_synchronous must be \"full\" or \"normal\", not {other:?}"
-                )));
+        let target = storage::target_for(&config)?;
+        let (bus, bus_inbox) = match config.bus.trim() {
+            "" => (None, None),
+            url => {
+                let node = storage::node_id(&config.data_dir)?;
+                let (bus, inbox) = bus::Bus::connect(url, &node)
+                    .await
+                    .map_err(|e| ServerError::Config(format!("bus: {e}")))?;
+                tracing::info!(bus = url, %node, "Bus configured.");
+                (Some(bus), Some(inbox))
             }
         };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
-            config.data_dir.join(DATABASE_FILE),
-            durability,
-        )?);
+        let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
+        if target.is_shared() {
+            let node = target.options.postgres.node_name.as_deref().unwrap_or("");
+            tracing::info!(store = %target.redacted(), node, "Shared store opened.");
+        }
         let tls = match config.tls_enabled().map_err(ServerError::Config)? {
             false => None,
             true => Some(
@@ -168,6 +178,7 @@ impl Herald {
             public_url,
             jwt: auth::JwtVerifier::new(store.clone(), clock.clone(), jwt_cache_entries),
             store,
+            bus,
             clock,
             tokens: Default::default(),
             apps: Default::default(),
@@ -183,6 +194,7 @@ impl Herald {
             listener,
             tls,
             bootstrap,
+            bus_inbox,
         })
     }
 
@@ -226,6 +238,9 @@ impl Herald {
         let pruner = tokio::spawn(pruner(state.clone()));
         let reports = tokio::spawn(acks::run(state.clone()));
         let dispatcher = tokio::spawn(receipts::run(state.clone()));
+        let bus_listener = self
+            .bus_inbox
+            .map(|inbox| tokio::spawn(bus::listen(state.clone(), inbox)));
         let listener = listener::Listener::new(
             router(state.clone(), self.images),
             state.guards.clone(),
@@ -253,6 +268,9 @@ impl Herald {
         }
         sweeper.abort();
         pruner.abort();
+        if let Some(task) = bus_listener {
+            task.abort();
+        }
         // The dispatcher stops on the shutdown token and records the batches it has on
         // the wire before the store closes.
         token.cancel();
@@ -269,6 +287,10 @@ impl Herald {
 pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(ready::readyz).layer(Extension(ready::Readiness::new())),
+        )
         .route("/metrics", get(metrics_text))
         .route("/v3/{project_id}/messages:send", post(api::push::send))
         .route("/v1/{client_id}/messages:revoke", post(api::revoke::revoke))

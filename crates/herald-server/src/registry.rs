@@ -126,6 +126,28 @@ impl Registry {
         }
     }
 
+    /// Make the device's connection, if it is on this node, re-read its queue from the
+    /// store (another node committed something for it). Returns whether it is here.
+    pub fn resync(&self, device: i64) -> bool {
+        match self.conns.get(&device) {
+            Some(h) => {
+                h.resync.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Registry::resync`] every connection on this node; returns how many.
+    pub fn resync_all(&self) -> usize {
+        let mut n = 0;
+        for h in self.conns.iter() {
+            h.resync.notify_one();
+            n += 1;
+        }
+        n
+    }
+
     pub fn is_connected(&self, device: i64) -> bool {
         self.conns.contains_key(&device)
     }

@@ -46,6 +46,8 @@ pub struct AppState {
     pub reports: DeviceReports,
     /// Per-address limits and the login gate (`limits.rs`, `[limits]`).
     pub guards: Arc<crate::limits::Guards>,
+    /// The bus to the other nodes (`bus = "nats://…"`), when there is one.
+    pub bus: Option<Arc<crate::bus::Bus>>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a Herald node.
     Serve(serve::ServeArgs),
+    /// Apply the store's missing schema migrations and print them.
+    Migrate(cmd::migrate::MigrateArgs),
     /// Run a simulated HarmonyOS device that receives pushes.
     Device(cmd::device::DeviceArgs),
     /// Send a message through the Push Kit v3 API, signing a JWT from a key file.
@@ -70,6 +72,7 @@ async fn main() -> ExitCode {
     init_logging(cli.log_json, "info");
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Migrate(args) => cmd::migrate::run(args).await,
         Command::Device(args) => cmd::device::run(args).await,
         Command::Send(args) => cmd::send::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,

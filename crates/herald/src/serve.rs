@@ -11,6 +11,13 @@ pub struct ServeArgs {
     /// Data directory (database, key file, bootstrap.json). Default: ./herald-data
     #[arg(long, env = "HERALD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The store: `postgres://user@host/db[?schema=NAME]` (shared by any number of
+    /// nodes) or `sqlite:PATH`. Default: the embedded file herald.db in --data-dir.
+    #[arg(long, env = "HERALD_STORE")]
+    pub store: Option<String>,
+    /// The bus between nodes sharing a store: `nats://host:4222`. Default: none.
+    #[arg(long, env = "HERALD_BUS")]
+    pub bus: Option<String>,
     /// Address to listen on. Default: 127.0.0.1:8080
     #[arg(long, env = "HERALD_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
@@ -29,6 +36,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(store) = args.store {
+        config.store = store;
+    }
+    if let Some(bus) = args.bus {
+        config.bus = bus;
     }
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -82,7 +82,12 @@ async fn handle_send(
             return Err(inner_error(e));
         }
     };
+    // Devices not connected here may be connected to another node: tell the others.
+    let mut elsewhere = Vec::new();
     for route in plan.routes {
+        if app.bus.is_some() && !app.registry.is_connected(route.device) {
+            elsewhere.push(route.device);
+        }
         app.registry.deliver(
             route.device,
             Live {
@@ -98,6 +103,9 @@ async fn handle_send(
                 urgent,
             },
         );
+    }
+    if let Some(bus) = &app.bus {
+        bus.announce(elsewhere);
     }
     for code in drops {
         metrics::counter!("herald_messages_dropped_total", "receipt" => code.0.to_string())

@@ -138,7 +138,11 @@ async fn handle(
         })
         .await
         .map_err(internal)?;
+    let mut elsewhere = Vec::new();
     for stored in result.commands {
+        if app.bus.is_some() && !app.registry.is_connected(stored.device) {
+            elsewhere.push(stored.device);
+        }
         app.registry.deliver(
             stored.device,
             Live {
@@ -152,6 +156,10 @@ async fn handle(
                 urgent: false,
             },
         );
+    }
+    // Devices not connected here may be connected to another node: tell the others.
+    if let Some(bus) = &app.bus {
+        bus.announce(elsewhere);
     }
     let withdrawn = result.revoked.len() + result.withdrawn.len();
     metrics::counter!("herald_messages_revoked_total").increment(withdrawn as u64);

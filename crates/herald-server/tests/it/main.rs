@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod images;
 mod push_types;
+mod readiness;
 mod receipts;
 mod rights_quotas;
 mod sdk;

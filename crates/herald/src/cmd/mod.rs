@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cert;
 pub mod device;
+pub mod migrate;
 pub mod revoke;
 pub mod send;
 

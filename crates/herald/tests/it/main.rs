@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests panic on the unexpected by design
 
+mod cluster;
 mod commands;
 mod compat;
 mod crash;

@@ -43,7 +43,39 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("herald serve starts");
-        let url = format!("http://127.0.0.1:{port}");
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+        };
+        server.wait_healthy();
+        server
+    }
+
+    /// `herald serve --data-dir DIR --listen 127.0.0.1:PORT EXTRA…` on a free port, its
+    /// log (at `info`) written to `log`; returns at once (see [`Server::wait_healthy`]).
+    pub fn launch(data_dir: &Path, extra: &[&str], log: &Path) -> Server {
+        let port = free_port();
+        let child = herald()
+            .env("HERALD_LOG", "info")
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("herald serve starts");
+        Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Wait (at most 30 s) until `/healthz` answers 200.
+    pub fn wait_healthy(&self) {
+        let port = self.port();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
@@ -57,11 +89,6 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "server did not become healthy");
             std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            url,
-            data_dir: data_dir.to_owned(),
         }
     }
 
