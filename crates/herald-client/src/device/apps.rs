@@ -581,8 +581,9 @@ impl AppCore {
         let version = p["version"].as_u64().unwrap_or_default() as u32;
         let current = self.forms.get(&form_id).map(|f| f.version);
         if version != 0 && current.is_some_and(|c| version <= c) {
+            // Not shown: reported with Push Kit's nearest code, 151 ("not shown").
             return Decision::Suppress {
-                receipt: None,
+                receipt: Some(151),
                 reason: "widget version is not newer than the one shown",
             };
         }

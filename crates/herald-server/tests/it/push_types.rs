@@ -89,16 +89,28 @@ async fn widgets_apply_newer_versions_only_and_have_a_daily_limit() {
         SdkEvent::Form {
             version, form_data, ..
         } => Some((*version, form_data.clone())),
-        SdkEvent::Suppressed { reason, .. } => Some((u32::MAX, json!(reason))),
+        SdkEvent::Suppressed { message_id, .. } => Some((u32::MAX, json!(message_id))),
         _ => None,
     };
     accepted(&app, "1", form(5), &token).await;
     assert_eq!(p.wait_for(form_event).await, (5, json!({"temperature": 5})));
     accepted(&app, "1", form(3), &token).await;
+    let (refused, id) = p.wait_for(form_event).await;
+    assert_eq!(refused, u32::MAX, "an older version is not applied");
+    // The push report counts it as not shown (151), not as shown.
+    let id = id.as_str().unwrap().to_owned();
+    crate::helpers::wait_for_state(&app, &id, "suppressed").await;
     assert_eq!(
-        p.wait_for(form_event).await.0,
-        u32::MAX,
-        "an older version is not applied"
+        app.state
+            .store
+            .events_for(&id)
+            .await
+            .unwrap()
+            .last()
+            .map(|e| e.outcome),
+        Some(herald_core::Outcome::Suppressed(herald_core::ReceiptCode(
+            151
+        )))
     );
     accepted(&app, "1", form(0), &token).await;
     assert_eq!(p.wait_for(form_event).await.0, 0, "version 0 resets");
