@@ -280,6 +280,29 @@ pub struct Revoke {
     pub now: i64,
 }
 
+impl Revoke {
+    /// The command message a revoke stores (once, for every token it reaches): the
+    /// payload devices read, kept until the longest TTL.
+    pub fn command(&self) -> NewMessage {
+        NewMessage {
+            request_id: self.request_id.clone(),
+            project_id: self.project_id.clone(),
+            push_type: self.push_type,
+            kind: MessageKind::Revoke,
+            payload: serde_json::json!({"revoke": {"notifyId": self.notify_id}}).to_string(),
+            bi_tag: None,
+            receipt_id: None,
+            test: false,
+            created_at: self.now,
+            expires_at: self.now + i64::from(herald_core::send::MAX_TTL_SECS) * 1000,
+            collapse_key: None,
+            notify_id: Some(self.notify_id),
+            form_id: None,
+            receipt_hold_ms: None,
+        }
+    }
+}
+
 /// What a revoke did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RevokeResult {

@@ -581,23 +581,8 @@ async fn reports_in<C: GenericClient>(c: &C, reports: &[DeviceReport]) -> PgResu
 }
 
 async fn revoke_in<C: GenericClient>(c: &C, rv: &Revoke) -> PgResult<(RevokeResult, u64)> {
-    let payload = serde_json::json!({"revoke": {"notifyId": rv.notify_id}}).to_string();
-    let command = NewMessage {
-        request_id: rv.request_id.clone(),
-        project_id: rv.project_id.clone(),
-        push_type: rv.push_type,
-        kind: MessageKind::Revoke,
-        payload: payload.clone(),
-        bi_tag: None,
-        receipt_id: None,
-        test: false,
-        created_at: rv.now,
-        expires_at: rv.now + i64::from(herald_core::send::MAX_TTL_SECS) * 1000,
-        collapse_key: None,
-        notify_id: Some(rv.notify_id),
-        form_id: None,
-        receipt_hold_ms: None,
-    };
+    let command = rv.command();
+    let payload = command.payload.clone();
     // The command message is stored with the first token that needs it.
     let mut cmd_msg: Option<i64> = None;
     let toks: Vec<i64> = rv.tokens.iter().map(|t| t.token_num).collect();

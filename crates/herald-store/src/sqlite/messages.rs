@@ -470,23 +470,8 @@ fn report_in(t: &mut Tx<'_>, r: &DeviceReport) -> Result<bool> {
 }
 
 fn revoke_in(t: &mut Tx<'_>, rv: Revoke) -> Result<RevokeResult> {
-    let payload = serde_json::json!({"revoke": {"notifyId": rv.notify_id}}).to_string();
-    let command = NewMessage {
-        request_id: rv.request_id.clone(),
-        project_id: rv.project_id.clone(),
-        push_type: rv.push_type,
-        kind: MessageKind::Revoke,
-        payload: payload.clone(),
-        bi_tag: None,
-        receipt_id: None,
-        test: false,
-        created_at: rv.now,
-        expires_at: rv.now + i64::from(herald_core::send::MAX_TTL_SECS) * 1000,
-        collapse_key: None,
-        notify_id: Some(rv.notify_id),
-        form_id: None,
-        receipt_hold_ms: None,
-    };
+    let command = rv.command();
+    let payload = command.payload.clone();
     // The command message is stored with the first token that needs it.
     let mut cmd_msg: Option<i64> = None;
     // Notifications with this notifyId, newest first; a device shows only the newest of
