@@ -18,7 +18,12 @@ pub struct SendArgs {
     #[arg(long, env = "HERALD_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// A push token to send to (repeat for several).
-    #[arg(long = "token", value_name = "TOKEN", required_unless_present = "json")]
+    #[arg(
+        long = "token",
+        value_name = "TOKEN",
+        required_unless_present = "json",
+        allow_hyphen_values = true
+    )]
     pub tokens: Vec<String>,
     /// Notification title.
     #[arg(long)]
@@ -240,6 +245,14 @@ mod tests {
                 "pushOptions": {"testMessage": true, "ttl": 60}
             })
         );
+    }
+
+    #[test]
+    fn a_token_that_begins_with_a_dash_is_a_value_not_a_flag() {
+        // Tokens are base64url: about one in 64 begins with '-'.
+        let args = parse(&["--token", "-2cMUZ2b3", "--token", "t2", "--title", "x"]);
+        assert_eq!(args.tokens, ["-2cMUZ2b3", "t2"]);
+        assert_eq!(args.title.as_deref(), Some("x"));
     }
 
     #[test]
