@@ -100,21 +100,30 @@ pub fn prepare(
     }
 }
 
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+/// Append `s` as a JSON string. Tokens and client ids need no escaping, so the common
+/// case is a plain copy; serde_json escapes exactly the bytes checked here.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    }
 }
 
 impl Prepared {
     /// The `message` frame for one delivery.
     pub fn frame(&self, id: DeliveryId, client_id: &str, token: &str) -> String {
-        let id = id.to_string();
-        let mut out = String::with_capacity(64 + client_id.len() + token.len() + self.tail.len());
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(80 + client_id.len() + token.len() + self.tail.len());
         out.push_str(r#"{"type":"message","id":""#);
-        out.push_str(&id);
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{id}");
         out.push_str(r#"","client_id":"#);
-        out.push_str(&json_string(client_id));
+        push_json_str(&mut out, client_id);
         out.push_str(r#","token":"#);
-        out.push_str(&json_string(token));
+        push_json_str(&mut out, token);
         out.push(',');
         out.push_str(&self.tail);
         out
@@ -173,7 +182,8 @@ mod tests {
             message: 12,
             token: 34,
         };
-        let text = prepare(&t, Some(Category::Marketing), None).frame(id, "100", "tok\u{e9}n");
+        let text =
+            prepare(&t, Some(Category::Marketing), None).frame(id, "100", "tok\u{e9}n\"\\\n");
         let parsed: ServerFrame = serde_json::from_str(&text).expect("a valid frame");
         let mut expected_payload = payload.clone();
         let n = expected_payload["notification"]
@@ -186,7 +196,7 @@ mod tests {
             ServerFrame::Message(DeviceMessage {
                 id: "12.34".into(),
                 client_id: "100".into(),
-                token: "tok\u{e9}n".into(),
+                token: "tok\u{e9}n\"\\\n".into(),
                 push_type: 0,
                 request_id: "1764403200000123456".into(),
                 sent_at: 10,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use herald_proto::device::ServerFrame;
-use herald_store::DeliveryId;
+use herald_store::{DeliveryId, TokenRecord};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +36,8 @@ pub enum LiveBody {
     /// A message: the part shared by every token of it, serialised once.
     Message {
         prepared: Arc<Prepared>,
-        client_id: Arc<str>,
-        token: Arc<str>,
+        /// The token it goes to (shared with the token cache, not copied per delivery).
+        record: Arc<TokenRecord>,
     },
     /// Anything else (revoke commands), as a frame.
     Frame(ServerFrame),

@@ -57,7 +57,7 @@ pub type Shared = Arc<AppState>;
 /// arbitrary sixteenth of the entries is forgotten (they are read again on their next use).
 #[derive(Debug)]
 pub struct TokenCache {
-    map: DashMap<String, TokenRecord>,
+    map: DashMap<String, Arc<TokenRecord>>,
     capacity: usize,
 }
 
@@ -99,8 +99,8 @@ impl TokenCache {
         &self,
         store: &dyn Store,
         tokens: &[&str],
-    ) -> Result<Vec<Option<TokenRecord>>, StoreError> {
-        let mut out: Vec<Option<TokenRecord>> = tokens
+    ) -> Result<Vec<Option<Arc<TokenRecord>>>, StoreError> {
+        let mut out: Vec<Option<Arc<TokenRecord>>> = tokens
             .iter()
             .map(|t| self.map.get(*t).map(|r| r.clone()))
             .collect();
@@ -114,8 +114,9 @@ impl TokenCache {
             return Ok(out);
         }
         self.make_room();
-        let mut found: std::collections::HashMap<String, TokenRecord> = HashMap::new();
+        let mut found: HashMap<String, Arc<TokenRecord>> = HashMap::new();
         for rec in store.lookup_tokens(&missing).await? {
+            let rec = Arc::new(rec);
             self.map.insert(rec.token.clone(), rec.clone());
             found.insert(rec.token.clone(), rec);
         }
@@ -129,7 +130,7 @@ impl TokenCache {
 
     pub fn insert(&self, rec: TokenRecord) {
         self.make_room();
-        self.map.insert(rec.token.clone(), rec);
+        self.map.insert(rec.token.clone(), Arc::new(rec));
     }
 
     /// Forgets a deleted token, so that the next send looks it up (and misses) in the store.

@@ -97,8 +97,7 @@ async fn handle_send(
                 },
                 body: LiveBody::Message {
                     prepared: route.prepared,
-                    client_id: route.client_id,
-                    token: route.token,
+                    record: route.record,
                 },
                 urgent,
             },
@@ -136,8 +135,8 @@ struct Plan {
 struct Route {
     device: i64,
     token_num: i64,
-    token: Arc<str>,
-    client_id: Arc<str>,
+    /// The token's cached record (its token and app travel in the frame).
+    record: Arc<TokenRecord>,
     prepared: Arc<Prepared>,
 }
 
@@ -241,12 +240,12 @@ async fn plan_deliveries(
         widget_daily_limit: app.config.widget_daily_limit,
     };
     let test = parsed.options.test;
-    let admissions: Vec<(&str, Option<TokenRecord>, Admission)> = tokens
+    let admissions: Vec<(&str, Option<Arc<TokenRecord>>, Admission)> = tokens
         .into_iter()
         .zip(records)
         .map(|(t, r)| {
             let policy = r.as_ref().and_then(|r| apps.get(&r.client_id));
-            let admission = admit(project_id, parsed, t, r.as_ref().map(recipient), policy);
+            let admission = admit(project_id, parsed, t, r.as_deref().map(recipient), policy);
             (t, r, admission)
         })
         .collect();
@@ -324,7 +323,7 @@ async fn plan_deliveries(
                 drops.push(NewDrop {
                     token: token.to_owned(),
                     known: record.as_ref().map(|r| (r.token_num, r.device)),
-                    client_id: record.map(|r| r.client_id),
+                    client_id: record.map(|r| r.client_id.clone()),
                     code,
                 });
                 continue;
@@ -372,7 +371,7 @@ async fn plan_deliveries(
             Err(code) => drops.push(NewDrop {
                 token: token.to_owned(),
                 known: Some((record.token_num, record.device)),
-                client_id: Some(record.client_id),
+                client_id: Some(record.client_id.clone()),
                 code,
             }),
             Ok(()) => {
@@ -397,8 +396,7 @@ async fn plan_deliveries(
                 routes.push(Route {
                     device: record.device,
                     token_num: record.token_num,
-                    token: Arc::from(record.token),
-                    client_id: Arc::from(record.client_id),
+                    record,
                     prepared,
                 });
             }

@@ -113,7 +113,7 @@ async fn handle(
         match record {
             Some(r) => {
                 failures.success += 1;
-                targets.push(r);
+                targets.push(std::sync::Arc::unwrap_or_clone(r));
             }
             None if token::is_well_formed(token) => failures.success += 1,
             None => failures.add(TokenFailure::TokenFormatError, *token),

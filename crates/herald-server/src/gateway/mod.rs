@@ -36,7 +36,7 @@ pub async fn upgrade(
         Err(refused) => return axum::response::IntoResponse::into_response(refused),
     };
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH)
         .max_write_buffer_size(MAX_FRAME_BYTES * 4)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -50,6 +50,14 @@ pub async fn upgrade(
 /// a larger frame grows the buffer as it arrives (up to `MAX_FRAME_BYTES`). An idle
 /// connection holds this much, so it is kept small: 1 KiB instead of 4.
 const READ_BUFFER: usize = 1024;
+
+/// Frames are gathered up to this many bytes before a write to the socket, and a batch is
+/// flushed as soon as the frames already waiting have been taken: a device with several
+/// messages queued gets them in one `sendto`, a device with one gets it at once. The
+/// buffer keeps its capacity, so it is kept small.
+const WRITE_BATCH: usize = 2048;
+/// Live frames taken from a device's channel for one flush, at most.
+const LIVE_BATCH: usize = 32;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -87,6 +95,11 @@ fn classify(msg: Option<Result<Message, axum::Error>>) -> Inbound {
 }
 
 fn parse_frame(text: &str) -> Inbound {
+    // The common case (a well-formed frame) in one pass; the rest is parsed again to say
+    // what is wrong with it.
+    if let Ok(frame) = serde_json::from_str::<ClientFrame>(text) {
+        return Inbound::Frame(frame);
+    }
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => return Inbound::Close(Close::new(close::INVALID_FRAME, "frame is not JSON")),
@@ -103,14 +116,38 @@ fn parse_frame(text: &str) -> Inbound {
     }
 }
 
+/// Write `frames` (batched, see [`WRITE_BATCH`]) and flush; `false` when the device is gone
+/// or stopped reading.
 async fn send_frames(sink: &mut Sink, frames: Vec<String>) -> bool {
-    for text in frames {
-        match timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
-            Ok(Ok(())) => {}
-            _ => return false,
+    if frames.is_empty() {
+        return true;
+    }
+    let write = async {
+        for text in frames {
+            sink.feed(Message::Text(text.into())).await?;
+        }
+        sink.flush().await
+    };
+    matches!(timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+/// The frames of `first` and of whatever else is already waiting in the channel (up to
+/// [`LIVE_BATCH`]), for one flush.
+fn live_batch(
+    session: &mut Identified,
+    rx: &mut tokio::sync::mpsc::Receiver<Box<crate::registry::Live>>,
+    first: &crate::registry::Live,
+    now_ms: i64,
+) -> Vec<String> {
+    let mut frames = Vec::new();
+    frames.extend(session.on_live(first, now_ms));
+    while frames.len() < LIVE_BATCH {
+        match rx.try_recv() {
+            Ok(live) => frames.extend(session.on_live(&live, now_ms)),
+            Err(_) => break,
         }
     }
-    true
+    frames
 }
 
 async fn close_with(sink: &mut Sink, c: Close) {
@@ -189,9 +226,8 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
                 break;
             }
             Some(live) = reg.urgent_rx.recv() => {
-                if let Some(frame) = session.on_live(&live, app.clock.now_ms()) {
-                    alive = send_frames(&mut sink, vec![frame]).await;
-                }
+                let frames = live_batch(&mut session, &mut reg.urgent_rx, &live, app.clock.now_ms());
+                alive = send_frames(&mut sink, frames).await;
             }
             inbound = stream.next() => {
                 last_heard = Instant::now();
@@ -209,9 +245,8 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
                 }
             }
             Some(live) = reg.rx.recv() => {
-                if let Some(frame) = session.on_live(&live, app.clock.now_ms()) {
-                    alive = send_frames(&mut sink, vec![frame]).await;
-                }
+                let frames = live_batch(&mut session, &mut reg.rx, &live, app.clock.now_ms());
+                alive = send_frames(&mut sink, frames).await;
             }
             _ = reg.resync.notified() => {
                 alive = load_backlog(&app, &mut session, &mut sink).await;

@@ -302,18 +302,14 @@ impl Identified {
     /// The frame of a live message, unless it was already sent or its TTL has ended.
     pub fn on_live(&mut self, live: &Live, now_ms: i64) -> Option<String> {
         let frame = match &live.body {
-            LiveBody::Message {
-                prepared,
-                client_id,
-                token,
-            } => {
+            LiveBody::Message { prepared, record } => {
                 // A message whose TTL is 0 is deliverable in the millisecond it was sent;
                 // one whose TTL has ended is never delivered late (a VoIP call that
                 // stopped ringing).
                 if prepared.expires_at < now_ms {
                     return None;
                 }
-                prepared.frame(live.id, client_id, token)
+                prepared.frame(live.id, &record.client_id, &record.token)
             }
             LiveBody::Frame(f) => text(f),
         };

@@ -185,8 +185,14 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
     // After a checkpoint resets the log, truncate the file back to this size.
     conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
+
+/// Prepared statements kept per connection. The writer runs a few dozen distinct
+/// statements (sends, acks, counters, receipts, the pruner); with rusqlite's default of
+/// 16 they evicted each other and SQLite re-parsed SQL on the hot path.
+const STATEMENT_CACHE: usize = 128;
 
 fn wal_size(path: &Path) -> u64 {
     let mut wal = path.as_os_str().to_owned();
@@ -331,6 +337,7 @@ impl SqliteStore {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     c.busy_timeout(std::time::Duration::from_secs(5))?;
+                    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                     c
                 }
             };
