@@ -13,4 +13,5 @@ mod operator;
 mod process;
 mod push_types;
 mod receipts;
+mod secrets;
 mod tls;
