@@ -8,6 +8,7 @@ mod cluster;
 mod commands;
 mod compat;
 mod crash;
+mod disk_full;
 mod newcomer;
 mod operator;
 mod process;
