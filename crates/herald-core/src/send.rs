@@ -118,6 +118,14 @@ impl Default for SendOptions {
     }
 }
 
+impl SendOptions {
+    /// The instant (ms) a message sent at `sent_at_ms` stops being deliverable: exactly
+    /// its TTL later, never more (a TTL is only ever shortened, never extended).
+    pub fn expires_at(&self, sent_at_ms: i64) -> i64 {
+        sent_at_ms.saturating_add(i64::from(self.ttl_secs) * 1000)
+    }
+}
+
 /// A parsed send request: what to send, to which token strings, how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedSend {

@@ -38,7 +38,7 @@ use crate::state::Shared;
         LoginBody, SessionView, ReportView, ReportLine, ReportSummary,
         NewReceiptBody, ReceiptView, DeletedReceiptView, ReceiptTestView,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
     security(("bearer" = []))
 )]
 #[derive(Debug)]
@@ -55,6 +55,134 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// The answers every operation of a kind can give, added to the document so that it
+/// describes every answer the API gives (checked by `scripts/schemathesis`): 401 where a
+/// bearer token is needed, 400 where there are parameters or a body, 415 and 422 where
+/// there is a body (wrong `Content-Type`; JSON of the wrong shape). Every response gets
+/// a description (OpenAPI requires one). A right's name and action are listed as the
+/// values they take (from [`Right::all`]).
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        if let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/apps/{client_id}/rights/{name}/{action}")
+            .and_then(|item| item.post.as_mut())
+        {
+            let names: Vec<String> = Right::all().iter().map(Right::name).collect();
+            let actions = ["request", "grant", "refuse", "revoke"].map(String::from);
+            for p in op.parameters.iter_mut().flatten() {
+                if let utoipa::openapi::RefOr::T(p) = p {
+                    let values = match p.name.as_str() {
+                        "name" => names.clone(),
+                        "action" => actions.to_vec(),
+                        _ => continue,
+                    };
+                    p.schema = Some(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::Type::String)
+                            .enum_values(Some(values))
+                            .into(),
+                    );
+                }
+            }
+        }
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let answers = &mut op.responses.responses;
+                // `security(())` (an empty requirement) marks an open operation.
+                let open = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                if !open {
+                    answers
+                        .entry("401".into())
+                        .or_insert_with(|| error("No valid bearer token.").into());
+                }
+                if op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                {
+                    answers.entry("400".into()).or_insert_with(|| {
+                        error("A parameter or the body is not acceptable.").into()
+                    });
+                }
+                if op.request_body.is_some() {
+                    answers.entry("415".into()).or_insert_with(|| {
+                        error("The body is not sent as application/json.").into()
+                    });
+                    answers.entry("422".into()).or_insert_with(|| {
+                        error("The body is JSON but not of the operation's schema.").into()
+                    });
+                }
+                for (status, answer) in answers.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(r) = answer
+                        && r.description.is_empty()
+                    {
+                        r.description = match status.as_str() {
+                            "200" | "201" => "Done.",
+                            "400" => "A parameter or the body is not acceptable.",
+                            "404" => "No such resource.",
+                            "409" => "The change conflicts with the current state.",
+                            _ => "See the body.",
+                        }
+                        .into();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every error of the admin API is `{"error": "…"}` as the document says, including the
+/// framework's own refusals (a body that is not JSON, a wrong `Content-Type`, a query
+/// that does not parse, a wrong method), which come as plain text: this layer wraps them.
+async fn json_errors(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = resp.status();
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // Rejection texts are short; a longer one is cut rather than buffered.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut error = String::from_utf8_lossy(&text).trim().to_owned();
+    if error.is_empty() {
+        error = status.canonical_reason().unwrap_or("error").to_lowercase();
+    }
+    let mut wrapped = (status, Json(ErrorBody { error })).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            wrapped.headers_mut().insert(name, value.clone());
+        }
+    }
+    wrapped
 }
 
 pub fn routes() -> Router<Shared> {
@@ -80,6 +208,7 @@ pub fn routes() -> Router<Shared> {
         )
         .route("/api/v1/receipts/{receipt_id}", delete(delete_receipt))
         .route("/api/v1/receipts/{receipt_id}/test", post(test_receipt))
+        .layer(axum::middleware::map_response(json_errors))
 }
 
 /// An admin API failure: an HTTP status and a sentence.
@@ -176,6 +305,8 @@ impl From<Project> for ProjectView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewProjectBody {
+    /// Not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
     name: String,
 }
 
@@ -197,7 +328,7 @@ async fn list_projects(
 
 /// Create a project (Push Kit's AGC project).
 #[utoipa::path(post, path = "/api/v1/projects", request_body = NewProjectBody,
-    responses((status = 201, body = ProjectView)))]
+    responses((status = 201, body = ProjectView), (status = 400, body = ErrorBody)))]
 async fn create_project(
     _: AdminUser,
     State(app): State<Shared>,
@@ -563,7 +694,7 @@ pub struct RightBody {
 #[utoipa::path(post, path = "/api/v1/apps/{client_id}/rights/{name}/{action}",
     params(("client_id" = String, Path), ("name" = String, Path, description = "e.g. IM, WORK, VOIP_CALL, LIVE_VIEW_FLIGHT"),
            ("action" = String, Path, description = "request | grant | refuse | revoke")),
-    request_body = RightBody,
+    request_body = Option<RightBody>,
     responses((status = 200, body = RightView), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn change_right(
@@ -693,11 +824,14 @@ async fn show_quotas(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewReceiptBody {
     /// The callback URL (`https://`; `http://` too unless `receipt_require_https`).
+    #[schema(pattern = r"^https?://[^/?#\s]+")]
     url: String,
     /// Callback user name, signed into `X-HUAWEI-CALLBACK-ID` (empty when absent).
+    #[schema(max_length = 256)]
     username: Option<String>,
     /// The signing secret. Absent: Herald generates Base64 of 32 random bytes. A secret
     /// that is valid Base64 is decoded to form the HMAC key, any other is used as UTF-8.
+    #[schema(min_length = 1, pattern = r"\S")]
     secret: Option<String>,
     /// Make it an app-level configuration (wins over the project's).
     client_id: Option<String>,

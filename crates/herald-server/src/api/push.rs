@@ -288,7 +288,7 @@ async fn plan_deliveries(
         .and_then(|n| n.notify_id)
         .unwrap_or_else(|| rand::rng().random_range(0..=i32::MAX as u32));
     let payload = parsed.payload.to_device_json(notify_id);
-    let expires_at = now + i64::from(parsed.options.ttl_secs) * 1000;
+    let expires_at = parsed.options.expires_at(now);
     let template = MessageTemplate {
         request_id,
         push_type: parsed.push_type.as_u8(),

@@ -6,6 +6,7 @@
 mod admin_api;
 mod auth;
 mod docs;
+mod faults;
 mod fuzz_corpus;
 mod gateway;
 mod hardening;

@@ -886,3 +886,159 @@ async fn an_unreported_delivery_gets_0_after_the_wait_and_a_late_report_changes_
     assert_eq!(statuses[2]["requestId"], third["requestId"]);
     assert_eq!(receiver.acknowledged().len(), 3);
 }
+
+/// An endpoint that never answers (it reads the request and holds the connection), or
+/// answers its headers and then one byte every 100 ms for ever: it counts connections
+/// open at once and when Herald closed one.
+#[derive(Clone, Default)]
+struct Stuck {
+    open: Arc<Mutex<usize>>,
+    most_open: Arc<Mutex<usize>>,
+    accepted: Arc<Mutex<usize>>,
+    closed_after: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Stuck {
+    /// Listens on port 0; `trickle`: answer headers, then a byte at a time.
+    async fn start(trickle: bool) -> (Stuck, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stuck = Stuck::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/stuck", listener.local_addr().unwrap());
+        let s = stuck.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let s = s.clone();
+                *s.accepted.lock().unwrap() += 1;
+                {
+                    let mut open = s.open.lock().unwrap();
+                    *open += 1;
+                    let mut most = s.most_open.lock().unwrap();
+                    *most = (*most).max(*open);
+                }
+                tokio::spawn(async move {
+                    let since = tokio::time::Instant::now();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    if trickle {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+                            .await;
+                        // Until Herald hangs up: a write to a closed socket fails.
+                        while socket.write_all(b" ").await.is_ok() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    } else {
+                        // Read (and ignore) until Herald hangs up.
+                        while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                    *s.open.lock().unwrap() -= 1;
+                    s.closed_after.lock().unwrap().push(since.elapsed());
+                });
+            }
+        });
+        (stuck, url)
+    }
+}
+
+/// One endpoint that never answers and one that answers a byte at a time hold up no
+/// other configuration: while both have batches on the wire, a healthy endpoint gets
+/// each of its receipts within a second and a half; neither stuck endpoint is ever
+/// sent a second batch at once (one batch per configuration in flight); and Herald
+/// hangs up on both once `receipt_timeout_secs` has passed.
+#[tokio::test]
+async fn a_hanging_or_slow_endpoint_holds_up_no_other_configuration() {
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    let app = spawn_app_with(|c| c.receipt_timeout_secs = TIMEOUT.as_secs()).await;
+    let (hanging, hanging_url) = Stuck::start(false).await;
+    let (slow, slow_url) = Stuck::start(true).await;
+    let healthy = Receiver::start().await;
+    let hanging_id = create_config(&app, json!({"url": hanging_url})).await["receiptId"].clone();
+    let slow_id = create_config(&app, json!({"url": slow_url})).await["receiptId"].clone();
+    let healthy_id =
+        create_config(&app, json!({"url": healthy.url("/ok")})).await["receiptId"].clone();
+    let send_to = |receipt_id: Value, tag: char, n: usize| {
+        let mut body = notification(
+            &unknown_tokens(n, tag)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            "x",
+        );
+        body["pushOptions"] = json!({"receiptId": receipt_id});
+        body
+    };
+
+    let started = tokio::time::Instant::now();
+    for (id, tag) in [(&hanging_id, 'H'), (&slow_id, 'S')] {
+        let (status, resp) = app.send(send_to(id.clone(), tag, 3)).await;
+        assert_eq!((status, resp["code"].as_str()), (200, Some("80000000")));
+    }
+    for _ in 0..500 {
+        if *hanging.accepted.lock().unwrap() > 0 && *slow.accepted.lock().unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(*hanging.accepted.lock().unwrap() > 0 && *slow.accepted.lock().unwrap() > 0);
+
+    // While both are stuck: more receipts for them, and three rounds for the healthy one.
+    let mut healthy_seen = 0;
+    for (round, tag) in ['a', 'b', 'c'].into_iter().enumerate() {
+        app.send(send_to(hanging_id.clone(), 'H', 150)).await;
+        app.send(send_to(slow_id.clone(), 'S', 150)).await;
+        let sent = tokio::time::Instant::now();
+        let (status, resp) = app.send(send_to(healthy_id.clone(), tag, 2)).await;
+        assert_eq!((status, resp["code"].as_str()), (200, Some("80000000")));
+        healthy_seen += 2;
+        healthy.wait_acknowledged(healthy_seen).await;
+        let took = sent.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "round {round}: the healthy endpoint's receipts took {took:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "the rounds ran while both stuck batches were on the wire"
+    );
+    assert_eq!(*hanging.most_open.lock().unwrap(), 1, "one batch in flight");
+    assert_eq!(*slow.most_open.lock().unwrap(), 1, "one batch in flight");
+
+    // Herald gives up on each stuck batch after the timeout (with a little slack).
+    for (name, stuck) in [("hanging", &hanging), ("slow", &slow)] {
+        for _ in 0..800 {
+            if !stuck.closed_after.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let closed = stuck.closed_after.lock().unwrap().clone();
+        assert!(
+            closed
+                .first()
+                .is_some_and(|d| *d < TIMEOUT + Duration::from_secs(2)),
+            "{name}: connections closed after {closed:?}"
+        );
+    }
+    assert_eq!(*hanging.most_open.lock().unwrap(), 1);
+    assert_eq!(*slow.most_open.lock().unwrap(), 1);
+    // Their receipts are still pending, for a retry after the backoff.
+    let counts: HashMap<String, u64> = app
+        .state
+        .store
+        .receipt_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(counts.get("pending"), Some(&906), "{counts:?}");
+    assert_eq!(counts.get("sent"), Some(&6), "{counts:?}");
+}

@@ -12,6 +12,8 @@
 mod accounts;
 mod apps;
 mod devices;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod maintenance;
 mod messages;
 mod receipts;
@@ -449,6 +451,8 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        #[cfg(feature = "fault-injection")]
+        fault::apply(&conn);
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "Could not begin a write transaction.");
             // Dropping the jobs drops their answer channels: every waiter gets an error.

@@ -55,9 +55,14 @@ impl Server {
     /// `herald serve --data-dir DIR --listen 127.0.0.1:PORT EXTRA…` on a free port, its
     /// log (at `info`) written to `log`; returns at once (see [`Server::wait_healthy`]).
     pub fn launch(data_dir: &Path, extra: &[&str], log: &Path) -> Server {
+        Server::launch_logging("info", data_dir, extra, log)
+    }
+
+    /// [`Server::launch`] with the log at `level` (a `HERALD_LOG` filter).
+    pub fn launch_logging(level: &str, data_dir: &Path, extra: &[&str], log: &Path) -> Server {
         let port = free_port();
         let child = herald()
-            .env("HERALD_LOG", "info")
+            .env("HERALD_LOG", level)
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -199,7 +204,27 @@ pub struct DeviceProc {
 
 impl DeviceProc {
     pub fn start(url: &str, client_id: &str, state_dir: &Path, extra: &[&str]) -> DeviceProc {
+        DeviceProc::spawn(url, client_id, state_dir, extra, None)
+    }
+
+    /// [`DeviceProc::start`] with the device's own log, at `debug`, written to `log`.
+    pub fn start_logged(url: &str, client_id: &str, state_dir: &Path, log: &Path) -> DeviceProc {
+        DeviceProc::spawn(url, client_id, state_dir, &[], Some(log))
+    }
+
+    fn spawn(
+        url: &str,
+        client_id: &str,
+        state_dir: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> DeviceProc {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::null(),
+        };
         let mut child = herald()
+            .env("HERALD_LOG", if log.is_some() { "debug" } else { "warn" })
             .args([
                 "device",
                 "--server",
@@ -213,7 +238,7 @@ impl DeviceProc {
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("herald device starts");
         let stdout = child.stdout.take().expect("stdout");
