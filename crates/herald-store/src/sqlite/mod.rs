@@ -462,7 +462,15 @@ fn writer_loop(
         let mut counters: HashMap<report::CounterRow, i64> = HashMap::new();
         let mut receipts = 0;
         let mut configs_changed = false;
-        for job in jobs {
+        // SQLite rolls a whole transaction back on some errors (a full disk, I/O): the
+        // jobs after that would run outside any transaction, persist, and be reported as
+        // failed. The batch stops there; the jobs not run are dropped (their waiters get
+        // an error) and the ones run are reported failed, as they were rolled back.
+        let mut rolled_back = false;
+        for job in jobs.drain(..) {
+            if rolled_back {
+                continue;
+            }
             let mut tx = Tx {
                 conn: &conn,
                 cache: &mut cache,
@@ -481,17 +489,23 @@ fn writer_loop(
                 // A rolled-back job may have cached rows that no longer exist.
                 cache.messages.clear();
                 cache.token_apps.clear();
+                rolled_back = conn.is_autocommit();
             }
             completions.push(done);
         }
-        let commit_error = report::add_counters(&conn, &counters)
-            .and_then(|()| conn.execute_batch("COMMIT"))
-            .err()
-            .map(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                tracing::error!(error = %e, "Write transaction failed to commit.");
-                e.to_string()
-            });
+        let commit_error = if rolled_back {
+            tracing::error!("A write transaction was rolled back by SQLite; its batch failed.");
+            Some("the write transaction was rolled back".to_owned())
+        } else {
+            report::add_counters(&conn, &counters)
+                .and_then(|()| conn.execute_batch("COMMIT"))
+                .err()
+                .map(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    tracing::error!(error = %e, "Write transaction failed to commit.");
+                    e.to_string()
+                })
+        };
         metrics::histogram!("herald_store_commit_batch_size").record(completions.len() as f64);
         if commit_error.is_some() {
             cache.messages.clear();
@@ -516,5 +530,77 @@ fn writer_loop(
         for done in completions {
             done(commit_error.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(store: &SqliteStore) -> Vec<i64> {
+        let c = Connection::open(&store.path).expect("open");
+        let mut stmt = c
+            .prepare("SELECT x FROM scratch ORDER BY x")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    /// A job after which SQLite has rolled the whole transaction back (as it does on a
+    /// full disk) ends its batch: nothing of the batch persists, and every job of it —
+    /// before, at and after the failure — is answered with an error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_sqlite_rolled_back_fails_its_whole_batch_and_persists_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("t.db"), Durability::Full).expect("open");
+        store
+            .write_conn(|c| Ok(c.execute_batch("CREATE TABLE scratch (x INTEGER)")?))
+            .await
+            .expect("create");
+        // Hold the writer so that the next three jobs queue up and share one batch.
+        let store = Arc::new(store);
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let hold = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write_conn(move |_| {
+                        let _ = started_tx.send(());
+                        let _ = held_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        started_rx.await.expect("the writer runs the holding job");
+        let insert = |x: i64| {
+            store.write_conn(move |c| Ok(c.execute("INSERT INTO scratch (x) VALUES (?1)", [x])?))
+        };
+        let rollback = store.write_conn(|c| {
+            c.execute_batch("ROLLBACK")?;
+            Ok(0)
+        });
+        let release = async {
+            tokio::task::yield_now().await;
+            let _ = held_tx.send(());
+        };
+        let (before, failed, after, ()) = tokio::join!(insert(1), rollback, insert(2), release);
+        hold.await.expect("task").expect("the holding job");
+        assert!(
+            before.is_err(),
+            "the job before the rollback is reported failed"
+        );
+        assert!(failed.is_err());
+        assert!(
+            after.is_err(),
+            "the job after the rollback is not run outside a transaction"
+        );
+        assert_eq!(rows(&store), Vec::<i64>::new());
+        // The writer goes on: the next batch commits.
+        insert(3).await.expect("a later write");
+        assert_eq!(rows(&store), vec![3]);
     }
 }
