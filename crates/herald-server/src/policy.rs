@@ -4,8 +4,11 @@
 //! Why counters live in memory: a send to 1000 tokens must not cost 1000 database round
 //! trips, and two concurrent sends must never both take the last slot of a quota. Each
 //! counter is loaded from the store once (in one batch per request for the keys it
-//! misses), then reserved and released atomically under DashMap's per-shard lock; the
-//! reservation is persisted in the same transaction as the messages it admitted.
+//! misses), then reserved and released atomically under DashMap's per-shard lock. The
+//! store takes the same charges again, conditionally, in the transaction that commits
+//! the messages (`NewDelivery::charges`): on a shared store another node's sends are
+//! invisible here, so the store has the last word, and this node's copy catches up from
+//! what each commit reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -62,20 +65,6 @@ pub struct Reservation {
     taken: Vec<CounterKey>,
 }
 
-impl Reservation {
-    /// The usage to persist with the request: one row per key with its count.
-    pub fn usage(&self) -> Vec<(CounterKey, u32)> {
-        let mut out: Vec<(CounterKey, u32)> = Vec::new();
-        for k in &self.taken {
-            match out.iter_mut().find(|(key, _)| key == k) {
-                Some((_, n)) => *n += 1,
-                None => out.push((k.clone(), 1)),
-            }
-        }
-        out
-    }
-}
-
 impl QuotaBook {
     /// Make sure every key is in memory, loading the missing ones in one store call.
     pub async fn load(&self, store: &dyn Store, keys: &[CounterKey]) -> Result<(), StoreError> {
@@ -123,6 +112,27 @@ impl QuotaBook {
             if let Some(mut n) = self.used.get_mut(&k) {
                 *n = n.saturating_sub(1);
             }
+        }
+    }
+
+    /// Raise counters to what the store holds after a commit (other nodes sharing the
+    /// store count too); never lowers one (this node's requests in flight hold units the
+    /// store has not seen yet).
+    pub fn catch_up(&self, stored: &[(CounterKey, u32)]) {
+        for (key, used) in stored {
+            if let Some(mut n) = self.used.get_mut(key)
+                && *n < *used
+            {
+                *n = *used;
+            }
+        }
+    }
+
+    /// Forget counters, so that their next use reads them from the store again (after
+    /// the store refused what this node's copy allowed).
+    pub fn forget<'a>(&self, keys: impl Iterator<Item = &'a CounterKey>) {
+        for key in keys {
+            self.used.remove(key);
         }
     }
 

@@ -9,6 +9,7 @@
 //! [`herald_core::DeliveryState`], and the push report reads counters kept in the same
 //! transaction as each move.
 
+mod charges;
 mod codes;
 mod model;
 mod open;

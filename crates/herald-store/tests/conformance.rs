@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use herald_core::live::LiveViewState;
+use herald_core::policy::Charge;
 use herald_core::quota::{Counter, CounterKey};
 use herald_core::receipt::ReceiptFate;
 use herald_core::rights::{RightAction, RightState};
@@ -68,6 +69,10 @@ async fn story<E: Engine>(engine: &E) {
 
     let store = engine.open("lifecycle").await;
     message_lifecycle(&store).await;
+    store.close().await;
+
+    let store = engine.open("quotas").await;
+    quotas_hold_at_commit(&store).await;
     store.close().await;
 
     let store = engine.open("forward").await;
@@ -298,10 +303,10 @@ async fn postgres_nodes_share_one_database() {
     let key = CounterKey::per_device(Counter::DeviceTotal, "c1", "d1", 20270101);
     let sends = (0..30).map(|i| {
         let node = [&a, &b, &c][i % 3];
-        let usage = vec![(key.clone(), 1)];
+        let charges = taken(&[(&key, 1)]);
         async move {
             node.enqueue(Enqueue {
-                usage,
+                charges,
                 ..batch(message(&format!("q{i}"), NOW + 10), vec![])
             })
             .await
@@ -313,6 +318,28 @@ async fn postgres_nodes_share_one_database() {
         c.quota_usage(&[key.clone()]).await.unwrap(),
         [(key.clone(), 30)]
     );
+
+    // And no limit is passed by nodes taking a counter at the same moment: of nine
+    // MARKETING sends to one device through three nodes, the quota's two are queued.
+    let m = device(&a, "d-quota", "c1").await;
+    let sends = (0..9).map(|i| {
+        let node = [&a, &b, &c][i % 3];
+        let d = marketing_to(&m, 2);
+        async move {
+            node.enqueue(batch(message(&format!("m{i}"), NOW + 11), vec![d]))
+                .await
+                .unwrap()
+        }
+    });
+    let refused: usize = futures_util::future::join_all(sends)
+        .await
+        .iter()
+        .map(|r| r.refused.len())
+        .sum();
+    assert_eq!(refused, 7);
+    assert_eq!(pending_ids(&b, &m, NOW + 12).await.len(), 2);
+    let mkt = CounterKey::per_device(Counter::Marketing, "c1", "d-quota", 20270101);
+    assert_eq!(c.quota_usage(&[mkt.clone()]).await.unwrap(), [(mkt, 2)]);
 
     // Receipts: a node's claim keeps the others off its rows until it settles them or its
     // lease ends; it sees its own claims again (waiting for a batch to fill).
@@ -488,7 +515,22 @@ fn to(t: &TokenRecord) -> NewDelivery {
         category: Some(Category::Im),
         background_mode: None,
         offline: false,
+        charges: vec![],
     }
+}
+
+/// Request-wide charges that take `n` units of each counter (limits far away).
+fn taken(counters: &[(&CounterKey, u32)]) -> Vec<Charge> {
+    counters
+        .iter()
+        .flat_map(|(key, n)| {
+            (0..*n).map(|_| Charge {
+                key: (*key).clone(),
+                limit: u32::MAX,
+                code: ReceiptCode::FREQUENCY_LIMIT,
+            })
+        })
+        .collect()
 }
 
 fn batch(message: NewMessage, deliveries: Vec<NewDelivery>) -> Enqueue {
@@ -496,7 +538,7 @@ fn batch(message: NewMessage, deliveries: Vec<NewDelivery>) -> Enqueue {
         message,
         deliveries,
         drops: vec![],
-        usage: vec![],
+        charges: vec![],
         live_views: vec![],
     }
 }
@@ -1262,6 +1304,156 @@ async fn message_lifecycle<S: Store>(store: &S) {
     usage_and_live_views(store).await;
 }
 
+/// The MARKETING quota as the policy charges it, for `t`'s device on 2027-01-01.
+fn marketing(t: &TokenRecord, limit: u32) -> Vec<Charge> {
+    let device = t.device_id.as_str();
+    vec![
+        Charge {
+            key: CounterKey::per_device(Counter::Marketing, &t.client_id, device, 20270101),
+            limit,
+            code: ReceiptCode::FREQUENCY_LIMIT,
+        },
+        Charge {
+            key: CounterKey::per_device(Counter::DeviceTotal, &t.client_id, device, 20270101),
+            limit: 3000,
+            code: ReceiptCode::DEVICE_CONTROL,
+        },
+    ]
+}
+
+/// A MARKETING notification for `t` that charges its quota of `limit` a day.
+fn marketing_to(t: &TokenRecord, limit: u32) -> NewDelivery {
+    NewDelivery {
+        category: Some(Category::Marketing),
+        charges: marketing(t, limit),
+        ..to(t)
+    }
+}
+
+/// The store takes a request's counters as it commits it, each only while it stays within
+/// its limit: whoever decided before (a node whose counters are behind another node's)
+/// cannot pass it. A delivery whose counter is full is stored as the policy's drop (256
+/// for MARKETING), replaces nothing, and gives back what its other counters took.
+async fn quotas_hold_at_commit<S: Store>(store: &S) {
+    store.bootstrap(bootstrap()).await.unwrap();
+    let t = device(store, "dq", "c1").await;
+    let at = NOW + HOUR;
+    let [mkt, total] = [Counter::Marketing, Counter::DeviceTotal]
+        .map(|c| CounterKey::per_device(c, "c1", "dq", 20270101));
+    let keyed = |i: i64| {
+        let mut m = message(&format!("r-q{i}"), at + i);
+        m.collapse_key = Some(3);
+        m
+    };
+    // Two fit; the second replaces the first (same collapse key).
+    let first = store
+        .enqueue(batch(keyed(1), vec![marketing_to(&t, 2)]))
+        .await
+        .unwrap();
+    assert!(first.refused.is_empty());
+    assert_eq!(first.counters, [(total.clone(), 1), (mkt.clone(), 1)]);
+    let second = store
+        .enqueue(batch(keyed(2), vec![marketing_to(&t, 2)]))
+        .await
+        .unwrap();
+    assert!(second.refused.is_empty());
+    assert_eq!(second.replaced, [id(first.message, &t)]);
+    // The third does not fit: dropped with 256, and it replaces nothing.
+    let third = store
+        .enqueue(batch(keyed(3), vec![marketing_to(&t, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(third.refused, [(t.token_num, ReceiptCode::FREQUENCY_LIMIT)]);
+    assert!(third.replaced.is_empty(), "{third:?}");
+    assert_eq!(third.counters, [(total.clone(), 2), (mkt.clone(), 2)]);
+    assert_eq!(
+        pending_ids(store, &t, at + 4).await,
+        [id(second.message, &t)]
+    );
+    assert_eq!(
+        events(store, id(third.message, &t)).await,
+        [ev(
+            id(third.message, &t),
+            Outcome::Dropped(ReceiptCode::FREQUENCY_LIMIT),
+            at + 3
+        )]
+    );
+    assert_eq!(
+        store
+            .quota_usage(&[mkt.clone(), total.clone()])
+            .await
+            .unwrap(),
+        [(mkt.clone(), 2), (total.clone(), 2)],
+        "the refused delivery's device total was given back"
+    );
+    // An offline token at its cap: a refused delivery pushes nothing out either.
+    let offline = NewDelivery {
+        offline: true,
+        ..marketing_to(&t, 2)
+    };
+    let fourth = store
+        .enqueue(batch(message("r-q4", at + 4), vec![offline]))
+        .await
+        .unwrap();
+    assert_eq!(fourth.refused.len(), 1);
+    assert!(fourth.replaced.is_empty());
+    assert_eq!(
+        pending_ids(store, &t, at + 5).await,
+        [id(second.message, &t)]
+    );
+    assert_eq!(
+        report_of(store, None, None, 0).await,
+        rows(&[
+            ("dropped", Some(256), 2),
+            ("queued", None, 2),
+            ("replaced", Some(15), 1)
+        ])
+    );
+
+    // A request-wide counter (the project's test messages) that is full drops every
+    // delivery of the request, and keeps none of their counters.
+    let u = device(store, "dq2", "c1").await;
+    let test = CounterKey::per_project(Counter::TestMessages, "p1", 20270101);
+    let tests = |i: i64| Enqueue {
+        charges: vec![Charge {
+            key: test.clone(),
+            limit: 1,
+            code: ReceiptCode::FREQUENCY_LIMIT,
+        }],
+        ..batch(
+            message(&format!("r-t{i}"), at + 10 + i),
+            vec![marketing_to(&u, 2)],
+        )
+    };
+    assert!(store.enqueue(tests(1)).await.unwrap().refused.is_empty());
+    let over = store.enqueue(tests(2)).await.unwrap();
+    assert_eq!(over.refused, [(u.token_num, ReceiptCode::FREQUENCY_LIMIT)]);
+    let u_total = CounterKey::per_device(Counter::DeviceTotal, "c1", "dq2", 20270101);
+    assert_eq!(
+        store
+            .quota_usage(&[test.clone(), u_total.clone()])
+            .await
+            .unwrap(),
+        [(test, 1), (u_total, 1)]
+    );
+
+    // Many requests at once for one device: exactly the quota is queued.
+    let w = device(store, "dq3", "c1").await;
+    let sends = (0..8).map(|i| {
+        store.enqueue(batch(
+            message(&format!("r-w{i}"), at + 20),
+            vec![marketing_to(&w, 2)],
+        ))
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let refused = results
+        .into_iter()
+        .filter(|r| !r.as_ref().unwrap().refused.is_empty())
+        .count();
+    assert_eq!(refused, 6);
+    assert_eq!(pending_ids(store, &w, at + 21).await.len(), 2);
+}
+
 /// Offline cache cap: a token keeps its 120 newest queued messages (older ones are
 /// replaced) when a message for its offline device is queued.
 async fn offline_cache_cap<S: Store>(store: &S) {
@@ -1650,7 +1842,7 @@ async fn usage_and_live_views<S: Store>(store: &S) {
     };
     store
         .enqueue(Enqueue {
-            usage: vec![(key.clone(), 2), (other.clone(), 1)],
+            charges: taken(&[(&key, 2), (&other, 1)]),
             live_views: vec![(live.clone(), state("TAXI", 1, false))],
             ..batch(message("r-usage1", at), vec![])
         })
@@ -1658,7 +1850,7 @@ async fn usage_and_live_views<S: Store>(store: &S) {
         .unwrap();
     store
         .enqueue(Enqueue {
-            usage: vec![(key.clone(), 1)],
+            charges: taken(&[(&key, 1)]),
             live_views: vec![(
                 live.clone(),
                 LiveViewState {
@@ -1695,7 +1887,7 @@ async fn usage_and_live_views<S: Store>(store: &S) {
     assert!(
         store
             .enqueue(Enqueue {
-                usage: vec![(key.clone(), 1)],
+                charges: taken(&[(&key, 1)]),
                 ..batch(message("r-usage3", at + 2), vec![to(&t), to(&t)])
             })
             .await
@@ -2654,7 +2846,7 @@ async fn retention<S: Store>(store: &S) {
     let cutoff_day = CounterKey::per_device(Counter::Marketing, "c1", "d-live", 20270102);
     store
         .enqueue(Enqueue {
-            usage: vec![(old_day.clone(), 1), (cutoff_day.clone(), 2)],
+            charges: taken(&[(&old_day, 1), (&cutoff_day, 2)]),
             ..batch(message("r-usage", NOW + 7 * DAY), vec![])
         })
         .await
@@ -2877,7 +3069,7 @@ async fn state_before_reopening<S: Store>(store: &S) -> BeforeReopening {
     let key = CounterKey::per_device(Counter::DeviceTotal, "c1", "d1", 20270101);
     let queued = store
         .enqueue(Enqueue {
-            usage: vec![(key.clone(), 5)],
+            charges: taken(&[(&key, 5)]),
             ..batch(message("r-queued", NOW + 13), vec![to(&t)])
         })
         .await
