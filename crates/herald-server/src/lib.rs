@@ -173,7 +173,7 @@ impl Herald {
             rights: Default::default(),
             quotas: Default::default(),
             live_views: Default::default(),
-            rates: Default::default(),
+            rates: policy::RateLimits::new(target.is_shared()),
             config,
             public_url,
             jwt: auth::JwtVerifier::new(store.clone(), clock.clone(), jwt_cache_entries),

@@ -1,5 +1,5 @@
-//! The send path's policy state: app rights, daily quota counters and per-app rate
-//! buckets, cached in memory with the store as the truth.
+//! The send path's policy state: app rights, daily quota counters and per-app send
+//! rates, cached in memory with the store as the truth.
 //!
 //! Why counters live in memory: a send to 1000 tokens must not cost 1000 database round
 //! trips, and two concurrent sends must never both take the last slot of a quota. Each
@@ -147,28 +147,105 @@ impl QuotaBook {
     }
 }
 
-/// Per-app send-rate buckets.
+/// Per-app send rates (`send_rate_per_sec`, requests per second).
+///
+/// On a node's own store, a token bucket per app in memory (one second's burst). On a
+/// store shared by several nodes the rate is the cluster's: each calendar second has one
+/// budget per app in the store (`QuotaStore::take_send_budget`), and a node takes a slice
+/// of it at a time ([`budget_slice`]: a twentieth of the rate, at least 1), so a busy app
+/// costs each node about twenty store round trips a second rather than one per request.
+/// The nodes together never pass the rate within a second; what a node's last slice
+/// leaves unused when the second ends is lost, so the cluster may admit up to a
+/// twentieth of the rate less per busy node than the rate allows.
+#[derive(Debug)]
+pub enum RateLimits {
+    Local(DashMap<String, Arc<Mutex<TokenBucket>>>),
+    Shared(DashMap<String, Arc<tokio::sync::Mutex<BudgetSlice>>>),
+}
+
+/// What a node holds of an app's shared budget for one second.
 #[derive(Debug, Default)]
-pub struct RateLimits {
-    buckets: DashMap<String, Arc<Mutex<TokenBucket>>>,
+pub struct BudgetSlice {
+    second: i64,
+    left: u32,
+    /// The store had less than a slice left: the second's budget is spent.
+    spent: bool,
+}
+
+/// How many requests of a shared budget a node takes at once.
+pub fn budget_slice(rate: u32) -> u32 {
+    (rate / 20).max(1)
 }
 
 impl RateLimits {
-    /// Take one request's token from the app's bucket, (re)creating it at `rate`.
-    pub fn try_take(&self, client_id: &str, rate: u32, now_ms: i64) -> bool {
-        let bucket = self
-            .buckets
-            .entry(client_id.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, now_ms))))
-            .clone();
-        let Ok(mut b) = bucket.lock() else {
-            return true;
-        };
-        if b.rate() != rate {
-            *b = TokenBucket::new(rate, now_ms);
+    /// The kind of limit a node uses: shared when its store is shared by several nodes.
+    pub fn new(shared_store: bool) -> Self {
+        if shared_store {
+            RateLimits::Shared(DashMap::new())
+        } else {
+            RateLimits::Local(DashMap::new())
         }
-        b.try_take(now_ms)
     }
+
+    /// Take one request's slot of the app's rate at `now_ms`; `false`: over the rate.
+    pub async fn try_take(
+        &self,
+        store: &dyn Store,
+        client_id: &str,
+        rate: u32,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            RateLimits::Local(buckets) => Ok(take_from_bucket(buckets, client_id, rate, now_ms)),
+            RateLimits::Shared(slices) => {
+                let slot = slices.entry(client_id.to_owned()).or_default().clone();
+                // One fetch per app at a time on this node: requests that find the slice
+                // empty while another fetches wait for it (a tokio mutex, held across the
+                // store call), then take from the refilled slice.
+                let mut slice = slot.lock().await;
+                let second = now_ms.div_euclid(1000);
+                if slice.second != second {
+                    *slice = BudgetSlice {
+                        second,
+                        left: 0,
+                        spent: false,
+                    };
+                }
+                if slice.left == 0 && !slice.spent {
+                    let want = budget_slice(rate);
+                    let got = store
+                        .take_send_budget(client_id, second, want, rate.max(1))
+                        .await?;
+                    slice.left = got;
+                    slice.spent = got < want;
+                }
+                if slice.left == 0 {
+                    return Ok(false);
+                }
+                slice.left -= 1;
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn take_from_bucket(
+    buckets: &DashMap<String, Arc<Mutex<TokenBucket>>>,
+    client_id: &str,
+    rate: u32,
+    now_ms: i64,
+) -> bool {
+    let bucket = buckets
+        .entry(client_id.to_owned())
+        .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, now_ms))))
+        .clone();
+    let Ok(mut b) = bucket.lock() else {
+        return true;
+    };
+    if b.rate() != rate {
+        *b = TokenBucket::new(rate, now_ms);
+    }
+    b.try_take(now_ms)
 }
 
 /// Live View state per activity per device, loaded from the store on first use; the

@@ -49,6 +49,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Send-budget rows are kept this many seconds past their second, then pruned.
+pub const SEND_BUDGET_KEPT_SECS: i64 = 60;
+
 /// Operators: the instance admin and their bearer tokens.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
@@ -128,6 +131,25 @@ pub trait QuotaStore: Send + Sync {
     async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>>;
     /// Stored Live View states of the given activities (absent ones are omitted).
     async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>>;
+    /// Take up to `want` requests of the app's send budget for `second` (Unix seconds),
+    /// `limit` a second in all, shared by every node on this store; returns how many were
+    /// granted (`0..=want`, 0 once the second's budget is spent). Atomic: callers racing
+    /// on one second never get more than `limit` together.
+    async fn take_send_budget(
+        &self,
+        client_id: &str,
+        second: i64,
+        want: u32,
+        limit: u32,
+    ) -> Result<u32>;
+}
+
+/// What a `take_send_budget` statement that added `want` and left `used` granted: the
+/// part of `want` within `limit` (the stored count may pass the limit by less than `want`).
+pub(crate) fn budget_granted(used: i64, want: u32, limit: u32) -> u32 {
+    let before = used - i64::from(want);
+    let room = (i64::from(limit) - before).max(0);
+    u32::try_from(room.min(i64::from(want))).unwrap_or(0)
 }
 
 /// Messages and their deliveries: the send path's data plane.

@@ -411,6 +411,8 @@ pub struct Pruned {
     pub receipts: u64,
     pub report_rows: u64,
     pub quota_rows: u64,
+    /// Send-budget rows of seconds long past.
+    pub send_budget_rows: u64,
     pub devices: u64,
     pub tokens: u64,
 }
@@ -422,6 +424,7 @@ impl Pruned {
             + self.receipts
             + self.report_rows
             + self.quota_rows
+            + self.send_budget_rows
             + self.devices
             + self.tokens
     }

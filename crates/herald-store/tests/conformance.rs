@@ -341,6 +341,8 @@ async fn postgres_nodes_share_one_database() {
     let mkt = CounterKey::per_device(Counter::Marketing, "c1", "d-quota", 20270101);
     assert_eq!(c.quota_usage(&[mkt.clone()]).await.unwrap(), [(mkt, 2)]);
 
+    send_budget(&[&a, &b, &c]).await;
+
     // Receipts: a node's claim keeps the others off its rows until it settles them or its
     // lease ends; it sees its own claims again (waiting for a batch to fill).
     a.create_receipt_config(receipt_config("rc", None, NOW))
@@ -1452,6 +1454,34 @@ async fn quotas_hold_at_commit<S: Store>(store: &S) {
         .count();
     assert_eq!(refused, 6);
     assert_eq!(pending_ids(store, &w, at + 21).await.len(), 2);
+
+    send_budget(&[store]).await;
+}
+
+/// An app's send budget per second, shared by every handle (node) on the store: within a
+/// second, never more than the limit in all, however the takers race; the next second
+/// starts afresh.
+async fn send_budget<S: Store>(nodes: &[&S]) {
+    let first = nodes[0];
+    let second = NOW / 1000;
+    assert_eq!(first.take_send_budget("c1", second, 3, 5).await.unwrap(), 3);
+    assert_eq!(first.take_send_budget("c1", second, 3, 5).await.unwrap(), 2);
+    assert_eq!(first.take_send_budget("c1", second, 1, 5).await.unwrap(), 0);
+    assert_eq!(first.take_send_budget("c2", second, 9, 5).await.unwrap(), 5);
+    let takes = (0..30).map(|i| nodes[i % nodes.len()].take_send_budget("c1", second + 1, 1, 10));
+    let granted: u32 = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(granted, 10);
+    assert_eq!(
+        first
+            .take_send_budget("c1", second + 2, 4, 10)
+            .await
+            .unwrap(),
+        4
+    );
 }
 
 /// Offline cache cap: a token keeps its 120 newest queued messages (older ones are
@@ -2860,6 +2890,13 @@ async fn retention<S: Store>(store: &S) {
         idle_devices_ms: 5 * DAY,
     };
     let at = NOW + 8 * DAY;
+    // Send budgets: a second long past goes, the current one stays.
+    for second in [NOW / 1000, at / 1000] {
+        assert_eq!(
+            store.take_send_budget("c1", second, 1, 10).await.unwrap(),
+            1
+        );
+    }
     // The first pass takes at most one record of a kind (receipts: two are due).
     let first = store.prune(&keep, at, 20270102, 1).await.unwrap();
     assert_eq!(first.receipts, 1, "{first:?}");
@@ -2872,11 +2909,13 @@ async fn retention<S: Store>(store: &S) {
             sum(|p| p.deliveries),
             sum(|p| p.receipts),
             sum(|p| p.quota_rows),
+            sum(|p| p.send_budget_rows),
             sum(|p| p.devices),
             sum(|p| p.tokens),
         ),
-        (2, 1, 2, 1, 1, 3),
-        "messages A and D, A's delivery, A's and D's receipts, one quota day, the idle \
+        (2, 1, 2, 1, 1, 1, 3),
+        "messages A and D, A's delivery, A's and D's receipts, one quota day, one past \
+         second's send budget, the idle \
          device with its two tokens and the live device's deleted token: {first:?} {second:?}"
     );
     assert!(sum(|p| p.report_rows) > 0, "the first week's counters went");

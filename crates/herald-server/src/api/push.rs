@@ -237,10 +237,17 @@ async fn plan_deliveries(
 
     // Flow control first: a request over an app's rate is refused whole (HTTP 503).
     for (client_id, policy) in &apps {
-        if !app
+        let within = app
             .rates
-            .try_take(client_id, policy.limits.send_rate_per_sec, now)
-        {
+            .try_take(
+                app.store.as_ref(),
+                client_id,
+                policy.limits.send_rate_per_sec,
+                now,
+            )
+            .await
+            .map_err(inner_error)?;
+        if !within {
             metrics::counter!("herald_send_flow_controlled_total").increment(1);
             return Err(Rejection::new(
                 Code::FlowControl,

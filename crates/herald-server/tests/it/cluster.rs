@@ -95,3 +95,41 @@ async fn two_nodes_together_give_a_device_two_marketing_messages_a_day() {
     }
     assert_eq!(fates, [(1, 0), (1, 0), (0, 1), (0, 1)]);
 }
+
+#[tokio::test]
+async fn an_apps_send_rate_is_the_clusters_not_each_nodes() {
+    let test = "an_apps_send_rate_is_the_clusters_not_each_nodes";
+    let Some(pg) = postgres(test) else { return };
+    let schema = Schema::new(&pg, "rate");
+    let a = spawn_app_with(|c| c.store = schema.store()).await;
+    let b = spawn_peer(&a).await;
+    let admin = herald_client::admin::AdminClient::new(&a.url, &a.info.admin_token).unwrap();
+    let r = admin
+        .patch(
+            &format!("/api/v1/apps/{}", a.info.client_id),
+            &json!({"send_rate_per_sec": 3, "marketing_per_day": 100}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_device, token) = device_with_token(&a).await;
+
+    // Three requests in one second through two nodes are the app's rate; the fourth,
+    // through either node, is flow-controlled (each node alone would have let it pass).
+    let mut codes = Vec::new();
+    for (i, node) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let (status, body) = node.send(marketing(&token, &format!("m{i}"))).await;
+        codes.push((status, body["code"].as_str().unwrap().to_owned()));
+    }
+    let ok = (200, "80000000".to_owned());
+    let over = (503, "81000001".to_owned());
+    assert_eq!(
+        codes,
+        [ok.clone(), ok.clone(), ok.clone(), over.clone(), over]
+    );
+
+    // The next second has a budget of its own.
+    a.clock.advance_secs(1);
+    let (status, body) = b.send(marketing(&token, "next second")).await;
+    assert_eq!((status, body["code"].as_str()), (200, Some("80000000")));
+}

@@ -151,6 +151,26 @@ impl QuotaStore for PgStore {
             .collect())
     }
 
+    async fn take_send_budget(
+        &self,
+        client_id: &str,
+        second: i64,
+        want: u32,
+        limit: u32,
+    ) -> Result<u32> {
+        // One statement: the row of a busy second is locked only for its own increment.
+        let row = self
+            .write_returning(
+                "INSERT INTO send_budget AS b (client_id, second, used) VALUES ($1, $2, $3)
+                 ON CONFLICT (client_id, second) DO UPDATE SET used = b.used + excluded.used
+                 WHERE b.used < $4
+                 RETURNING used",
+                &[&client_id, &second, &i64::from(want), &i64::from(limit)],
+            )
+            .await?;
+        Ok(row.map_or(0, |r| crate::budget_granted(r.get(0), want, limit)))
+    }
+
     async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>> {
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -143,6 +143,29 @@ impl QuotaStore for SqliteStore {
         .await
     }
 
+    async fn take_send_budget(
+        &self,
+        client_id: &str,
+        second: i64,
+        want: u32,
+        limit: u32,
+    ) -> Result<u32> {
+        let client_id = client_id.to_owned();
+        let used: Option<i64> = self
+            .write_conn(move |c| {
+                Ok(c.prepare_cached(
+                    "INSERT INTO send_budget (client_id, second, used) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (client_id, second) DO UPDATE SET used = used + excluded.used
+                     WHERE used < ?4
+                     RETURNING used",
+                )?
+                .query_row(params![client_id, second, want, limit], |r| r.get(0))
+                .optional()?)
+            })
+            .await?;
+        Ok(used.map_or(0, |u| crate::budget_granted(u, want, limit)))
+    }
+
     async fn live_views(
         &self,
         keys: &[crate::LiveViewKey],
