@@ -65,6 +65,9 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// The `node_id` of a node on its own store with no bus (it has no `node-id` file).
+pub const LOCAL_NODE: &str = "local";
+
 /// A prepared node: store open, bootstrap done, socket bound, not yet serving.
 pub struct Herald {
     state: Shared,
@@ -121,6 +124,12 @@ impl Herald {
             }
         };
         let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
+        let node_id = if target.is_shared() || bus.is_some() {
+            storage::node_id(&config.data_dir)?
+        } else {
+            LOCAL_NODE.to_owned()
+        };
+        let registry = registry::Registry::new(&node_id);
         if target.is_shared() {
             let node = target.options.postgres.node_name.as_deref().unwrap_or("");
             tracing::info!(store = %target.redacted(), node, "Shared store opened.");
@@ -176,13 +185,20 @@ impl Herald {
             rates: policy::RateLimits::new(target.is_shared()),
             config,
             public_url,
-            jwt: auth::JwtVerifier::new(store.clone(), clock.clone(), jwt_cache_entries),
+            jwt: auth::JwtVerifier::new(
+                store.clone(),
+                clock.clone(),
+                jwt_cache_entries,
+                target.is_shared().then_some(auth::KEY_RECHECK),
+            ),
+            shared_store: target.is_shared(),
+            node_id,
             store,
             bus,
             clock,
             tokens: Default::default(),
             apps: Default::default(),
-            registry: Default::default(),
+            registry,
             shutdown: CancellationToken::new(),
             metrics: metrics_handle(),
             reports: Default::default(),

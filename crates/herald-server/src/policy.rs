@@ -51,6 +51,11 @@ impl RightsCache {
     pub fn invalidate(&self, client_id: &str) {
         self.map.remove(client_id);
     }
+
+    /// Forget every app's rights.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
 }
 
 /// Daily counters.

@@ -83,7 +83,15 @@ pub trait AppStore: Send + Sync {
     async fn update_app(&self, client_id: &str, update: AppUpdate) -> Result<Option<App>>;
     async fn create_service_account(&self, account: ServiceAccount) -> Result<()>;
     async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccount>>;
+    /// A key, revoked or not (see [`ServiceAccount::revoked_at`]).
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>>;
+    /// Revoke a key: no JWT it signed may be accepted from now on. It stays listed, with
+    /// the time of its first revocation. `None` when there is no such key.
+    async fn revoke_service_account(
+        &self,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ServiceAccount>>;
     /// Current state of every right the app has ever requested or been granted.
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>>;
     /// The app's right history, oldest first.
@@ -102,7 +110,8 @@ pub trait DeviceStore: Send + Sync {
     /// Register a device; returns its number.
     async fn register_device(&self, device: NewDevice) -> Result<i64>;
     /// The device's number and secret hash, for a `hello`; marks it seen at `now_ms`
-    /// (devices unseen for the retention period are pruned).
+    /// (devices unseen for the retention period are pruned) and numbers the hello
+    /// ([`DeviceAuth::session`], one more than the device's previous one, across nodes).
     async fn device_auth(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceAuth>>;
     /// The device's active token for the app, creating it from `candidate` when none
     /// exists; `None` when there is no such app.

@@ -79,6 +79,8 @@ pub struct ServiceAccount {
     /// The `token_uri` written into the key file; accepted as a JWT `aud`.
     pub token_uri: String,
     pub created_at: i64,
+    /// When an operator revoked the key; a revoked key authenticates nothing.
+    pub revoked_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,9 @@ pub struct DeviceAuth {
     /// The server's number for the device.
     pub device: i64,
     pub secret_hash: String,
+    /// This hello's number among the device's hellos (1, 2, …; its registration is 0):
+    /// the connection with the highest is the device's current one, on whichever node.
+    pub session: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -283,6 +283,11 @@ async fn postgres_nodes_share_one_database() {
     // A message sent through one node is pending on another and acknowledged on a third;
     // every node reads the same counters.
     let t = device(&a, "d1", "c1").await;
+    // Hellos are numbered across nodes: the newest connection is known wherever it is.
+    let ha = a.device_auth("d1", NOW).await.unwrap().unwrap().session;
+    let hb = b.device_auth("d1", NOW).await.unwrap().unwrap().session;
+    assert_eq!(hb, ha + 1);
+
     let m = send(&a, message("r1", NOW), &[&t]).await;
     assert_eq!(pending_ids(&b, &t, NOW).await, [id(m, &t)]);
     assert_eq!(tell(&c, vec![ack(&t, id(m, &t), NOW + 1)]).await, 1);
@@ -428,6 +433,7 @@ fn bootstrap() -> Bootstrap {
             public_key_pem: "pem-1".into(),
             token_uri: "http://127.0.0.1/oauth2/v3/token".into(),
             created_at: NOW,
+            revoked_at: None,
         },
     }
 }
@@ -788,12 +794,37 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
     sa.project_id = "p2".into();
     store.create_service_account(sa.clone()).await.unwrap();
     assert!(store.create_service_account(sa.clone()).await.is_err());
-    assert_eq!(store.list_service_accounts("p2").await.unwrap(), [sa]);
+    assert_eq!(
+        store.list_service_accounts("p2").await.unwrap(),
+        [sa.clone()]
+    );
     assert_eq!(
         store.list_service_accounts("p1").await.unwrap(),
         [b.service_account]
     );
     assert_eq!(store.service_account("nope").await.unwrap(), None);
+    // A revoked key stays listed, with the time of its first revocation.
+    let revoked = ServiceAccount {
+        revoked_at: Some(NOW + 5),
+        ..sa.clone()
+    };
+    assert_eq!(
+        store.revoke_service_account("k2", NOW + 5).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        store.revoke_service_account("k2", NOW + 9).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        store.service_account("k2").await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(store.list_service_accounts("p2").await.unwrap(), [revoked]);
+    assert_eq!(
+        store.revoke_service_account("nope", NOW).await.unwrap(),
+        None
+    );
 
     // Rights: only allowed transitions happen, each leaves one history entry.
     let change = |name: &str, action, reason: Option<&str>, at| RightChange {
@@ -918,7 +949,17 @@ async fn devices_and_tokens<S: Store>(store: &S) {
         Some(DeviceAuth {
             device: d1,
             secret_hash: "secret-of-d1".into(),
+            session: 1,
         })
+    );
+    assert_eq!(
+        store
+            .device_auth("d1", NOW + 6)
+            .await
+            .unwrap()
+            .map(|a| a.session),
+        Some(2),
+        "each hello is numbered after the previous one"
     );
     assert_eq!(
         store

@@ -186,7 +186,13 @@ async fn load_app_policies(
     client_ids: HashSet<String>,
 ) -> Result<HashMap<String, AppPolicy>, Rejection> {
     let mut out = HashMap::with_capacity(client_ids.len());
+    // Without a bus to say what other nodes changed, a shared store is read each time.
+    let trusted = app.caches_trusted();
     for client_id in client_ids {
+        if !trusted {
+            app.apps.invalidate(&client_id);
+            app.rights.invalidate(&client_id);
+        }
         let Some(found) = app
             .apps
             .get(app.store.as_ref(), &client_id)
@@ -224,7 +230,7 @@ async fn plan_deliveries(
         .collect();
     let records = app
         .tokens
-        .resolve(app.store.as_ref(), &tokens)
+        .resolve(app.store.as_ref(), &tokens, app.caches_trusted())
         .await
         .map_err(inner_error)?;
     let client_ids: HashSet<String> = records

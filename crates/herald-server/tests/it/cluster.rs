@@ -133,3 +133,234 @@ async fn an_apps_send_rate_is_the_clusters_not_each_nodes() {
     let (status, body) = b.send(marketing(&token, "next second")).await;
     assert_eq!((status, body["code"].as_str()), (200, Some("80000000")));
 }
+
+/// The NATS URL, or `None` after printing that `test` was skipped.
+fn nats(test: &str) -> Option<String> {
+    match std::env::var("HERALD_TEST_NATS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("SKIPPED {test}: HERALD_TEST_NATS_URL is not set");
+            None
+        }
+    }
+}
+
+/// `(HTTP status, business code)` of a send through `node` signed with `jwt`.
+async fn send_with(node: &TestApp, jwt: &str, body: &Value) -> (u16, String) {
+    let (status, body) = node
+        .send_raw(
+            &node.info.project_id,
+            Some(format!("Bearer {jwt}")),
+            Some("0"),
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await;
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Send through `node` until the answer is `code`, at most `within`; how long it took.
+async fn until_code(
+    node: &TestApp,
+    jwt: &str,
+    body: &Value,
+    code: &str,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, got) = send_with(node, jwt, body).await;
+        if got == code {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{} still answers {got}, not {code}, after {within:?}",
+            node.url
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Two nodes on one schema, with the bus when `bus` is set.
+async fn two_nodes(schema: &Schema, bus: Option<&str>) -> (TestApp, TestApp) {
+    let store = schema.store();
+    let bus = bus.unwrap_or_default().to_owned();
+    let a = spawn_app_with(|c| {
+        c.store = store;
+        c.bus = bus;
+    })
+    .await;
+    let b = spawn_peer(&a).await;
+    for node in [&a, &b] {
+        crate::readiness::wait_ready(node, 200, std::time::Duration::from_secs(15)).await;
+    }
+    (a, b)
+}
+
+async fn revoked_keys_fail_everywhere(a: TestApp, b: TestApp, within: std::time::Duration) {
+    let admin = herald_client::admin::AdminClient::new(&a.url, &a.info.admin_token).unwrap();
+    let (_device, token) = device_with_token(&a).await;
+    let body = notification(&[&token], "n");
+    let jwt = a.jwt();
+    // Both nodes have verified (and cached) this JWT and its key.
+    for node in [&a, &b] {
+        assert_eq!(send_with(node, &jwt, &body).await, (200, "80000000".into()));
+    }
+    let keys = format!("/api/v1/projects/{}/keys", a.info.project_id);
+    let key_id = &a.key.key_id;
+    let r = admin.delete(&format!("{keys}/{key_id}")).await.unwrap();
+    assert_eq!(r.status, 204, "{}", r.body);
+    // The node that revoked refuses at once, cached JWT or not; the other within a second.
+    assert_eq!(send_with(&a, &jwt, &body).await, (401, "80200001".into()));
+    let took = until_code(&b, &jwt, &body, "80200001", within).await;
+    eprintln!("the other node refused the revoked key after {took:?}");
+    let fresh = a.jwt_with(jsonwebtoken::Algorithm::RS256, |_| {});
+    for node in [&a, &b] {
+        assert_eq!(
+            send_with(node, &fresh, &body).await,
+            (401, "80200001".into())
+        );
+    }
+    // Listed as revoked; an unknown key, or another project's, is 404.
+    let listed = admin.get(&keys).await.unwrap();
+    assert_eq!(listed.body[0]["revoked"], true, "{}", listed.body);
+    assert!(listed.body[0]["revoked_at"].is_i64(), "{}", listed.body);
+    let r = admin.delete(&format!("{keys}/no-such-key")).await.unwrap();
+    assert_eq!(r.status, 404);
+    let r = admin
+        .delete(&format!("/api/v1/projects/other/keys/{key_id}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_by_every_node_within_a_second_without_a_bus() {
+    let test = "a_revoked_key_is_refused_by_every_node_within_a_second_without_a_bus";
+    let Some(pg) = postgres(test) else { return };
+    let schema = Schema::new(&pg, "revoke");
+    let (a, b) = two_nodes(&schema, None).await;
+    // Nothing tells B: it re-reads the key at least every 500 ms.
+    revoked_keys_fail_everywhere(a, b, std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_by_every_node_at_once_with_the_bus() {
+    let test = "a_revoked_key_is_refused_by_every_node_at_once_with_the_bus";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let schema = Schema::new(&pg, "revokebus");
+    let (a, b) = two_nodes(&schema, Some(&bus)).await;
+    // The notice, not the 500 ms re-read, is what makes it this quick.
+    revoked_keys_fail_everywhere(a, b, std::time::Duration::from_millis(300)).await;
+}
+
+/// A device deletes its token on A; sends to it through B are dropped (5) within a
+/// second, though B had the token cached.
+async fn deleted_tokens_stop_everywhere(a: TestApp, b: TestApp) {
+    let (mut device, token) = device_with_token(&a).await;
+    let body = notification(&[&token], "n");
+    let (_, first) = b.send(body.clone()).await;
+    assert_eq!(first["code"], "80000000");
+    let request = first["requestId"].as_str().unwrap().to_owned();
+    assert_eq!(events_of_request(&b, &request).await[0].0, "queued");
+    device
+        .send(&herald_proto::device::ClientFrame::DeleteToken {
+            client_id: a.info.client_id.clone(),
+        })
+        .await;
+    loop {
+        if let herald_proto::device::ServerFrame::TokenDeleted { .. } = device.next().await.unwrap()
+        {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let (_, answer) = b.send(body.clone()).await;
+        let request = answer["requestId"].as_str().unwrap().to_owned();
+        let events = events_of_request(&b, &request).await;
+        if events == [("dropped".to_owned(), Some(5))] {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "B still queues for the deleted token: {events:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "B dropped sends to the deleted token after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_token_stops_sends_on_every_node_without_a_bus() {
+    let test = "a_deleted_token_stops_sends_on_every_node_without_a_bus";
+    let Some(pg) = postgres(test) else { return };
+    let schema = Schema::new(&pg, "deltok");
+    let (a, b) = two_nodes(&schema, None).await;
+    deleted_tokens_stop_everywhere(a, b).await;
+}
+
+#[tokio::test]
+async fn a_deleted_token_stops_sends_on_every_node_with_the_bus() {
+    let test = "a_deleted_token_stops_sends_on_every_node_with_the_bus";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let schema = Schema::new(&pg, "deltokbus");
+    let (a, b) = two_nodes(&schema, Some(&bus)).await;
+    deleted_tokens_stop_everywhere(a, b).await;
+}
+
+#[tokio::test]
+async fn a_device_on_two_nodes_keeps_its_newest_connection_and_gets_each_message_once() {
+    let test = "a_device_on_two_nodes_keeps_its_newest_connection_and_gets_each_message_once";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let schema = Schema::new(&pg, "stale");
+    let (a, b) = two_nodes(&schema, Some(&bus)).await;
+    let (mut on_a, token) = device_with_token(&a).await;
+    // The same device says hello on B (its connection to A looks alive to A).
+    let mut on_b = RawDevice::connect(&b).await;
+    on_b.credential = on_a.credential.clone();
+    on_b.hello().await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        on_a.next().await.err(),
+        Some(Some(herald_proto::device::close::REPLACED)),
+        "A closes the stale connection"
+    );
+    eprintln!(
+        "A closed the stale connection after {:?}",
+        started.elapsed()
+    );
+
+    // A send through A reaches the device once, on B.
+    let (_, answer) = a.send(notification(&[&token], "once")).await;
+    assert_eq!(answer["code"], "80000000");
+    let m = on_b.message().await;
+    assert_eq!(m.payload["notification"]["title"], "once");
+    assert!(on_b.quiet_for(500).await, "nothing twice");
+    on_b.ack(&[&m.id]).await;
+    wait_for_state(&b, &m.id, "delivered").await;
+
+    // Back on A, newer again: B closes its connection, and A's is not closed by B's
+    // older claim.
+    let mut again = RawDevice::connect(&a).await;
+    again.credential = on_a.credential.clone();
+    again.hello().await;
+    assert_eq!(
+        on_b.next().await.err(),
+        Some(Some(herald_proto::device::close::REPLACED))
+    );
+    let (_, answer) = b.send(notification(&[&token], "twice")).await;
+    assert_eq!(answer["code"], "80000000");
+    let m = again.message().await;
+    assert_eq!(m.payload["notification"]["title"], "twice");
+    assert!(again.quiet_for(500).await, "nothing twice");
+}

@@ -47,13 +47,15 @@ impl DeviceStore for PgStore {
     async fn device_auth(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceAuth>> {
         let row = self
             .write_returning(
-                "UPDATE device SET seen_at = $2 WHERE device_id = $1 RETURNING id, secret_hash",
+                "UPDATE device SET seen_at = $2, sessions = sessions + 1 WHERE device_id = $1
+                 RETURNING id, secret_hash, sessions",
                 &[&device_id, &now_ms],
             )
             .await?;
         Ok(row.map(|r| DeviceAuth {
             device: r.get(0),
             secret_hash: r.get(1),
+            session: r.get(2),
         }))
     }
 

@@ -39,12 +39,14 @@ impl DeviceStore for SqliteStore {
         let id = device_id.to_owned();
         self.write_conn(move |c| {
             Ok(c.prepare_cached(
-                "UPDATE device SET seen_at = ?2 WHERE device_id = ?1 RETURNING id, secret_hash",
+                "UPDATE device SET seen_at = ?2, sessions = sessions + 1 WHERE device_id = ?1
+                 RETURNING id, secret_hash, sessions",
             )?
             .query_row(params![id, now_ms], |r| {
                 Ok(DeviceAuth {
                     device: r.get(0)?,
                     secret_hash: r.get(1)?,
+                    session: r.get(2)?,
                 })
             })
             .optional()?)
