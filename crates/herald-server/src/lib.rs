@@ -17,6 +17,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod listener;
+pub mod metered;
 pub mod policy;
 pub mod ready;
 pub mod receipts;
@@ -90,10 +91,24 @@ impl std::fmt::Debug for Herald {
 }
 
 /// The process-wide Prometheus recorder (metrics macros write to one global recorder).
+/// Durations (`*_seconds`) are histograms with these buckets, so that latencies from
+/// several nodes can be added up and their quantiles computed by Prometheus.
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    const SECONDS: [f64; 14] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    ];
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &SECONDS,
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .clone()
 }
 
@@ -123,7 +138,9 @@ impl Herald {
                 (Some(bus), Some(inbox))
             }
         };
-        let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
+        let store: Arc<dyn Store> = Arc::new(metered::MeteredStore::new(
+            herald_store::open_store(&target.url, &target.options).await?,
+        ));
         let node_id = if target.is_shared() || bus.is_some() {
             storage::node_id(&config.data_dir)?
         } else {

@@ -190,6 +190,20 @@ async fn two_nodes(schema: &Schema, bus: Option<&str>) -> (TestApp, TestApp) {
         c.bus = bus;
     })
     .await;
+    // The app may send chat notifications (not MARKETING, 2 a day).
+    a.state
+        .store
+        .change_right(herald_store::RightChange {
+            client_id: a.info.client_id.clone(),
+            name: "IM".into(),
+            action: herald_core::rights::RightAction::Grant,
+            reason: None,
+            actor: "test".into(),
+            at: herald_core::Clock::now_ms(&a.clock),
+        })
+        .await
+        .unwrap()
+        .unwrap();
     let b = spawn_peer(&a).await;
     for node in [&a, &b] {
         crate::readiness::wait_ready(node, 200, std::time::Duration::from_secs(15)).await;
@@ -363,4 +377,150 @@ async fn a_device_on_two_nodes_keeps_its_newest_connection_and_gets_each_message
     let m = again.message().await;
     assert_eq!(m.payload["notification"]["title"], "twice");
     assert!(again.quiet_for(500).await, "nothing twice");
+}
+
+/// A NATS server of the test's own on a free loopback port (never the shared one), that
+/// the test stops and starts again on the same port. Killed when dropped.
+struct OwnNats {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+impl OwnNats {
+    fn start() -> OwnNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut nats = OwnNats { port, child: None };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Start it (again) on its port and wait until it accepts connections.
+    fn restart(&mut self) {
+        let child = std::process::Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Kill it (an outage) and wait until it is gone.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node keeps serving its devices while the bus is down, and a message another node
+/// accepted meanwhile reaches them once the bus is back, on the same connection. The
+/// nodes' metrics time store calls and bus publishes and count each node's devices.
+#[tokio::test]
+async fn a_node_serves_its_devices_through_a_bus_outage_and_catches_up_after() {
+    let test = "a_node_serves_its_devices_through_a_bus_outage_and_catches_up_after";
+    let Some(pg) = postgres(test) else { return };
+    if !std::path::Path::new(NATS_SERVER).exists() {
+        eprintln!("SKIPPED {test}: {NATS_SERVER} is not installed");
+        return;
+    }
+    let mut nats = OwnNats::start();
+    let schema = Schema::new(&pg, "outage");
+    let (a, b) = two_nodes(&schema, Some(&nats.url())).await;
+    let (mut device, token) = device_with_token(&b).await;
+    let receive = async |device: &mut RawDevice, title: &str| {
+        let m = device.message().await;
+        assert_eq!(m.payload["notification"]["title"], title);
+        device.ack(&[&m.id]).await;
+    };
+    let (_, answer) = a.send(notification(&[&token], "before")).await;
+    assert_eq!(answer["code"], "80000000");
+    receive(&mut device, "before").await;
+
+    nats.stop();
+    crate::readiness::wait_ready(&b, 503, std::time::Duration::from_secs(15)).await;
+    // B still serves its device: a send through B reaches it at once.
+    let (_, answer) = b.send(notification(&[&token], "during, via B")).await;
+    assert_eq!(answer["code"], "80000000");
+    receive(&mut device, "during, via B").await;
+    // A send through A is stored; B cannot hear of it yet. A then stops: the notice it
+    // holds for the bus is gone with it, and only B's catching up can bring the message.
+    let (_, answer) = a.send(notification(&[&token], "during, via A")).await;
+    assert_eq!(answer["code"], "80000000");
+    a.stop().await;
+
+    nats.restart();
+    let started = std::time::Instant::now();
+    crate::readiness::wait_ready(&b, 200, std::time::Duration::from_secs(30)).await;
+    eprintln!(
+        "B ready again {:?} after the bus came back",
+        started.elapsed()
+    );
+    let m = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match device.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(herald_proto::device::ServerFrame::Message(m)) =
+                        serde_json::from_str(t.as_str())
+                    {
+                        return m;
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the device's connection closed: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the message sent through A during the outage arrives once the bus is back");
+    assert_eq!(m.payload["notification"]["title"], "during, via A");
+    eprintln!("caught up {:?} after the bus came back", started.elapsed());
+    device.ack(&[&m.id]).await;
+    assert!(device.quiet_for(500).await, "nothing twice");
+
+    let metrics = b
+        .http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for wanted in [
+        "herald_store_call_seconds_bucket{op=\"enqueue\"".to_owned(),
+        "herald_bus_publish_seconds_bucket".to_owned(),
+        format!(
+            "herald_devices_connected{{node_id=\"{}\"}} 1",
+            b.state.node_id
+        ),
+    ] {
+        assert!(metrics.contains(&wanted), "{wanted} in:\n{metrics}");
+    }
 }
