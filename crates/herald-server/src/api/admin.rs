@@ -718,6 +718,10 @@ async fn show_quotas(
             day,
         ));
     }
+    if app.shared_store {
+        // Other nodes count too: read the store's counts, not this node's copy.
+        app.quotas.forget(keys.iter());
+    }
     app.quotas.load(app.store.as_ref(), &keys).await?;
     let used = |k: &CounterKey| app.quotas.used(k).unwrap_or(0);
     let device = q.device_id.as_ref().map(|d| DeviceUsage {

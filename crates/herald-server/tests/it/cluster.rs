@@ -74,26 +74,51 @@ async fn two_nodes_together_give_a_device_two_marketing_messages_a_day() {
     let schema = Schema::new(&pg, "quota");
     let a = spawn_app_with(|c| c.store = schema.store()).await;
     let b = spawn_peer(&a).await;
-    let (_device, token) = device_with_token(&a).await;
+    let (device, token) = device_with_token(&a).await;
 
     // B reads the device's MARKETING counter (0) and takes one; A then reads 1 and takes
     // the second. B's copy of the counter still says 1: only the store can refuse the
     // third, whichever node it goes through.
     let mut requests = Vec::new();
     for (node, title) in [(&b, "first"), (&a, "second"), (&b, "third"), (&a, "fourth")] {
-        let (status, body) = node.send(marketing(&token, title)).await;
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (200, Some("80000000")),
-            "{body}"
-        );
-        requests.push(body["requestId"].as_str().unwrap().to_owned());
+        requests.push(send_marketing(node, &token, title).await);
     }
     let mut fates = Vec::new();
     for r in &requests {
         fates.push(fate(&a, r).await);
     }
     assert_eq!(fates, [(1, 0), (1, 0), (0, 1), (0, 1)]);
+
+    // Either node's admin API shows a device's usage as the store counts it, though B's
+    // own copy of this one's counter says 1.
+    let (other, token) = device_with_token(&a).await;
+    send_marketing(&b, &token, "one").await;
+    send_marketing(&a, &token, "two").await;
+    let device_id = other.credential.as_ref().unwrap().id.clone();
+    for node in [&b, &a] {
+        let admin =
+            herald_client::admin::AdminClient::new(&node.url, &node.info.admin_token).unwrap();
+        let r = admin
+            .get(&format!(
+                "/api/v1/apps/{}/quotas?device_id={device_id}",
+                node.info.client_id
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.body["device"]["marketing_used"], 2, "{}", r.body);
+    }
+    drop(device);
+}
+
+/// A MARKETING notification through `node`, accepted; its request id.
+async fn send_marketing(node: &TestApp, token: &str, title: &str) -> String {
+    let (status, body) = node.send(marketing(token, title)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (200, Some("80000000")),
+        "{body}"
+    );
+    body["requestId"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
