@@ -80,6 +80,13 @@ impl AdminClient {
         let resp = req.bearer_auth(&self.token).send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
+        // An answer without a body (204 No Content) is `null`.
+        if text.trim().is_empty() {
+            return Ok(AdminResponse {
+                status,
+                body: Value::Null,
+            });
+        }
         let body = serde_json::from_str(&text).map_err(|_| AdminError::NotJson {
             status,
             body: text.chars().take(500).collect(),

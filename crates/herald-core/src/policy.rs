@@ -134,6 +134,23 @@ pub struct Charge {
     pub code: ReceiptCode,
 }
 
+/// Take every charge in order, or none: on the first that does not fit, the ones already
+/// taken are given back and its receipt code is returned. The one rule for a delivery's
+/// quotas, wherever its counters are held (the server's memory, or the store, which
+/// applies it again when it commits the delivery, so that nodes sharing a store cannot
+/// together pass a limit).
+pub fn take_all(charges: &[Charge], ledger: &mut impl Ledger) -> Result<(), ReceiptCode> {
+    for (i, c) in charges.iter().enumerate() {
+        if !ledger.try_take(&c.key, c.limit) {
+            for taken in &charges[..i] {
+                ledger.give_back(&taken.key);
+            }
+            return Err(c.code);
+        }
+    }
+    Ok(())
+}
+
 impl QuotaContext<'_> {
     /// Every counter a delivery to `r` may touch (to load them before deciding).
     pub fn counter_keys(&self, r: &Recipient<'_>) -> Vec<CounterKey> {
@@ -221,16 +238,7 @@ impl QuotaContext<'_> {
         limits: &AppLimits,
         ledger: &mut impl Ledger,
     ) -> Result<(), ReceiptCode> {
-        let charges = self.charges(r, a, limits);
-        for (i, c) in charges.iter().enumerate() {
-            if !ledger.try_take(&c.key, c.limit) {
-                for taken in &charges[..i] {
-                    ledger.give_back(&taken.key);
-                }
-                return Err(c.code);
-            }
-        }
-        Ok(())
+        take_all(&self.charges(r, a, limits), ledger)
     }
 
     /// A Live View operation for one device: state rules (155/156/265/268/269), the

@@ -2,12 +2,18 @@
 //!
 //! A verified JWT is cached by its exact string until its `exp`, so a client that reuses
 //! its JWT for an hour (as Huawei's demo does) pays the RSA check once, not per request.
+//! Every use of a cached JWT also looks up its key (a map lookup), so revoking the key
+//! ends every JWT it signed at once: the node that revokes forgets the key, the others
+//! are told on the bus, and on a store shared by several nodes a key is trusted for at
+//! most [`KEY_RECHECK`] before it is read again (what bounds a revocation whose notice
+//! was lost, or a cluster without a bus, to well under a second).
 //! The cache is bounded (`limits.jwt_cache_entries`) and O(1) per lookup and insert:
 //! `quick_cache` evicts the least recently used entries (S3-FIFO) when it is full, and an
 //! expired entry found on lookup is removed then. A hand-written map would need either a
 //! scan to purge (what this replaced) or a second, expiry-ordered index.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use herald_core::Clock;
@@ -21,6 +27,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 pub const MAX_JWT_PERIOD_SECS: i64 = 86_400;
 /// Clock skew tolerated on `iat`.
 const IAT_LEEWAY_SECS: i64 = 300;
+/// On a shared store, how long a key read from the store is trusted before it is read
+/// again (a revocation on another node takes effect here within this).
+pub const KEY_RECHECK: Duration = Duration::from_millis(500);
 
 /// Why a request was not authenticated; maps 1:1 to a business code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +71,8 @@ struct Verified {
 struct AccountKey {
     account: ServiceAccount,
     key: DecodingKey,
+    /// When it was read from the store (operational time, not the policy clock).
+    read_at: Instant,
 }
 
 /// Verifies `Authorization: Bearer <JWT>` headers.
@@ -69,8 +80,12 @@ pub struct JwtVerifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     verified: quick_cache::sync::Cache<String, Verified>,
-    /// One entry per service-account key that exists (an unknown `kid` is not cached).
+    /// One entry per service-account key that exists and is not revoked (an unknown or
+    /// revoked `kid` is not cached).
     keys: DashMap<String, Arc<AccountKey>>,
+    /// How long a cached key is trusted (`None`: until it is forgotten; a store of this
+    /// node's own, where every revocation goes through [`JwtVerifier::forget_key`]).
+    recheck: Option<Duration>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -82,14 +97,32 @@ impl std::fmt::Debug for JwtVerifier {
 }
 
 impl JwtVerifier {
-    /// A verifier remembering at most `cache_entries` verified JWTs.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cache_entries: usize) -> Self {
+    /// A verifier remembering at most `cache_entries` verified JWTs; `recheck`: how long
+    /// a key read from the store is trusted ([`KEY_RECHECK`] on a shared store).
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        cache_entries: usize,
+        recheck: Option<Duration>,
+    ) -> Self {
         JwtVerifier {
             store,
             clock,
             verified: quick_cache::sync::Cache::new(cache_entries.max(1)),
             keys: DashMap::new(),
+            recheck,
         }
+    }
+
+    /// Forget a key (revoked here or on another node): its next use reads the store,
+    /// which refuses it, and so does every JWT it signed.
+    pub fn forget_key(&self, key_id: &str) {
+        self.keys.remove(key_id);
+    }
+
+    /// Forget every key (the bus was down: revocations may have been missed).
+    pub fn forget_keys(&self) {
+        self.keys.clear();
     }
 
     /// Verified JWTs remembered right now.
@@ -121,7 +154,14 @@ impl JwtVerifier {
         let now = self.clock.now_secs();
         let cached = self.verified.get(jwt);
         let verified = match cached {
-            Some(v) if v.exp_secs > now => v,
+            Some(v) if v.exp_secs > now => {
+                // Its key may have been revoked since it was verified.
+                if let Err(e) = self.account_key(&v.principal.key_id).await {
+                    self.verified.remove(jwt);
+                    return Err(e);
+                }
+                v
+            }
             Some(_) => {
                 self.verified.remove(jwt);
                 return Err(AuthError::Expired);
@@ -135,8 +175,12 @@ impl JwtVerifier {
         Ok(verified.principal)
     }
 
+    /// The key, from memory while it is trusted, else from the store; a revoked or
+    /// unknown key is an authentication failure (80200001).
     async fn account_key(&self, key_id: &str) -> Result<Arc<AccountKey>, AuthError> {
-        if let Some(k) = self.keys.get(key_id) {
+        if let Some(k) = self.keys.get(key_id)
+            && self.recheck.is_none_or(|ttl| k.read_at.elapsed() < ttl)
+        {
             return Ok(k.clone());
         }
         let account = self
@@ -148,9 +192,17 @@ impl JwtVerifier {
                 AuthError::Internal
             })?
             .ok_or(AuthError::Invalid("unknown kid"))?;
+        if account.revoked_at.is_some() {
+            self.keys.remove(key_id);
+            return Err(AuthError::Invalid("revoked key"));
+        }
         let key = DecodingKey::from_rsa_pem(account.public_key_pem.as_bytes())
             .map_err(|_| AuthError::Invalid("stored key unreadable"))?;
-        let entry = Arc::new(AccountKey { account, key });
+        let entry = Arc::new(AccountKey {
+            account,
+            key,
+            read_at: Instant::now(),
+        });
         self.keys.insert(key_id.to_owned(), entry.clone());
         Ok(entry)
     }

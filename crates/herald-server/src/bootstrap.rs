@@ -133,6 +133,7 @@ pub async fn ensure(
                 public_key_pem: key.public_key_pem,
                 token_uri,
                 created_at: now_ms,
+                revoked_at: None,
             },
         })
         .await;

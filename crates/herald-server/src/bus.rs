@@ -1,6 +1,9 @@
 //! The NATS bus between nodes: after a send or a revoke is committed, the node that took
 //! it tells every other node which devices have something new queued; a node holding one
 //! of those devices makes its connection re-read the device's queue from the store.
+//! Besides, on [`CONTROL_SUBJECT`], nodes tell each other what their caches must forget
+//! ([`Control`]: a revoked key, a deleted token, a changed app or its rights) and which
+//! connection of a device is the newest (the others close theirs).
 //!
 //! Every node subscribes to one subject, [`SUBJECT`], and keeps no map of which node
 //! holds which device: a notice names device numbers, and each node looks them up in its
@@ -19,6 +22,8 @@ use crate::state::Shared;
 
 /// The one subject every node publishes notices on and listens to.
 pub const SUBJECT: &str = "herald.deliver";
+/// The subject of [`Control`] notices.
+pub const CONTROL_SUBJECT: &str = "herald.control";
 /// Device numbers per notice (a notice stays far below NATS' 1 MiB payload limit).
 const DEVICES_PER_NOTICE: usize = 4_096;
 /// Notices waiting to be published; past this, a notice is dropped and counted (the
@@ -44,18 +49,51 @@ pub struct Notice {
     pub devices: Vec<i64>,
 }
 
+/// What one node tells the others about shared state that their memory holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Control {
+    /// A service-account key was revoked: forget it and every JWT it signed.
+    KeyRevoked { key_id: String },
+    /// A device deleted its token: forget it (sends to it are dropped with 5).
+    TokenDeleted { token: String },
+    /// An operator changed an app (category, limits): read it again.
+    AppChanged { client_id: String },
+    /// An operator changed an app's rights: read them again.
+    RightsChanged { client_id: String },
+    /// The device said hello on the sender's node with this session number (the
+    /// store's count of its hellos): a node holding an older connection closes it.
+    DeviceClaimed { device: i64, session: i64 },
+}
+
+/// A [`Control`] with the node that sent it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlNotice {
+    pub from: String,
+    #[serde(flatten)]
+    pub what: Control,
+}
+
+/// What the publisher task sends, in order.
+#[derive(Debug)]
+enum Outgoing {
+    Deliver(Vec<i64>),
+    Control(Control),
+}
+
 /// This node's side of the bus.
 #[derive(Debug)]
 pub struct Bus {
     client: async_nats::Client,
     node: String,
-    outbox: mpsc::Sender<Vec<i64>>,
+    outbox: mpsc::Sender<Outgoing>,
 }
 
-/// What [`listen`] consumes: the subscription and the bus's reconnections.
+/// What [`listen`] consumes: the subscriptions and the bus's reconnections.
 #[derive(Debug)]
 pub struct Inbox {
     subscriber: async_nats::Subscriber,
+    control: async_nats::Subscriber,
     reconnected: mpsc::Receiver<()>,
 }
 
@@ -94,6 +132,10 @@ impl Bus {
             .subscribe(SUBJECT)
             .await
             .map_err(|e| BusError::Nats(e.to_string()))?;
+        let control = client
+            .subscribe(CONTROL_SUBJECT)
+            .await
+            .map_err(|e| BusError::Nats(e.to_string()))?;
         let (outbox, rx) = mpsc::channel(OUTBOX);
         tokio::spawn(publish(client.clone(), node.to_owned(), rx));
         Ok((
@@ -104,6 +146,7 @@ impl Bus {
             }),
             Inbox {
                 subscriber,
+                control,
                 reconnected,
             },
         ))
@@ -114,7 +157,14 @@ impl Bus {
         if devices.is_empty() {
             return;
         }
-        if self.outbox.try_send(devices).is_err() {
+        if self.outbox.try_send(Outgoing::Deliver(devices)).is_err() {
+            metrics::counter!("herald_bus_notices_dropped_total").increment(1);
+        }
+    }
+
+    /// Tell the other nodes what their memory must forget or close. Never waits.
+    pub fn tell(&self, what: Control) {
+        if self.outbox.try_send(Outgoing::Control(what)).is_err() {
             metrics::counter!("herald_bus_notices_dropped_total").increment(1);
         }
     }
@@ -130,18 +180,33 @@ impl Bus {
 }
 
 /// Publish queued notices in order, chunked; a failure is logged and counted.
-async fn publish(client: async_nats::Client, node: String, mut rx: mpsc::Receiver<Vec<i64>>) {
-    while let Some(devices) = rx.recv().await {
-        for chunk in devices.chunks(DEVICES_PER_NOTICE) {
-            let notice = Notice {
-                from: node.clone(),
-                devices: chunk.to_vec(),
-            };
-            let Ok(payload) = serde_json::to_vec(&notice) else {
+async fn publish(client: async_nats::Client, node: String, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = rx.recv().await {
+        let payloads: Vec<(&str, serde_json::Result<Vec<u8>>)> = match out {
+            Outgoing::Deliver(devices) => devices
+                .chunks(DEVICES_PER_NOTICE)
+                .map(|chunk| {
+                    let notice = Notice {
+                        from: node.clone(),
+                        devices: chunk.to_vec(),
+                    };
+                    (SUBJECT, serde_json::to_vec(&notice))
+                })
+                .collect(),
+            Outgoing::Control(what) => {
+                let notice = ControlNotice {
+                    from: node.clone(),
+                    what,
+                };
+                vec![(CONTROL_SUBJECT, serde_json::to_vec(&notice))]
+            }
+        };
+        for (subject, payload) in payloads {
+            let Ok(payload) = payload else {
                 continue;
             };
             let started = std::time::Instant::now();
-            match client.publish(SUBJECT, payload.into()).await {
+            match client.publish(subject, payload.into()).await {
                 Ok(()) => {
                     metrics::counter!("herald_bus_notices_published_total").increment(1);
                     metrics::histogram!("herald_bus_publish_seconds")
@@ -149,8 +214,26 @@ async fn publish(client: async_nats::Client, node: String, mut rx: mpsc::Receive
                 }
                 Err(e) => {
                     metrics::counter!("herald_bus_notices_dropped_total").increment(1);
-                    tracing::warn!(error = %e, "Could not publish a delivery notice on the bus.");
+                    tracing::warn!(error = %e, "Could not publish a notice on the bus.");
                 }
+            }
+        }
+    }
+}
+
+/// Apply another node's [`Control`] to this node.
+fn apply(app: &Shared, what: Control) {
+    match what {
+        Control::KeyRevoked { key_id } => app.jwt.forget_key(&key_id),
+        Control::TokenDeleted { token } => app.tokens.remove(&token),
+        Control::AppChanged { client_id } => app.apps.invalidate(&client_id),
+        Control::RightsChanged { client_id } => app.rights.invalidate(&client_id),
+        Control::DeviceClaimed { device, session } => {
+            if app.registry.kick_older(device, session) {
+                tracing::debug!(
+                    device,
+                    "A newer connection of a device is on another node; closing this one."
+                );
             }
         }
     }
@@ -162,6 +245,7 @@ async fn publish(client: async_nats::Client, node: String, mut rx: mpsc::Receive
 pub async fn listen(app: Shared, inbox: Inbox) {
     let Inbox {
         mut subscriber,
+        mut control,
         mut reconnected,
     } = inbox;
     let node = app
@@ -174,7 +258,9 @@ pub async fn listen(app: Shared, inbox: Inbox) {
             _ = app.shutdown.cancelled() => break,
             Some(()) = reconnected.recv() => {
                 // Notices published while this node was off the bus are lost (at the
-                // start, no device is connected yet: this costs nothing).
+                // start, no device is connected yet: this costs nothing): what they
+                // would have made it forget, it forgets whole.
+                app.forget_shared_caches();
                 let n = app.registry.resync_all();
                 if n > 0 {
                     tracing::info!(devices = n, "The bus is back; connected devices re-read their queues.");
@@ -195,6 +281,17 @@ pub async fn listen(app: Shared, inbox: Inbox) {
                 metrics::counter!("herald_bus_notices_received_total").increment(1);
                 for device in notice.devices {
                     app.registry.resync(device);
+                }
+            }
+            message = control.next() => {
+                let Some(message) = message else { break };
+                match serde_json::from_slice::<ControlNotice>(&message.payload) {
+                    Ok(n) if n.from == node => {}
+                    Ok(n) => {
+                        metrics::counter!("herald_bus_notices_received_total").increment(1);
+                        apply(&app, n.what);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Ignoring a malformed control notice on the bus."),
                 }
             }
         }
@@ -223,5 +320,18 @@ mod tests {
         let text = serde_json::to_string(&n).unwrap();
         assert_eq!(text, r#"{"from":"node-1","devices":[1,2]}"#);
         assert_eq!(serde_json::from_str::<Notice>(&text).unwrap(), n);
+        let c = ControlNotice {
+            from: "node-1".into(),
+            what: Control::DeviceClaimed {
+                device: 7,
+                session: 3,
+            },
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            text,
+            r#"{"from":"node-1","kind":"device_claimed","device":7,"session":3}"#
+        );
+        assert_eq!(serde_json::from_str::<ControlNotice>(&text).unwrap(), c);
     }
 }

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod listener;
+pub mod metered;
 pub mod policy;
 pub mod ready;
 pub mod receipts;
@@ -65,6 +66,9 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// The `node_id` of a node on its own store with no bus (it has no `node-id` file).
+pub const LOCAL_NODE: &str = "local";
+
 /// A prepared node: store open, bootstrap done, socket bound, not yet serving.
 pub struct Herald {
     state: Shared,
@@ -87,10 +91,24 @@ impl std::fmt::Debug for Herald {
 }
 
 /// The process-wide Prometheus recorder (metrics macros write to one global recorder).
+/// Durations (`*_seconds`) are histograms with these buckets, so that latencies from
+/// several nodes can be added up and their quantiles computed by Prometheus.
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    const SECONDS: [f64; 14] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    ];
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &SECONDS,
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .clone()
 }
 
@@ -120,7 +138,15 @@ impl Herald {
                 (Some(bus), Some(inbox))
             }
         };
-        let store: Arc<dyn Store> = herald_store::open_store(&target.url, &target.options).await?;
+        let store: Arc<dyn Store> = Arc::new(metered::MeteredStore::new(
+            herald_store::open_store(&target.url, &target.options).await?,
+        ));
+        let node_id = if target.is_shared() || bus.is_some() {
+            storage::node_id(&config.data_dir)?
+        } else {
+            LOCAL_NODE.to_owned()
+        };
+        let registry = registry::Registry::new(&node_id);
         if target.is_shared() {
             let node = target.options.postgres.node_name.as_deref().unwrap_or("");
             tracing::info!(store = %target.redacted(), node, "Shared store opened.");
@@ -173,16 +199,23 @@ impl Herald {
             rights: Default::default(),
             quotas: Default::default(),
             live_views: Default::default(),
-            rates: Default::default(),
+            rates: policy::RateLimits::new(target.is_shared()),
             config,
             public_url,
-            jwt: auth::JwtVerifier::new(store.clone(), clock.clone(), jwt_cache_entries),
+            jwt: auth::JwtVerifier::new(
+                store.clone(),
+                clock.clone(),
+                jwt_cache_entries,
+                target.is_shared().then_some(auth::KEY_RECHECK),
+            ),
+            shared_store: target.is_shared(),
+            node_id,
             store,
             bus,
             clock,
             tokens: Default::default(),
             apps: Default::default(),
-            registry: Default::default(),
+            registry,
             shutdown: CancellationToken::new(),
             metrics: metrics_handle(),
             reports: Default::default(),

@@ -1,11 +1,14 @@
-//! The send path's policy state: app rights, daily quota counters and per-app rate
-//! buckets, cached in memory with the store as the truth.
+//! The send path's policy state: app rights, daily quota counters and per-app send
+//! rates, cached in memory with the store as the truth.
 //!
 //! Why counters live in memory: a send to 1000 tokens must not cost 1000 database round
 //! trips, and two concurrent sends must never both take the last slot of a quota. Each
 //! counter is loaded from the store once (in one batch per request for the keys it
-//! misses), then reserved and released atomically under DashMap's per-shard lock; the
-//! reservation is persisted in the same transaction as the messages it admitted.
+//! misses), then reserved and released atomically under DashMap's per-shard lock. The
+//! store takes the same charges again, conditionally, in the transaction that commits
+//! the messages (`NewDelivery::charges`): on a shared store another node's sends are
+//! invisible here, so the store has the last word, and this node's copy catches up from
+//! what each commit reports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +51,11 @@ impl RightsCache {
     pub fn invalidate(&self, client_id: &str) {
         self.map.remove(client_id);
     }
+
+    /// Forget every app's rights.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
 }
 
 /// Daily counters.
@@ -60,22 +68,6 @@ pub struct QuotaBook {
 #[derive(Debug, Default)]
 pub struct Reservation {
     taken: Vec<CounterKey>,
-}
-
-impl Reservation {
-    /// The usage to persist with the request: one row per key with its count.
-    /// Linear in the keys taken (a request to 1,000 devices takes a counter each); sorted,
-    /// so that concurrent transactions of a shared store lock counter rows in one order.
-    pub fn usage(&self) -> Vec<(CounterKey, u32)> {
-        let mut counts: HashMap<&CounterKey, u32> = HashMap::with_capacity(self.taken.len());
-        for k in &self.taken {
-            *counts.entry(k).or_insert(0) += 1;
-        }
-        let mut out: Vec<(CounterKey, u32)> =
-            counts.into_iter().map(|(k, n)| (k.clone(), n)).collect();
-        out.sort_unstable();
-        out
-    }
 }
 
 impl QuotaBook {
@@ -128,6 +120,27 @@ impl QuotaBook {
         }
     }
 
+    /// Raise counters to what the store holds after a commit (other nodes sharing the
+    /// store count too); never lowers one (this node's requests in flight hold units the
+    /// store has not seen yet).
+    pub fn catch_up(&self, stored: &[(CounterKey, u32)]) {
+        for (key, used) in stored {
+            if let Some(mut n) = self.used.get_mut(key)
+                && *n < *used
+            {
+                *n = *used;
+            }
+        }
+    }
+
+    /// Forget counters, so that their next use reads them from the store again (after
+    /// the store refused what this node's copy allowed).
+    pub fn forget<'a>(&self, keys: impl Iterator<Item = &'a CounterKey>) {
+        for key in keys {
+            self.used.remove(key);
+        }
+    }
+
     /// Current usage of a loaded key (for the admin API).
     pub fn used(&self, key: &CounterKey) -> Option<u32> {
         self.used.get(key).map(|n| *n)
@@ -139,28 +152,105 @@ impl QuotaBook {
     }
 }
 
-/// Per-app send-rate buckets.
+/// Per-app send rates (`send_rate_per_sec`, requests per second).
+///
+/// On a node's own store, a token bucket per app in memory (one second's burst). On a
+/// store shared by several nodes the rate is the cluster's: each calendar second has one
+/// budget per app in the store (`QuotaStore::take_send_budget`), and a node takes a slice
+/// of it at a time ([`budget_slice`]: a twentieth of the rate, at least 1), so a busy app
+/// costs each node about twenty store round trips a second rather than one per request.
+/// The nodes together never pass the rate within a second; what a node's last slice
+/// leaves unused when the second ends is lost, so the cluster may admit up to a
+/// twentieth of the rate less per busy node than the rate allows.
+#[derive(Debug)]
+pub enum RateLimits {
+    Local(DashMap<String, Arc<Mutex<TokenBucket>>>),
+    Shared(DashMap<String, Arc<tokio::sync::Mutex<BudgetSlice>>>),
+}
+
+/// What a node holds of an app's shared budget for one second.
 #[derive(Debug, Default)]
-pub struct RateLimits {
-    buckets: DashMap<String, Arc<Mutex<TokenBucket>>>,
+pub struct BudgetSlice {
+    second: i64,
+    left: u32,
+    /// The store had less than a slice left: the second's budget is spent.
+    spent: bool,
+}
+
+/// How many requests of a shared budget a node takes at once.
+pub fn budget_slice(rate: u32) -> u32 {
+    (rate / 20).max(1)
 }
 
 impl RateLimits {
-    /// Take one request's token from the app's bucket, (re)creating it at `rate`.
-    pub fn try_take(&self, client_id: &str, rate: u32, now_ms: i64) -> bool {
-        let bucket = self
-            .buckets
-            .entry(client_id.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, now_ms))))
-            .clone();
-        let Ok(mut b) = bucket.lock() else {
-            return true;
-        };
-        if b.rate() != rate {
-            *b = TokenBucket::new(rate, now_ms);
+    /// The kind of limit a node uses: shared when its store is shared by several nodes.
+    pub fn new(shared_store: bool) -> Self {
+        if shared_store {
+            RateLimits::Shared(DashMap::new())
+        } else {
+            RateLimits::Local(DashMap::new())
         }
-        b.try_take(now_ms)
     }
+
+    /// Take one request's slot of the app's rate at `now_ms`; `false`: over the rate.
+    pub async fn try_take(
+        &self,
+        store: &dyn Store,
+        client_id: &str,
+        rate: u32,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            RateLimits::Local(buckets) => Ok(take_from_bucket(buckets, client_id, rate, now_ms)),
+            RateLimits::Shared(slices) => {
+                let slot = slices.entry(client_id.to_owned()).or_default().clone();
+                // One fetch per app at a time on this node: requests that find the slice
+                // empty while another fetches wait for it (a tokio mutex, held across the
+                // store call), then take from the refilled slice.
+                let mut slice = slot.lock().await;
+                let second = now_ms.div_euclid(1000);
+                if slice.second != second {
+                    *slice = BudgetSlice {
+                        second,
+                        left: 0,
+                        spent: false,
+                    };
+                }
+                if slice.left == 0 && !slice.spent {
+                    let want = budget_slice(rate);
+                    let got = store
+                        .take_send_budget(client_id, second, want, rate.max(1))
+                        .await?;
+                    slice.left = got;
+                    slice.spent = got < want;
+                }
+                if slice.left == 0 {
+                    return Ok(false);
+                }
+                slice.left -= 1;
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn take_from_bucket(
+    buckets: &DashMap<String, Arc<Mutex<TokenBucket>>>,
+    client_id: &str,
+    rate: u32,
+    now_ms: i64,
+) -> bool {
+    let bucket = buckets
+        .entry(client_id.to_owned())
+        .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, now_ms))))
+        .clone();
+    let Ok(mut b) = bucket.lock() else {
+        return true;
+    };
+    if b.rate() != rate {
+        *b = TokenBucket::new(rate, now_ms);
+    }
+    b.try_take(now_ms)
 }
 
 /// Live View state per activity per device, loaded from the store on first use; the
@@ -222,16 +312,21 @@ mod tests {
     use herald_core::quota::Counter;
 
     #[test]
-    fn usage_counts_each_key_once_in_key_order() {
+    fn units_are_taken_within_the_limit_given_back_and_caught_up_never_down() {
         let book = QuotaBook::default();
-        let a = CounterKey::per_device(Counter::DeviceTotal, "1", "b", 20261201);
-        let b = CounterKey::per_device(Counter::DeviceTotal, "1", "a", 20261201);
+        let key = CounterKey::per_device(Counter::Marketing, "1", "d", 20261201);
         let mut r = Reservation::default();
-        for key in [&a, &b, &a, &a] {
-            assert!(book.try_take(key, 10, &mut r));
-        }
-        assert_eq!(r.usage(), vec![(b.clone(), 1), (a.clone(), 3)]);
-        book.give_back(&a, &mut r);
-        assert_eq!(r.usage(), vec![(b, 1), (a, 2)]);
+        assert!(book.try_take(&key, 2, &mut r));
+        assert!(book.try_take(&key, 2, &mut r));
+        assert!(!book.try_take(&key, 2, &mut r), "the limit holds");
+        book.give_back(&key, &mut r);
+        assert_eq!(book.used(&key), Some(1));
+        // Another node's commits count: raised to the store's count, never lowered.
+        book.catch_up(&[(key.clone(), 2)]);
+        assert_eq!(book.used(&key), Some(2));
+        book.catch_up(&[(key.clone(), 0)]);
+        assert_eq!(book.used(&key), Some(2));
+        book.release(r);
+        assert_eq!(book.used(&key), Some(1));
     }
 }

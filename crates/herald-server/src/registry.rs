@@ -49,6 +49,8 @@ const URGENT_CAPACITY: usize = 16;
 #[derive(Debug)]
 struct ConnHandle {
     conn_id: u64,
+    /// The hello's session number (`DeviceAuth::session`).
+    session: i64,
     tx: mpsc::Sender<Box<Live>>,
     urgent_tx: mpsc::Sender<Box<Live>>,
     resync: Arc<Notify>,
@@ -72,11 +74,22 @@ pub struct Registration {
 pub struct Registry {
     conns: DashMap<i64, ConnHandle>,
     next_id: AtomicU64,
+    /// The node's name, the `node_id` label of its gauge.
+    node_id: String,
 }
 
 impl Registry {
-    /// Register a connection for `device`, replacing (and kicking) any earlier one.
-    pub fn register(&self, device: i64, capacity: usize) -> Registration {
+    /// The registry of the node called `node_id`.
+    pub fn new(node_id: &str) -> Self {
+        Registry {
+            node_id: node_id.to_owned(),
+            ..Registry::default()
+        }
+    }
+
+    /// Register a connection for `device` (its hello numbered `session`), replacing (and
+    /// kicking) any earlier one on this node.
+    pub fn register(&self, device: i64, capacity: usize, session: i64) -> Registration {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -86,6 +99,7 @@ impl Registry {
             device,
             ConnHandle {
                 conn_id,
+                session,
                 tx,
                 urgent_tx,
                 resync: resync.clone(),
@@ -95,7 +109,7 @@ impl Registry {
         if let Some(old) = old {
             old.kick.cancel();
         }
-        metrics::gauge!("herald_devices_connected").set(self.conns.len() as f64);
+        self.count();
         Registration {
             conn_id,
             rx,
@@ -105,10 +119,24 @@ impl Registry {
         }
     }
 
+    /// Close the device's connection here if its hello is older than `session` (the
+    /// device said hello again on another node: that connection is the current one, and
+    /// this one is stale). Returns whether one was closed.
+    pub fn kick_older(&self, device: i64, session: i64) -> bool {
+        match self.conns.remove_if(&device, |_, h| h.session < session) {
+            Some((_, old)) => {
+                old.kick.cancel();
+                self.count();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Remove the connection, unless a newer one has already replaced it.
     pub fn unregister(&self, device: i64, conn_id: u64) {
         self.conns.remove_if(&device, |_, h| h.conn_id == conn_id);
-        metrics::gauge!("herald_devices_connected").set(self.conns.len() as f64);
+        self.count();
     }
 
     /// Hand a message to the device's connection if it is connected here. Never waits.
@@ -146,6 +174,13 @@ impl Registry {
             n += 1;
         }
         n
+    }
+
+    /// Publish how many devices are connected here (`node_id` tells nodes apart when
+    /// several report to one Prometheus).
+    fn count(&self) {
+        metrics::gauge!("herald_devices_connected", "node_id" => self.node_id.clone())
+            .set(self.conns.len() as f64);
     }
 
     pub fn is_connected(&self, device: i64) -> bool {

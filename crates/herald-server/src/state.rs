@@ -48,6 +48,36 @@ pub struct AppState {
     pub guards: Arc<crate::limits::Guards>,
     /// The bus to the other nodes (`bus = "nats://…"`), when there is one.
     pub bus: Option<Arc<crate::bus::Bus>>,
+    /// Whether the store is shared with other nodes (PostgreSQL).
+    pub shared_store: bool,
+    /// This node's name (`DATA_DIR/node-id`; `local` for a node on its own store with
+    /// no bus), the `node_id` label of its per-node metrics.
+    pub node_id: String,
+}
+
+impl AppState {
+    /// Whether what this node caches of shared state (tokens, apps, rights) can be used
+    /// without asking the store: always on a store of its own; on a shared store only
+    /// while the bus is connected, which tells this node what other nodes changed.
+    pub fn caches_trusted(&self) -> bool {
+        !self.shared_store || self.bus.as_ref().is_some_and(|b| b.is_connected())
+    }
+
+    /// Tell the other nodes (if there is a bus) what their memory must forget.
+    pub fn tell_others(&self, what: crate::bus::Control) {
+        if let Some(bus) = &self.bus {
+            bus.tell(what);
+        }
+    }
+
+    /// Forget every cached copy of shared state (after the bus was down, when other
+    /// nodes' notices may have been missed): read again on next use.
+    pub fn forget_shared_caches(&self) {
+        self.jwt.forget_keys();
+        self.tokens.clear();
+        self.apps.clear();
+        self.rights.clear();
+    }
 }
 
 pub type Shared = Arc<AppState>;
@@ -94,15 +124,21 @@ impl TokenCache {
         }
     }
 
-    /// Resolve `tokens`: cached ones from memory, the rest in one store call.
+    /// Resolve `tokens`: cached ones from memory (when `trusted`, see
+    /// [`AppState::caches_trusted`]), the rest in one store call.
     pub async fn resolve(
         &self,
         store: &dyn Store,
         tokens: &[&str],
+        trusted: bool,
     ) -> Result<Vec<Option<Arc<TokenRecord>>>, StoreError> {
         let mut out: Vec<Option<Arc<TokenRecord>>> = tokens
             .iter()
-            .map(|t| self.map.get(*t).map(|r| r.clone()))
+            .map(|t| {
+                trusted
+                    .then(|| self.map.get(*t).map(|r| r.clone()))
+                    .flatten()
+            })
             .collect();
         let missing: Vec<String> = tokens
             .iter()
@@ -137,6 +173,11 @@ impl TokenCache {
     pub fn remove(&self, token: &str) {
         self.map.remove(token);
     }
+
+    /// Forget every token.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
 }
 
 /// Apps by client id, read through from the store.
@@ -160,5 +201,10 @@ impl AppCache {
     /// Forget a cached app after an operator changed it.
     pub fn invalidate(&self, client_id: &str) {
         self.map.remove(client_id);
+    }
+
+    /// Forget every app.
+    pub fn clear(&self) {
+        self.map.clear();
     }
 }

@@ -270,7 +270,13 @@
   class HeraldDevice extends EventTarget {
     constructor(options = {}) {
       super();
-      this.servers = options.servers || [options.server || (global.location ? global.location.origin : "http://127.0.0.1:8080")];
+      // Several nodes: an array or a comma-separated list; tried in turn, moving to the
+      // next when one fails, with jittered backoff.
+      const listed = typeof options.servers === "string"
+        ? options.servers.split(",").map((u) => u.trim()).filter(Boolean)
+        : options.servers;
+      this.servers = listed && listed.length ? listed
+        : [options.server || (global.location ? global.location.origin : "http://127.0.0.1:8080")];
       this.storageKey = options.storageKey || "herald-device";
       this.apps = new Map();
       (options.clientIds || []).forEach((id) => this.app(id));

@@ -9,6 +9,7 @@
 //! [`herald_core::DeliveryState`], and the push report reads counters kept in the same
 //! transaction as each move.
 
+mod charges;
 mod codes;
 mod model;
 mod open;
@@ -48,6 +49,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Send-budget rows are kept this many seconds past their second, then pruned.
+pub const SEND_BUDGET_KEPT_SECS: i64 = 60;
+
 /// Operators: the instance admin and their bearer tokens.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
@@ -79,7 +83,15 @@ pub trait AppStore: Send + Sync {
     async fn update_app(&self, client_id: &str, update: AppUpdate) -> Result<Option<App>>;
     async fn create_service_account(&self, account: ServiceAccount) -> Result<()>;
     async fn list_service_accounts(&self, project_id: &str) -> Result<Vec<ServiceAccount>>;
+    /// A key, revoked or not (see [`ServiceAccount::revoked_at`]).
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>>;
+    /// Revoke a key: no JWT it signed may be accepted from now on. It stays listed, with
+    /// the time of its first revocation. `None` when there is no such key.
+    async fn revoke_service_account(
+        &self,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ServiceAccount>>;
     /// Current state of every right the app has ever requested or been granted.
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>>;
     /// The app's right history, oldest first.
@@ -98,7 +110,8 @@ pub trait DeviceStore: Send + Sync {
     /// Register a device; returns its number.
     async fn register_device(&self, device: NewDevice) -> Result<i64>;
     /// The device's number and secret hash, for a `hello`; marks it seen at `now_ms`
-    /// (devices unseen for the retention period are pruned).
+    /// (devices unseen for the retention period are pruned) and numbers the hello
+    /// ([`DeviceAuth::session`], one more than the device's previous one, across nodes).
     async fn device_auth(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceAuth>>;
     /// The device's active token for the app, creating it from `candidate` when none
     /// exists; `None` when there is no such app.
@@ -127,6 +140,25 @@ pub trait QuotaStore: Send + Sync {
     async fn quota_usage(&self, keys: &[CounterKey]) -> Result<Vec<(CounterKey, u32)>>;
     /// Stored Live View states of the given activities (absent ones are omitted).
     async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>>;
+    /// Take up to `want` requests of the app's send budget for `second` (Unix seconds),
+    /// `limit` a second in all, shared by every node on this store; returns how many were
+    /// granted (`0..=want`, 0 once the second's budget is spent). Atomic: callers racing
+    /// on one second never get more than `limit` together.
+    async fn take_send_budget(
+        &self,
+        client_id: &str,
+        second: i64,
+        want: u32,
+        limit: u32,
+    ) -> Result<u32>;
+}
+
+/// What a `take_send_budget` statement that added `want` and left `used` granted: the
+/// part of `want` within `limit` (the stored count may pass the limit by less than `want`).
+pub(crate) fn budget_granted(used: i64, want: u32, limit: u32) -> u32 {
+    let before = used - i64::from(want);
+    let room = (i64::from(limit) - before).max(0);
+    u32::try_from(room.min(i64::from(want))).unwrap_or(0)
 }
 
 /// Messages and their deliveries: the send path's data plane.

@@ -1,6 +1,7 @@
 //! Records the store reads and writes. Plain data; policy lives in `herald-core`.
 
 use herald_core::live::LiveViewState;
+use herald_core::policy::Charge;
 use herald_core::quota::{CounterKey, LimitOverrides};
 use herald_core::rights::{RightAction, RightState};
 use herald_core::{Category, Outcome, ReceiptCode};
@@ -78,6 +79,8 @@ pub struct ServiceAccount {
     /// The `token_uri` written into the key file; accepted as a JWT `aud`.
     pub token_uri: String,
     pub created_at: i64,
+    /// When an operator revoked the key; a revoked key authenticates nothing.
+    pub revoked_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,9 @@ pub struct DeviceAuth {
     /// The server's number for the device.
     pub device: i64,
     pub secret_hash: String,
+    /// This hello's number among the device's hellos (1, 2, …; its registration is 0):
+    /// the connection with the highest is the device's current one, on whichever node.
+    pub session: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -175,8 +181,11 @@ pub struct Enqueue {
     pub deliveries: Vec<NewDelivery>,
     /// Tokens dropped before queueing (unknown token → 5, quotas → 256 …).
     pub drops: Vec<NewDrop>,
-    /// Quota counters this request consumed, committed with it.
-    pub usage: Vec<(CounterKey, u32)>,
+    /// Counters the request takes once, whatever its tokens (the project's test
+    /// messages). The store takes them with the deliveries' own [`NewDelivery::charges`]
+    /// in the same transaction, each only while it stays within its limit; when one of
+    /// these does not fit, every delivery is dropped with its code instead.
+    pub charges: Vec<Charge>,
     /// Live View states this request changed, committed with it.
     pub live_views: Vec<(LiveViewKey, LiveViewState)>,
 }
@@ -244,6 +253,13 @@ pub struct NewDelivery {
     pub background_mode: Option<u8>,
     /// The device is not connected: enforce the offline cache cap for its token.
     pub offline: bool,
+    /// The quota counters this delivery takes, in the policy's order
+    /// ([`herald_core::policy::QuotaContext::charges`]). The store takes all of them or
+    /// none ([`herald_core::policy::take_all`]) in the transaction that queues the
+    /// delivery: a counter another request (on any node) filled meanwhile turns the
+    /// delivery into a drop with that charge's code (MARKETING → 256), reported in
+    /// [`EnqueueResult::refused`].
+    pub charges: Vec<Charge>,
 }
 
 /// A token dropped before queueing.
@@ -265,6 +281,14 @@ pub struct EnqueueResult {
     pub message: i64,
     /// Earlier queued deliveries this batch replaced (receipt 15).
     pub replaced: Vec<DeliveryId>,
+    /// Deliveries the store dropped instead of queueing because a counter they charge
+    /// was full when the request committed (filled by another request meanwhile, on
+    /// this node or another): `(token number, receipt code)`. Never route these.
+    pub refused: Vec<(i64, ReceiptCode)>,
+    /// Every counter the request charged, as the commit left it: the stored count when
+    /// the request took it, its limit when it was full. A node's cache of counters
+    /// catches up with other nodes' sends from these.
+    pub counters: Vec<(CounterKey, u32)>,
 }
 
 /// A `messages:revoke` call: withdraw the notifications with `notify_id` of the given
@@ -392,6 +416,8 @@ pub struct Pruned {
     pub receipts: u64,
     pub report_rows: u64,
     pub quota_rows: u64,
+    /// Send-budget rows of seconds long past.
+    pub send_budget_rows: u64,
     pub devices: u64,
     pub tokens: u64,
 }
@@ -403,6 +429,7 @@ impl Pruned {
             + self.receipts
             + self.report_rows
             + self.quota_rows
+            + self.send_budget_rows
             + self.devices
             + self.tokens
     }

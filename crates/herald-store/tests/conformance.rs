@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use herald_core::live::LiveViewState;
+use herald_core::policy::Charge;
 use herald_core::quota::{Counter, CounterKey};
 use herald_core::receipt::ReceiptFate;
 use herald_core::rights::{RightAction, RightState};
@@ -68,6 +69,10 @@ async fn story<E: Engine>(engine: &E) {
 
     let store = engine.open("lifecycle").await;
     message_lifecycle(&store).await;
+    store.close().await;
+
+    let store = engine.open("quotas").await;
+    quotas_hold_at_commit(&store).await;
     store.close().await;
 
     let store = engine.open("forward").await;
@@ -278,6 +283,11 @@ async fn postgres_nodes_share_one_database() {
     // A message sent through one node is pending on another and acknowledged on a third;
     // every node reads the same counters.
     let t = device(&a, "d1", "c1").await;
+    // Hellos are numbered across nodes: the newest connection is known wherever it is.
+    let ha = a.device_auth("d1", NOW).await.unwrap().unwrap().session;
+    let hb = b.device_auth("d1", NOW).await.unwrap().unwrap().session;
+    assert_eq!(hb, ha + 1);
+
     let m = send(&a, message("r1", NOW), &[&t]).await;
     assert_eq!(pending_ids(&b, &t, NOW).await, [id(m, &t)]);
     assert_eq!(tell(&c, vec![ack(&t, id(m, &t), NOW + 1)]).await, 1);
@@ -298,10 +308,10 @@ async fn postgres_nodes_share_one_database() {
     let key = CounterKey::per_device(Counter::DeviceTotal, "c1", "d1", 20270101);
     let sends = (0..30).map(|i| {
         let node = [&a, &b, &c][i % 3];
-        let usage = vec![(key.clone(), 1)];
+        let charges = taken(&[(&key, 1)]);
         async move {
             node.enqueue(Enqueue {
-                usage,
+                charges,
                 ..batch(message(&format!("q{i}"), NOW + 10), vec![])
             })
             .await
@@ -313,6 +323,30 @@ async fn postgres_nodes_share_one_database() {
         c.quota_usage(&[key.clone()]).await.unwrap(),
         [(key.clone(), 30)]
     );
+
+    // And no limit is passed by nodes taking a counter at the same moment: of nine
+    // MARKETING sends to one device through three nodes, the quota's two are queued.
+    let m = device(&a, "d-quota", "c1").await;
+    let sends = (0..9).map(|i| {
+        let node = [&a, &b, &c][i % 3];
+        let d = marketing_to(&m, 2);
+        async move {
+            node.enqueue(batch(message(&format!("m{i}"), NOW + 11), vec![d]))
+                .await
+                .unwrap()
+        }
+    });
+    let refused: usize = futures_util::future::join_all(sends)
+        .await
+        .iter()
+        .map(|r| r.refused.len())
+        .sum();
+    assert_eq!(refused, 7);
+    assert_eq!(pending_ids(&b, &m, NOW + 12).await.len(), 2);
+    let mkt = CounterKey::per_device(Counter::Marketing, "c1", "d-quota", 20270101);
+    assert_eq!(c.quota_usage(&[mkt.clone()]).await.unwrap(), [(mkt, 2)]);
+
+    send_budget(&[&a, &b, &c]).await;
 
     // Receipts: a node's claim keeps the others off its rows until it settles them or its
     // lease ends; it sees its own claims again (waiting for a batch to fill).
@@ -399,6 +433,7 @@ fn bootstrap() -> Bootstrap {
             public_key_pem: "pem-1".into(),
             token_uri: "http://127.0.0.1/oauth2/v3/token".into(),
             created_at: NOW,
+            revoked_at: None,
         },
     }
 }
@@ -488,7 +523,22 @@ fn to(t: &TokenRecord) -> NewDelivery {
         category: Some(Category::Im),
         background_mode: None,
         offline: false,
+        charges: vec![],
     }
+}
+
+/// Request-wide charges that take `n` units of each counter (limits far away).
+fn taken(counters: &[(&CounterKey, u32)]) -> Vec<Charge> {
+    counters
+        .iter()
+        .flat_map(|(key, n)| {
+            (0..*n).map(|_| Charge {
+                key: (*key).clone(),
+                limit: u32::MAX,
+                code: ReceiptCode::FREQUENCY_LIMIT,
+            })
+        })
+        .collect()
 }
 
 fn batch(message: NewMessage, deliveries: Vec<NewDelivery>) -> Enqueue {
@@ -496,7 +546,7 @@ fn batch(message: NewMessage, deliveries: Vec<NewDelivery>) -> Enqueue {
         message,
         deliveries,
         drops: vec![],
-        usage: vec![],
+        charges: vec![],
         live_views: vec![],
     }
 }
@@ -744,12 +794,37 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
     sa.project_id = "p2".into();
     store.create_service_account(sa.clone()).await.unwrap();
     assert!(store.create_service_account(sa.clone()).await.is_err());
-    assert_eq!(store.list_service_accounts("p2").await.unwrap(), [sa]);
+    assert_eq!(
+        store.list_service_accounts("p2").await.unwrap(),
+        [sa.clone()]
+    );
     assert_eq!(
         store.list_service_accounts("p1").await.unwrap(),
         [b.service_account]
     );
     assert_eq!(store.service_account("nope").await.unwrap(), None);
+    // A revoked key stays listed, with the time of its first revocation.
+    let revoked = ServiceAccount {
+        revoked_at: Some(NOW + 5),
+        ..sa.clone()
+    };
+    assert_eq!(
+        store.revoke_service_account("k2", NOW + 5).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        store.revoke_service_account("k2", NOW + 9).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        store.service_account("k2").await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(store.list_service_accounts("p2").await.unwrap(), [revoked]);
+    assert_eq!(
+        store.revoke_service_account("nope", NOW).await.unwrap(),
+        None
+    );
 
     // Rights: only allowed transitions happen, each leaves one history entry.
     let change = |name: &str, action, reason: Option<&str>, at| RightChange {
@@ -874,7 +949,17 @@ async fn devices_and_tokens<S: Store>(store: &S) {
         Some(DeviceAuth {
             device: d1,
             secret_hash: "secret-of-d1".into(),
+            session: 1,
         })
+    );
+    assert_eq!(
+        store
+            .device_auth("d1", NOW + 6)
+            .await
+            .unwrap()
+            .map(|a| a.session),
+        Some(2),
+        "each hello is numbered after the previous one"
     );
     assert_eq!(
         store
@@ -1260,6 +1345,184 @@ async fn message_lifecycle<S: Store>(store: &S) {
     withdrawing(store, &t1, &t2, &t3).await;
     failed_write_stays_alone(store, &t1).await;
     usage_and_live_views(store).await;
+}
+
+/// The MARKETING quota as the policy charges it, for `t`'s device on 2027-01-01.
+fn marketing(t: &TokenRecord, limit: u32) -> Vec<Charge> {
+    let device = t.device_id.as_str();
+    vec![
+        Charge {
+            key: CounterKey::per_device(Counter::Marketing, &t.client_id, device, 20270101),
+            limit,
+            code: ReceiptCode::FREQUENCY_LIMIT,
+        },
+        Charge {
+            key: CounterKey::per_device(Counter::DeviceTotal, &t.client_id, device, 20270101),
+            limit: 3000,
+            code: ReceiptCode::DEVICE_CONTROL,
+        },
+    ]
+}
+
+/// A MARKETING notification for `t` that charges its quota of `limit` a day.
+fn marketing_to(t: &TokenRecord, limit: u32) -> NewDelivery {
+    NewDelivery {
+        category: Some(Category::Marketing),
+        charges: marketing(t, limit),
+        ..to(t)
+    }
+}
+
+/// The store takes a request's counters as it commits it, each only while it stays within
+/// its limit: whoever decided before (a node whose counters are behind another node's)
+/// cannot pass it. A delivery whose counter is full is stored as the policy's drop (256
+/// for MARKETING), replaces nothing, and gives back what its other counters took.
+async fn quotas_hold_at_commit<S: Store>(store: &S) {
+    store.bootstrap(bootstrap()).await.unwrap();
+    let t = device(store, "dq", "c1").await;
+    let at = NOW + HOUR;
+    let [mkt, total] = [Counter::Marketing, Counter::DeviceTotal]
+        .map(|c| CounterKey::per_device(c, "c1", "dq", 20270101));
+    let keyed = |i: i64| {
+        let mut m = message(&format!("r-q{i}"), at + i);
+        m.collapse_key = Some(3);
+        m
+    };
+    // Two fit; the second replaces the first (same collapse key).
+    let first = store
+        .enqueue(batch(keyed(1), vec![marketing_to(&t, 2)]))
+        .await
+        .unwrap();
+    assert!(first.refused.is_empty());
+    assert_eq!(first.counters, [(total.clone(), 1), (mkt.clone(), 1)]);
+    let second = store
+        .enqueue(batch(keyed(2), vec![marketing_to(&t, 2)]))
+        .await
+        .unwrap();
+    assert!(second.refused.is_empty());
+    assert_eq!(second.replaced, [id(first.message, &t)]);
+    // The third does not fit: dropped with 256, and it replaces nothing.
+    let third = store
+        .enqueue(batch(keyed(3), vec![marketing_to(&t, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(third.refused, [(t.token_num, ReceiptCode::FREQUENCY_LIMIT)]);
+    assert!(third.replaced.is_empty(), "{third:?}");
+    assert_eq!(third.counters, [(total.clone(), 2), (mkt.clone(), 2)]);
+    assert_eq!(
+        pending_ids(store, &t, at + 4).await,
+        [id(second.message, &t)]
+    );
+    assert_eq!(
+        events(store, id(third.message, &t)).await,
+        [ev(
+            id(third.message, &t),
+            Outcome::Dropped(ReceiptCode::FREQUENCY_LIMIT),
+            at + 3
+        )]
+    );
+    assert_eq!(
+        store
+            .quota_usage(&[mkt.clone(), total.clone()])
+            .await
+            .unwrap(),
+        [(mkt.clone(), 2), (total.clone(), 2)],
+        "the refused delivery's device total was given back"
+    );
+    // An offline token at its cap: a refused delivery pushes nothing out either.
+    let offline = NewDelivery {
+        offline: true,
+        ..marketing_to(&t, 2)
+    };
+    let fourth = store
+        .enqueue(batch(message("r-q4", at + 4), vec![offline]))
+        .await
+        .unwrap();
+    assert_eq!(fourth.refused.len(), 1);
+    assert!(fourth.replaced.is_empty());
+    assert_eq!(
+        pending_ids(store, &t, at + 5).await,
+        [id(second.message, &t)]
+    );
+    assert_eq!(
+        report_of(store, None, None, 0).await,
+        rows(&[
+            ("dropped", Some(256), 2),
+            ("queued", None, 2),
+            ("replaced", Some(15), 1)
+        ])
+    );
+
+    // A request-wide counter (the project's test messages) that is full drops every
+    // delivery of the request, and keeps none of their counters.
+    let u = device(store, "dq2", "c1").await;
+    let test = CounterKey::per_project(Counter::TestMessages, "p1", 20270101);
+    let tests = |i: i64| Enqueue {
+        charges: vec![Charge {
+            key: test.clone(),
+            limit: 1,
+            code: ReceiptCode::FREQUENCY_LIMIT,
+        }],
+        ..batch(
+            message(&format!("r-t{i}"), at + 10 + i),
+            vec![marketing_to(&u, 2)],
+        )
+    };
+    assert!(store.enqueue(tests(1)).await.unwrap().refused.is_empty());
+    let over = store.enqueue(tests(2)).await.unwrap();
+    assert_eq!(over.refused, [(u.token_num, ReceiptCode::FREQUENCY_LIMIT)]);
+    let u_total = CounterKey::per_device(Counter::DeviceTotal, "c1", "dq2", 20270101);
+    assert_eq!(
+        store
+            .quota_usage(&[test.clone(), u_total.clone()])
+            .await
+            .unwrap(),
+        [(test, 1), (u_total, 1)]
+    );
+
+    // Many requests at once for one device: exactly the quota is queued.
+    let w = device(store, "dq3", "c1").await;
+    let sends = (0..8).map(|i| {
+        store.enqueue(batch(
+            message(&format!("r-w{i}"), at + 20),
+            vec![marketing_to(&w, 2)],
+        ))
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let refused = results
+        .into_iter()
+        .filter(|r| !r.as_ref().unwrap().refused.is_empty())
+        .count();
+    assert_eq!(refused, 6);
+    assert_eq!(pending_ids(store, &w, at + 21).await.len(), 2);
+
+    send_budget(&[store]).await;
+}
+
+/// An app's send budget per second, shared by every handle (node) on the store: within a
+/// second, never more than the limit in all, however the takers race; the next second
+/// starts afresh.
+async fn send_budget<S: Store>(nodes: &[&S]) {
+    let first = nodes[0];
+    let second = NOW / 1000;
+    assert_eq!(first.take_send_budget("c1", second, 3, 5).await.unwrap(), 3);
+    assert_eq!(first.take_send_budget("c1", second, 3, 5).await.unwrap(), 2);
+    assert_eq!(first.take_send_budget("c1", second, 1, 5).await.unwrap(), 0);
+    assert_eq!(first.take_send_budget("c2", second, 9, 5).await.unwrap(), 5);
+    let takes = (0..30).map(|i| nodes[i % nodes.len()].take_send_budget("c1", second + 1, 1, 10));
+    let granted: u32 = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(granted, 10);
+    assert_eq!(
+        first
+            .take_send_budget("c1", second + 2, 4, 10)
+            .await
+            .unwrap(),
+        4
+    );
 }
 
 /// Offline cache cap: a token keeps its 120 newest queued messages (older ones are
@@ -1650,7 +1913,7 @@ async fn usage_and_live_views<S: Store>(store: &S) {
     };
     store
         .enqueue(Enqueue {
-            usage: vec![(key.clone(), 2), (other.clone(), 1)],
+            charges: taken(&[(&key, 2), (&other, 1)]),
             live_views: vec![(live.clone(), state("TAXI", 1, false))],
             ..batch(message("r-usage1", at), vec![])
         })
@@ -1658,7 +1921,7 @@ async fn usage_and_live_views<S: Store>(store: &S) {
         .unwrap();
     store
         .enqueue(Enqueue {
-            usage: vec![(key.clone(), 1)],
+            charges: taken(&[(&key, 1)]),
             live_views: vec![(
                 live.clone(),
                 LiveViewState {
@@ -1695,7 +1958,7 @@ async fn usage_and_live_views<S: Store>(store: &S) {
     assert!(
         store
             .enqueue(Enqueue {
-                usage: vec![(key.clone(), 1)],
+                charges: taken(&[(&key, 1)]),
                 ..batch(message("r-usage3", at + 2), vec![to(&t), to(&t)])
             })
             .await
@@ -2654,7 +2917,7 @@ async fn retention<S: Store>(store: &S) {
     let cutoff_day = CounterKey::per_device(Counter::Marketing, "c1", "d-live", 20270102);
     store
         .enqueue(Enqueue {
-            usage: vec![(old_day.clone(), 1), (cutoff_day.clone(), 2)],
+            charges: taken(&[(&old_day, 1), (&cutoff_day, 2)]),
             ..batch(message("r-usage", NOW + 7 * DAY), vec![])
         })
         .await
@@ -2668,6 +2931,13 @@ async fn retention<S: Store>(store: &S) {
         idle_devices_ms: 5 * DAY,
     };
     let at = NOW + 8 * DAY;
+    // Send budgets: a second long past goes, the current one stays.
+    for second in [NOW / 1000, at / 1000] {
+        assert_eq!(
+            store.take_send_budget("c1", second, 1, 10).await.unwrap(),
+            1
+        );
+    }
     // The first pass takes at most one record of a kind (receipts: two are due).
     let first = store.prune(&keep, at, 20270102, 1).await.unwrap();
     assert_eq!(first.receipts, 1, "{first:?}");
@@ -2680,11 +2950,13 @@ async fn retention<S: Store>(store: &S) {
             sum(|p| p.deliveries),
             sum(|p| p.receipts),
             sum(|p| p.quota_rows),
+            sum(|p| p.send_budget_rows),
             sum(|p| p.devices),
             sum(|p| p.tokens),
         ),
-        (2, 1, 2, 1, 1, 3),
-        "messages A and D, A's delivery, A's and D's receipts, one quota day, the idle \
+        (2, 1, 2, 1, 1, 1, 3),
+        "messages A and D, A's delivery, A's and D's receipts, one quota day, one past \
+         second's send budget, the idle \
          device with its two tokens and the live device's deleted token: {first:?} {second:?}"
     );
     assert!(sum(|p| p.report_rows) > 0, "the first week's counters went");
@@ -2877,7 +3149,7 @@ async fn state_before_reopening<S: Store>(store: &S) -> BeforeReopening {
     let key = CounterKey::per_device(Counter::DeviceTotal, "c1", "d1", 20270101);
     let queued = store
         .enqueue(Enqueue {
-            usage: vec![(key.clone(), 5)],
+            charges: taken(&[(&key, 5)]),
             ..batch(message("r-queued", NOW + 13), vec![to(&t)])
         })
         .await

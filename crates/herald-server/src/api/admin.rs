@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::bootstrap::token_uri;
+use crate::bus::Control;
 use crate::ids;
 use crate::keys;
 use crate::state::Shared;
@@ -27,7 +28,7 @@ use crate::state::Shared;
 #[openapi(
     info(title = "Herald admin API", description = "Projects, apps, keys, scenario rights, quotas and receipt configurations."),
     paths(
-        list_projects, create_project, create_key, list_keys,
+        list_projects, create_project, create_key, list_keys, revoke_key,
         list_apps, create_app, show_app, update_app,
         list_rights, change_right, show_quotas, create_session, show_report,
         create_receipt, list_receipts, delete_receipt, test_receipt,
@@ -192,6 +193,10 @@ pub fn routes() -> Router<Shared> {
             "/api/v1/projects/{project_id}/keys",
             get(list_keys).post(create_key),
         )
+        .route(
+            "/api/v1/projects/{project_id}/keys/{key_id}",
+            delete(revoke_key),
+        )
         .route("/api/v1/apps", get(list_apps).post(create_app))
         .route("/api/v1/apps/{client_id}", get(show_app).patch(update_app))
         .route("/api/v1/apps/{client_id}/rights", get(list_rights))
@@ -353,6 +358,10 @@ pub struct KeyView {
     sub_account: String,
     token_uri: String,
     created_at: i64,
+    /// Whether the key was revoked (it then authenticates nothing).
+    revoked: bool,
+    /// When it was revoked (ms), if it was.
+    revoked_at: Option<i64>,
 }
 
 /// Create a service-account key. The answer is the key file, in Huawei's layout, with the
@@ -383,6 +392,7 @@ async fn create_key(
         public_key_pem: key.public_key_pem,
         token_uri: token_uri(base),
         created_at: app.clock.now_ms(),
+        revoked_at: None,
     };
     app.store.create_service_account(account.clone()).await?;
     Ok((
@@ -419,9 +429,39 @@ async fn list_keys(
                 sub_account: a.sub_account,
                 token_uri: a.token_uri,
                 created_at: a.created_at,
+                revoked: a.revoked_at.is_some(),
+                revoked_at: a.revoked_at,
             })
             .collect(),
     ))
+}
+
+/// Revoke a service-account key: from this moment every JWT it signed is refused with
+/// 80200001, on every node (this one forgets it now; the others are told on the bus and
+/// re-read their keys at least every 500 ms on a shared store). The key stays listed as
+/// revoked. Revoking a revoked key again changes nothing.
+#[utoipa::path(delete, path = "/api/v1/projects/{project_id}/keys/{key_id}",
+    params(("project_id" = String, Path), ("key_id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody)))]
+async fn revoke_key(
+    admin: AdminUser,
+    State(app): State<Shared>,
+    Path((project_id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, AdminError> {
+    match app.store.service_account(&key_id).await? {
+        Some(a) if a.project_id == project_id => {}
+        _ => return Err(not_found("key")),
+    }
+    app.store
+        .revoke_service_account(&key_id, app.clock.now_ms())
+        .await?
+        .ok_or_else(|| not_found("key"))?;
+    app.jwt.forget_key(&key_id);
+    app.tell_others(Control::KeyRevoked {
+        key_id: key_id.clone(),
+    });
+    tracing::info!(%project_id, %key_id, admin = %admin.username, "Service-account key revoked.");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -604,6 +644,9 @@ async fn update_app(
         .await?
         .ok_or_else(|| not_found("app"))?;
     app.apps.invalidate(&client_id);
+    app.tell_others(Control::AppChanged {
+        client_id: client_id.clone(),
+    });
     tracing::info!(%client_id, "App settings changed.");
     Ok(Json(app_view(&app, updated)))
 }
@@ -736,6 +779,9 @@ async fn change_right(
         .await?
         .map_err(|why| AdminError(StatusCode::CONFLICT, why))?;
     app.rights.invalidate(&client_id);
+    app.tell_others(Control::RightsChanged {
+        client_id: client_id.clone(),
+    });
     tracing::info!(%client_id, right = %changed.name, state = changed.state.as_str(), "Right changed.");
     Ok(Json(RightView {
         name: changed.name,
@@ -802,6 +848,10 @@ async fn show_quotas(
             device,
             day,
         ));
+    }
+    if app.shared_store {
+        // Other nodes count too: read the store's counts, not this node's copy.
+        app.quotas.forget(keys.iter());
     }
     app.quotas.load(app.store.as_ref(), &keys).await?;
     let used = |k: &CounterKey| app.quotas.used(k).unwrap_or(0);

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use herald_core::live::LiveViewState;
-use herald_core::policy::{Admission, AppPolicy, Ledger, QuotaContext, Recipient, admit};
+use herald_core::policy::{Admission, AppPolicy, Charge, Ledger, QuotaContext, Recipient, admit};
 use herald_core::quota::{AppCategory, Counter, CounterKey};
 use herald_core::send::{ParsedSend, Payload, PushType, Rejection, parse_send};
 use herald_core::{Category, ReceiptCode};
@@ -71,9 +71,8 @@ async fn handle_send(
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
     }
     let urgent = push_type == PushType::Voip;
-    let mut enqueue = plan.enqueue;
-    enqueue.usage = reservation.usage();
-    let drops: Vec<ReceiptCode> = enqueue.drops.iter().map(|d| d.code).collect();
+    let enqueue = plan.enqueue;
+    let mut drops: Vec<ReceiptCode> = enqueue.drops.iter().map(|d| d.code).collect();
     let result = match app.store.enqueue(enqueue).await {
         Ok(r) => r,
         Err(e) => {
@@ -82,9 +81,25 @@ async fn handle_send(
             return Err(inner_error(e));
         }
     };
+    // The store took the counters again as it committed: what another node took
+    // meanwhile (a shared store) refused some deliveries, which are dropped, not sent.
+    let refused: HashSet<i64> = result.refused.iter().map(|(token, _)| *token).collect();
+    if refused.is_empty() {
+        app.quotas.catch_up(&result.counters);
+    } else {
+        metrics::counter!("herald_quota_refused_at_commit_total").increment(refused.len() as u64);
+        drops.extend(result.refused.iter().map(|(_, code)| *code));
+        // This node's counters were behind: read them again on their next use.
+        app.quotas
+            .forget(result.counters.iter().map(|(key, _)| key));
+    }
+    drop(reservation);
     // Devices not connected here may be connected to another node: tell the others.
     let mut elsewhere = Vec::new();
     for route in plan.routes {
+        if refused.contains(&route.token_num) {
+            continue;
+        }
         if app.bus.is_some() && !app.registry.is_connected(route.device) {
             elsewhere.push(route.device);
         }
@@ -170,7 +185,13 @@ async fn load_app_policies(
     client_ids: HashSet<String>,
 ) -> Result<HashMap<String, AppPolicy>, Rejection> {
     let mut out = HashMap::with_capacity(client_ids.len());
+    // Without a bus to say what other nodes changed, a shared store is read each time.
+    let trusted = app.caches_trusted();
     for client_id in client_ids {
+        if !trusted {
+            app.apps.invalidate(&client_id);
+            app.rights.invalidate(&client_id);
+        }
         let Some(found) = app
             .apps
             .get(app.store.as_ref(), &client_id)
@@ -208,7 +229,7 @@ async fn plan_deliveries(
         .collect();
     let records = app
         .tokens
-        .resolve(app.store.as_ref(), &tokens)
+        .resolve(app.store.as_ref(), &tokens, app.caches_trusted())
         .await
         .map_err(inner_error)?;
     let client_ids: HashSet<String> = records
@@ -221,10 +242,17 @@ async fn plan_deliveries(
 
     // Flow control first: a request over an app's rate is refused whole (HTTP 503).
     for (client_id, policy) in &apps {
-        if !app
+        let within = app
             .rates
-            .try_take(client_id, policy.limits.send_rate_per_sec, now)
-        {
+            .try_take(
+                app.store.as_ref(),
+                client_id,
+                policy.limits.send_rate_per_sec,
+                now,
+            )
+            .await
+            .map_err(inner_error)?;
+        if !within {
             metrics::counter!("herald_send_flow_controlled_total").increment(1);
             return Err(Rejection::new(
                 Code::FlowControl,
@@ -281,6 +309,16 @@ async fn plan_deliveries(
             app.limits.test_messages_per_day,
             &mut reservation,
         );
+    // The request's own counter, taken again by the store with the deliveries.
+    let request_charges = if test && test_budget_left {
+        vec![Charge {
+            key: test_key.clone(),
+            limit: app.limits.test_messages_per_day,
+            code: ReceiptCode::FREQUENCY_LIMIT,
+        }]
+    } else {
+        Vec::new()
+    };
 
     let notify_id = parsed
         .payload
@@ -392,6 +430,8 @@ async fn plan_deliveries(
                     category: admitted.category,
                     background_mode: admitted.background_mode,
                     offline: !app.registry.is_connected(record.device),
+                    // What the decision took in memory, taken again by the store.
+                    charges: ctx.charges(&who, &admitted, &policy.limits),
                 });
                 routes.push(Route {
                     device: record.device,
@@ -427,7 +467,7 @@ async fn plan_deliveries(
                 },
                 deliveries,
                 drops,
-                usage: Vec::new(),
+                charges: request_charges,
                 live_views,
             },
             failures,

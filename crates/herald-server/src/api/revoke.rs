@@ -83,7 +83,7 @@ async fn handle(
         .collect();
     let records = app
         .tokens
-        .resolve(app.store.as_ref(), &tokens)
+        .resolve(app.store.as_ref(), &tokens, app.caches_trusted())
         .await
         .map_err(internal)?;
     let apps: HashSet<&str> = records

@@ -197,7 +197,14 @@ async fn connection(app: Shared, socket: WebSocket, client: crate::limits::Clien
 async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut stream: Stream) {
     let device_id = session.device_id.clone();
     let device = session.device;
-    let mut reg = app.registry.register(device, app.config.device_queue);
+    let mut reg = app
+        .registry
+        .register(device, app.config.device_queue, session.session);
+    // A connection of this device on another node is older: it closes (newest hello wins).
+    app.tell_others(crate::bus::Control::DeviceClaimed {
+        device,
+        session: session.session,
+    });
     tracing::debug!(%device_id, "Device connected.");
     let ping_every = Duration::from_secs(app.config.ping_interval_secs.max(1));
     let idle_limit = Duration::from_secs(app.config.idle_timeout_secs.max(1));

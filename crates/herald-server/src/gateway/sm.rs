@@ -38,6 +38,8 @@ pub struct Identified {
     pub device_id: String,
     /// The server's number for the device.
     pub device: i64,
+    /// This connection's hello number (`DeviceAuth::session`): the newest wins across nodes.
+    pub session: i64,
     /// Deliveries sent on this connection and not yet acknowledged: the guard against
     /// sending one twice when the backlog and the live channel overlap, and the only ids
     /// an ack may name (an ack for anything else is ignored without a store write).
@@ -93,10 +95,10 @@ impl Unidentified {
             ));
         }
         let now = app.clock.now_ms();
-        let (device_id, device, secret) = match device {
+        let (device_id, device, session, secret) = match device {
             Some(cred) => {
-                let device = authenticate(app, &cred, now).await?;
-                (cred.id, device, None)
+                let (device, session) = authenticate(app, &cred, now).await?;
+                (cred.id, device, session, None)
             }
             None => {
                 let device_id = ids::hex_id(32);
@@ -111,7 +113,7 @@ impl Unidentified {
                     .await
                     .map_err(internal)?;
                 tracing::info!(%device_id, "Device registered.");
-                (device_id, device, Some(secret))
+                (device_id, device, 0, Some(secret))
             }
         };
         let welcome = ServerFrame::Welcome {
@@ -124,6 +126,7 @@ impl Unidentified {
             Identified {
                 device_id,
                 device,
+                session,
                 in_flight: HashSet::new(),
                 reports: ReportBudget::default(),
             },
@@ -132,14 +135,21 @@ impl Unidentified {
     }
 }
 
-async fn authenticate(app: &AppState, cred: &DeviceCredential, now: i64) -> Result<i64, Close> {
+/// The device's number and this hello's session number.
+async fn authenticate(
+    app: &AppState,
+    cred: &DeviceCredential,
+    now: i64,
+) -> Result<(i64, i64), Close> {
     let stored = app
         .store
         .device_auth(&cred.id, now)
         .await
         .map_err(internal)?;
     match stored {
-        Some(auth) if auth.secret_hash == ids::sha256_hex(&cred.secret) => Ok(auth.device),
+        Some(auth) if auth.secret_hash == ids::sha256_hex(&cred.secret) => {
+            Ok((auth.device, auth.session))
+        }
         _ => Err(Close::new(
             close::BAD_CREDENTIALS,
             "unknown device or secret",
@@ -280,6 +290,9 @@ impl Identified {
             .map_err(internal)?;
         if let Some(token) = deleted {
             app.tokens.remove(&token);
+            app.tell_others(crate::bus::Control::TokenDeleted {
+                token: token.clone(),
+            });
             tracing::info!(device_id = %self.device_id, %client_id, "Token deleted.");
         }
         Ok(vec![text(&ServerFrame::TokenDeleted { client_id })])

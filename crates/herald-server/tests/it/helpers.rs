@@ -58,6 +58,24 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     start(dir, None, tune).await
 }
 
+/// Another node on `first`'s shared store (and bus, if it has one): its own data
+/// directory and port, `first`'s clock, project and key; it finds the store
+/// bootstrapped and serves the same project.
+pub async fn spawn_peer(first: &TestApp) -> TestApp {
+    let store = first.state.config.store.clone();
+    let bus = first.state.config.bus.clone();
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(
+        dir,
+        Some((first.info.clone(), first.clock.clone())),
+        move |c| {
+            c.store = store;
+            c.bus = bus;
+        },
+    )
+    .await
+}
+
 async fn start(
     dir: tempfile::TempDir,
     previous: Option<(BootstrapInfo, ManualClock)>,

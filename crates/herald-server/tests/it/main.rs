@@ -5,6 +5,7 @@
 
 mod admin_api;
 mod auth;
+mod cluster;
 mod docs;
 mod faults;
 mod fuzz_corpus;

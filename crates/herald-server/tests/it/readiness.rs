@@ -19,7 +19,7 @@ async fn status(app: &TestApp, path: &str) -> u16 {
 }
 
 /// Poll `/readyz` until it answers `want` (verdicts are reused for a second).
-async fn wait_ready(app: &TestApp, want: u16, within: Duration) {
+pub async fn wait_ready(app: &TestApp, want: u16, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let got = status(app, "/readyz").await;

@@ -39,7 +39,8 @@ fn app_from_row(r: &Row) -> Result<App> {
     })
 }
 
-const SA_COLUMNS: &str = "key_id, project_id, sub_account, public_key_pem, token_uri, created_at";
+const SA_COLUMNS: &str =
+    "key_id, project_id, sub_account, public_key_pem, token_uri, created_at, revoked_at";
 
 fn service_account_from_row(r: &Row) -> ServiceAccount {
     ServiceAccount {
@@ -49,6 +50,7 @@ fn service_account_from_row(r: &Row) -> ServiceAccount {
         public_key_pem: r.get(3),
         token_uri: r.get(4),
         created_at: r.get(5),
+        revoked_at: r.get(6),
     }
 }
 
@@ -209,6 +211,20 @@ impl AppStore for PgStore {
     async fn service_account(&self, key_id: &str) -> Result<Option<ServiceAccount>> {
         let sql = format!("SELECT {SA_COLUMNS} FROM service_accounts WHERE key_id = $1");
         let row = self.read_opt(&sql, &[&key_id]).await?;
+        Ok(row.as_ref().map(service_account_from_row))
+    }
+
+    async fn revoke_service_account(
+        &self,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ServiceAccount>> {
+        // The first revocation's time is kept.
+        let sql = format!(
+            "UPDATE service_accounts SET revoked_at = COALESCE(revoked_at, $2) WHERE key_id = $1
+             RETURNING {SA_COLUMNS}"
+        );
+        let row = self.write_returning(&sql, &[&key_id, &now_ms]).await?;
         Ok(row.as_ref().map(service_account_from_row))
     }
 

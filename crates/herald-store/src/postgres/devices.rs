@@ -47,13 +47,15 @@ impl DeviceStore for PgStore {
     async fn device_auth(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceAuth>> {
         let row = self
             .write_returning(
-                "UPDATE device SET seen_at = $2 WHERE device_id = $1 RETURNING id, secret_hash",
+                "UPDATE device SET seen_at = $2, sessions = sessions + 1 WHERE device_id = $1
+                 RETURNING id, secret_hash, sessions",
                 &[&device_id, &now_ms],
             )
             .await?;
         Ok(row.map(|r| DeviceAuth {
             device: r.get(0),
             secret_hash: r.get(1),
+            session: r.get(2),
         }))
     }
 
@@ -149,6 +151,26 @@ impl QuotaStore for PgStore {
                 (k.clone(), u32::try_from(n.max(0)).unwrap_or(u32::MAX))
             })
             .collect())
+    }
+
+    async fn take_send_budget(
+        &self,
+        client_id: &str,
+        second: i64,
+        want: u32,
+        limit: u32,
+    ) -> Result<u32> {
+        // One statement: the row of a busy second is locked only for its own increment.
+        let row = self
+            .write_returning(
+                "INSERT INTO send_budget AS b (client_id, second, used) VALUES ($1, $2, $3)
+                 ON CONFLICT (client_id, second) DO UPDATE SET used = b.used + excluded.used
+                 WHERE b.used < $4
+                 RETURNING used",
+                &[&client_id, &second, &i64::from(want), &i64::from(limit)],
+            )
+            .await?;
+        Ok(row.map_or(0, |r| crate::budget_granted(r.get(0), want, limit)))
     }
 
     async fn live_views(&self, keys: &[LiveViewKey]) -> Result<Vec<(LiveViewKey, LiveViewState)>> {

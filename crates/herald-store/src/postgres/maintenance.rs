@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use super::{PgStore, execute, in_tx, query};
+use crate::SEND_BUDGET_KEPT_SECS;
 use crate::{Maintenance, Pruned, Result, Retention};
 
 #[async_trait]
@@ -76,6 +77,13 @@ impl Maintenance for PgStore {
                 "DELETE FROM quota_usage WHERE key IN
                (SELECT key FROM quota_usage WHERE day < $1 LIMIT $2)",
                 &[&quota_cutoff_day, &limit],
+            )
+            .await?;
+
+        pruned.send_budget_rows = self
+            .write(
+                "DELETE FROM send_budget WHERE second < $1",
+                &[&(now_ms.div_euclid(1000) - SEND_BUDGET_KEPT_SECS)],
             )
             .await?;
 

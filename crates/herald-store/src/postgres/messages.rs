@@ -14,6 +14,7 @@ use tokio_postgres::Row;
 
 use super::report::{Changes, MessageInfo};
 use super::{PgResult, PgStore, execute, in_tx, query, query_opt, state_counts};
+use crate::charges::{self, Settled};
 use crate::codes::{category_code, category_from, kind_code, kind_from, lifecycle};
 use crate::sqlite::OFFLINE_CACHE_CAP;
 use crate::{
@@ -315,7 +316,21 @@ async fn enqueue_in<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<(Enque
     };
     let (collapsed, _, capped, _) = tokio::try_join!(collapse, insert, cap, unknown)?;
     upsert_live_views(c, batch).await?;
-    add_usage(c, batch).await?;
+    // Counters last, as before the cluster: a counter row is locked from its increment
+    // to the commit only, so concurrent sends to the same devices do not queue behind
+    // each other's inserts.
+    let settled = take_charges(c, batch).await?;
+    let refused: HashMap<i64, ReceiptCode> = batch
+        .deliveries
+        .iter()
+        .zip(&settled.refused)
+        .filter_map(|(d, r)| r.map(|code| (d.token, code)))
+        .collect();
+    let (collapsed, capped) = if refused.is_empty() {
+        (collapsed, capped)
+    } else {
+        unqueue_refused(c, msg, batch, &refused, collapsed, capped).await?
+    };
 
     // Per token in the request's order: what the collapse replaced (oldest first), then
     // what the cap replaced (oldest first too), as the SQLite engine reports them.
@@ -331,9 +346,20 @@ async fn enqueue_in<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<(Enque
     let mut result = EnqueueResult {
         message: msg,
         replaced: Vec::new(),
+        refused: Vec::new(),
+        counters: settled.counters,
     };
     for d in &batch.deliveries {
         let client: Arc<str> = Arc::from(d.client_id.as_str());
+        if let Some(&code) = refused.get(&d.token) {
+            let id = DeliveryId {
+                message: msg,
+                token: d.token,
+            };
+            changes.record(&info, id, &client, None, Outcome::Dropped(code), at);
+            result.refused.push((d.token, code));
+            continue;
+        }
         let (mut older, mut over) = by_token.remove(&d.token).unwrap_or_default();
         older.sort_by_key(|e| e.id.message);
         over.sort_by_key(|e| e.id.message);
@@ -425,27 +451,104 @@ async fn upsert_live_views<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult
     Ok(())
 }
 
-/// Add the request's quota usage (summed per counter), in key order.
-async fn add_usage<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<()> {
-    if batch.usage.is_empty() {
-        return Ok(());
+/// Take the request's counters: one statement raises each (in key order, so that two
+/// requests cannot deadlock) only while it stays within its limit, and returns the ones
+/// it raised; a request that overlaps waits for the row until the other commits and
+/// then sees its count. What a refused delivery's other counters took is given back
+/// (rows this transaction already holds).
+async fn take_charges<C: GenericClient>(c: &C, batch: &Enqueue) -> PgResult<Settled> {
+    let keys = charges::key_charges(batch);
+    let tried: Vec<&charges::KeyCharge> = keys.iter().filter(|k| k.can_fit()).collect();
+    let mut used_after = HashMap::with_capacity(keys.len());
+    if !tried.is_empty() {
+        let names: Vec<&str> = tried.iter().map(|k| k.name.as_str()).collect();
+        let days: Vec<i32> = tried.iter().map(|k| k.key.day).collect();
+        let n: Vec<i64> = tried.iter().map(|k| i64::from(k.n)).collect();
+        let limits: Vec<i64> = tried.iter().map(|k| i64::from(k.limit)).collect();
+        let rows = query(
+            c,
+            "WITH req AS (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[]) AS r(key, day, n, lim))
+             INSERT INTO quota_usage AS q (key, day, used)
+             SELECT key, day, n FROM req ORDER BY key
+             ON CONFLICT (key) DO UPDATE SET used = q.used + excluded.used
+             WHERE q.used + excluded.used <= (SELECT lim FROM req WHERE req.key = excluded.key)
+             RETURNING key, used",
+            &[&names, &days, &n, &limits],
+        )
+        .await?;
+        for r in rows {
+            let used: i64 = r.get(1);
+            used_after.insert(
+                r.get::<_, String>(0),
+                u32::try_from(used).unwrap_or(u32::MAX),
+            );
+        }
     }
-    let mut sums: BTreeMap<String, (i32, i64)> = BTreeMap::new();
-    for (key, used) in &batch.usage {
-        sums.entry(key.to_string()).or_insert((key.day, 0)).1 += i64::from(*used);
+    let settled = charges::settle(batch, &keys, &used_after);
+    if !settled.give_back.is_empty() {
+        let (names, n): (Vec<&str>, Vec<i64>) = settled
+            .give_back
+            .iter()
+            .map(|(name, n)| (name.as_str(), i64::from(*n)))
+            .unzip();
+        execute(
+            c,
+            "UPDATE quota_usage q SET used = q.used - u.n
+             FROM unnest($1::text[], $2::int8[]) AS u(key, n) WHERE q.key = u.key",
+            &[&names, &n],
+        )
+        .await?;
     }
-    let keys: Vec<&str> = sums.keys().map(String::as_str).collect();
-    let days: Vec<i32> = sums.values().map(|v| v.0).collect();
-    let used: Vec<i64> = sums.values().map(|v| v.1).collect();
+    Ok(settled)
+}
+
+/// Turn the refused deliveries, inserted as queued with the rest, into drops with their
+/// codes, and put back in the queue what their insertion replaced (a collapse key, the
+/// offline cap): a delivery that is not sent replaces nothing. Returns the replaced rows
+/// that stay replaced. Rows this transaction already holds; only when a counter filled
+/// between a node's decision and its commit.
+async fn unqueue_refused<C: GenericClient>(
+    c: &C,
+    msg: i64,
+    batch: &Enqueue,
+    refused: &HashMap<i64, ReceiptCode>,
+    collapsed: Vec<Row>,
+    capped: Vec<Row>,
+) -> PgResult<(Vec<Row>, Vec<Row>)> {
+    let (toks, codes): (Vec<i64>, Vec<i32>) = refused
+        .iter()
+        .map(|(tok, code)| (*tok, i32::try_from(code.0).unwrap_or(i32::MAX)))
+        .unzip();
     execute(
         c,
-        "INSERT INTO quota_usage (key, day, used)
-         SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[])
-         ON CONFLICT (key) DO UPDATE SET used = quota_usage.used + excluded.used",
-        &[&keys, &days, &used],
+        "UPDATE delivery d SET state = $2, code = u.code, category = NULL, bg = NULL
+         FROM unnest($3::int8[], $4::int4[]) AS u(tok, code)
+         WHERE d.msg = $1 AND d.tok = u.tok",
+        &[&msg, &state_code(DeliveryState::Dropped), &toks, &codes],
     )
     .await?;
-    Ok(())
+    let of_refused = |r: &Row| refused.contains_key(&r.get::<_, i64>(1));
+    let (mut undone, collapsed): (Vec<Row>, Vec<Row>) = collapsed.into_iter().partition(of_refused);
+    let (undone_cap, capped): (Vec<Row>, Vec<Row>) = capped.into_iter().partition(of_refused);
+    undone.extend(undone_cap);
+    if !undone.is_empty() {
+        let (msgs, toks): (Vec<i64>, Vec<i64>) = undone
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unzip();
+        execute(
+            c,
+            "UPDATE delivery d SET state = 0
+             FROM unnest($1::int8[], $2::int8[]) AS u(msg, tok)
+             WHERE d.msg = u.msg AND d.tok = u.tok",
+            &[&msgs, &toks],
+        )
+        .await?;
+    }
+    if batch.deliveries.len() == refused.len() {
+        execute(c, "UPDATE message SET open = false WHERE id = $1", &[&msg]).await?;
+    }
+    Ok((collapsed, capped))
 }
 
 /// One delivery as a batch of reports sees and changes it.

@@ -37,14 +37,21 @@ use tokio_postgres::{NoTls, Row};
 use crate::{Result, StoreError};
 
 /// The migration files, in order (each applied once, recorded in `herald_migrations`).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "001_init.sql",
-    include_str!("../../migrations/postgres/001_init.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "001_init.sql",
+        include_str!("../../migrations/postgres/001_init.sql"),
+    ),
+    (
+        2,
+        "002_cluster.sql",
+        include_str!("../../migrations/postgres/002_cluster.sql"),
+    ),
+];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 1] = ["001_init.sql"];
+pub const MIGRATION_FILES: [&str; 2] = ["001_init.sql", "002_cluster.sql"];
 
 /// Advisory lock keys (`pg_advisory_xact_lock`); any two distinct 64-bit numbers would
 /// do, these spell "HERALD" and a purpose.

@@ -28,7 +28,8 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     })
 }
 
-const SA_COLUMNS: &str = "key_id, project_id, sub_account, public_key_pem, token_uri, created_at";
+const SA_COLUMNS: &str =
+    "key_id, project_id, sub_account, public_key_pem, token_uri, created_at, revoked_at";
 
 fn service_account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceAccount> {
     Ok(ServiceAccount {
@@ -38,6 +39,7 @@ fn service_account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceAc
         public_key_pem: r.get(3)?,
         token_uri: r.get(4)?,
         created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
     })
 }
 
@@ -204,6 +206,25 @@ impl AppStore for SqliteStore {
         let sql = format!("SELECT {SA_COLUMNS} FROM service_accounts WHERE key_id = ?1");
         self.read_one(sql, vec![key_id.to_owned()], service_account_from_row)
             .await
+    }
+
+    async fn revoke_service_account(
+        &self,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ServiceAccount>> {
+        let key_id = key_id.to_owned();
+        // The first revocation's time is kept.
+        let sql = format!(
+            "UPDATE service_accounts SET revoked_at = COALESCE(revoked_at, ?2) WHERE key_id = ?1
+             RETURNING {SA_COLUMNS}"
+        );
+        self.write_conn(move |c| {
+            Ok(c.prepare_cached(&sql)?
+                .query_row(params![key_id, now_ms], service_account_from_row)
+                .optional()?)
+        })
+        .await
     }
 
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>> {

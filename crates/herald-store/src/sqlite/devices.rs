@@ -39,12 +39,14 @@ impl DeviceStore for SqliteStore {
         let id = device_id.to_owned();
         self.write_conn(move |c| {
             Ok(c.prepare_cached(
-                "UPDATE device SET seen_at = ?2 WHERE device_id = ?1 RETURNING id, secret_hash",
+                "UPDATE device SET seen_at = ?2, sessions = sessions + 1 WHERE device_id = ?1
+                 RETURNING id, secret_hash, sessions",
             )?
             .query_row(params![id, now_ms], |r| {
                 Ok(DeviceAuth {
                     device: r.get(0)?,
                     secret_hash: r.get(1)?,
+                    session: r.get(2)?,
                 })
             })
             .optional()?)
@@ -141,6 +143,29 @@ impl QuotaStore for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn take_send_budget(
+        &self,
+        client_id: &str,
+        second: i64,
+        want: u32,
+        limit: u32,
+    ) -> Result<u32> {
+        let client_id = client_id.to_owned();
+        let used: Option<i64> = self
+            .write_conn(move |c| {
+                Ok(c.prepare_cached(
+                    "INSERT INTO send_budget (client_id, second, used) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (client_id, second) DO UPDATE SET used = used + excluded.used
+                     WHERE used < ?4
+                     RETURNING used",
+                )?
+                .query_row(params![client_id, second, want, limit], |r| r.get(0))
+                .optional()?)
+            })
+            .await?;
+        Ok(used.map_or(0, |u| crate::budget_granted(u, want, limit)))
     }
 
     async fn live_views(

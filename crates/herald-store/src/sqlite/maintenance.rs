@@ -84,6 +84,16 @@ impl Maintenance for SqliteStore {
             })
             .await?;
 
+        pruned.send_budget_rows = self
+            .write_conn(move |c| {
+                Ok(
+                    c.prepare_cached("DELETE FROM send_budget WHERE second < ?1")?
+                        .execute([now_ms.div_euclid(1000) - crate::SEND_BUDGET_KEPT_SECS])?
+                        as u64,
+                )
+            })
+            .await?;
+
         // Devices not seen for the retention period, with every token they had; tokens
         // deleted longer ago than that.
         let (devices, tokens) = self

@@ -3,6 +3,7 @@
 //! is counted for the report and, with a receipt code, queued as a receipt in the same
 //! transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use rusqlite::{OptionalExtension, params};
 use super::receipts::NewReceipt;
 use super::report::CountedAs;
 use super::{OFFLINE_CACHE_CAP, SqliteStore, Tx, state_count};
+use crate::charges::{self, Settled};
 use crate::codes::{category_code, category_from, kind_code, kind_from, lifecycle};
 use crate::{
     DeliveryId, DeviceReport, Enqueue, EnqueueResult, EventRecord, MessageKind, MessageStore,
@@ -291,22 +293,73 @@ impl Tx<'_> {
     }
 }
 
+/// Take the request's counters (one conditional increment each: only while the count
+/// stays within the limit), settle them per delivery and give back what is not kept.
+/// The writer is the only one, so nothing can come between the increments and the give-back.
+fn take_charges(t: &mut Tx<'_>, batch: &Enqueue) -> Result<Settled> {
+    let keys = charges::key_charges(batch);
+    let mut used_after = HashMap::with_capacity(keys.len());
+    for k in keys.iter().filter(|k| k.can_fit()) {
+        let used: Option<i64> = t
+            .conn
+            .prepare_cached(
+                "INSERT INTO quota_usage (key, day, used) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET used = used + excluded.used
+                 WHERE used + excluded.used <= ?4
+                 RETURNING used",
+            )?
+            .query_row(params![k.name, k.key.day, k.n, k.limit], |r| r.get(0))
+            .optional()?;
+        if let Some(used) = used {
+            used_after.insert(k.name.clone(), u32::try_from(used).unwrap_or(u32::MAX));
+        }
+    }
+    let settled = charges::settle(batch, &keys, &used_after);
+    for (name, n) in &settled.give_back {
+        t.conn
+            .prepare_cached("UPDATE quota_usage SET used = used - ?2 WHERE key = ?1")?
+            .execute(params![name, n])?;
+    }
+    Ok(settled)
+}
+
 fn enqueue_in(t: &mut Tx<'_>, batch: Enqueue) -> Result<EnqueueResult> {
     let m = &batch.message;
     let at = m.created_at;
-    let msg = t.insert_message(m, !batch.deliveries.is_empty())?;
+    let settled = take_charges(t, &batch)?;
+    let queued = settled.refused.iter().filter(|r| r.is_none()).count();
+    let msg = t.insert_message(m, queued > 0)?;
     let info = t
         .message_info(msg)?
         .ok_or_else(|| crate::StoreError::Engine("a message vanished".into()))?;
     let mut result = EnqueueResult {
         message: msg,
         replaced: Vec::new(),
+        refused: Vec::new(),
+        counters: settled.counters,
     };
-    for d in &batch.deliveries {
+    for (d, refused) in batch.deliveries.iter().zip(&settled.refused) {
         let id = DeliveryId {
             message: msg,
             token: d.token,
         };
+        if let Some(code) = *refused {
+            // A counter another request filled meanwhile: dropped as the policy would
+            // have dropped it.
+            t.insert_delivery(DeliveryRow {
+                id,
+                device: d.device,
+                state: DeliveryState::Dropped,
+                code: Some(code),
+                category: None,
+                background_mode: None,
+                at,
+            })?;
+            let client: Arc<str> = Arc::from(d.client_id.as_str());
+            t.record(&info, id, &client, None, Outcome::Dropped(code), at)?;
+            result.refused.push((d.token, code));
+            continue;
+        }
         if let Some(key) = m.collapse_key {
             result
                 .replaced
@@ -398,14 +451,6 @@ fn enqueue_in(t: &mut Tx<'_>, batch: Enqueue) -> Result<EnqueueResult> {
                 state.updated_at,
                 state.blocked_until
             ])?;
-    }
-    for (key, used) in &batch.usage {
-        t.conn
-            .prepare_cached(
-                "INSERT INTO quota_usage (key, day, used) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET used = used + excluded.used",
-            )?
-            .execute(params![key.to_string(), key.day, used])?;
     }
     Ok(result)
 }

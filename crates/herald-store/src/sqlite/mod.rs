@@ -50,16 +50,18 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/sqlite/005_receipts.sql")),
     M::up(include_str!("../../migrations/sqlite/006_report.sql")),
     M::up(include_str!("../../migrations/sqlite/007_data_plane.sql")),
+    M::up(include_str!("../../migrations/sqlite/008_cluster.sql")),
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 6] = [
+pub const MIGRATION_FILES: [&str; 7] = [
     "001_init.sql",
     "002_rights_quotas.sql",
     "004_push_types.sql",
     "005_receipts.sql",
     "006_report.sql",
     "007_data_plane.sql",
+    "008_cluster.sql",
 ];
 
 impl From<rusqlite::Error> for StoreError {

@@ -196,10 +196,18 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// List a project's keys (public parts).
+    /// List a project's keys (public parts; revoked ones say so).
     List {
         #[arg(long)]
         project_id: String,
+    },
+    /// Revoke a key: every JWT it signed is refused (80200001) on every node from now on.
+    Revoke {
+        #[arg(long)]
+        key_id: String,
+        /// The key's project (default: found among the projects).
+        #[arg(long)]
+        project_id: Option<String>,
     },
 }
 
@@ -307,6 +315,60 @@ fn write_key_file(path: &Path, key: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `DELETE /api/v1/projects/{project}/keys/{key}`, the project looked up among all
+/// projects' keys when not given; prints `{"key_id":…,"project_id":…,"revoked":true}`.
+async fn revoke_key(
+    client: &AdminClient,
+    key_id: &str,
+    project_id: Option<&str>,
+) -> anyhow::Result<AdminResponse> {
+    let project_id = match project_id {
+        Some(p) => p.to_owned(),
+        None => {
+            let projects = client.get("/api/v1/projects").await?;
+            if !projects.is_success() {
+                return Ok(projects);
+            }
+            let mut found = None;
+            for p in projects.body.as_array().into_iter().flatten() {
+                let Some(p) = p["project_id"].as_str() else {
+                    continue;
+                };
+                let keys = client.get(&format!("/api/v1/projects/{p}/keys")).await?;
+                let has = keys
+                    .body
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k["key_id"] == key_id);
+                if has {
+                    found = Some(p.to_owned());
+                    break;
+                }
+            }
+            match found {
+                Some(p) => p,
+                None => {
+                    return Ok(AdminResponse {
+                        status: 404,
+                        body: json!({"error": "no such key"}),
+                    });
+                }
+            }
+        }
+    };
+    let r = client
+        .delete(&format!("/api/v1/projects/{project_id}/keys/{key_id}"))
+        .await?;
+    if !r.is_success() {
+        return Ok(r);
+    }
+    Ok(AdminResponse {
+        status: r.status,
+        body: json!({"key_id": key_id, "project_id": project_id, "revoked": true}),
+    })
+}
+
 /// Runs one admin command and prints its JSON answer; non-zero exit on an error answer.
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let connection = connect(&args)?;
@@ -395,6 +457,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             ProjectCommand::List => client.get("/api/v1/projects").await?,
         },
         AdminCommand::Key { command } => match command {
+            KeyCommand::Revoke { key_id, project_id } => {
+                revoke_key(client, key_id, project_id.as_deref()).await?
+            }
             KeyCommand::List { project_id } => {
                 client
                     .get(&format!("/api/v1/projects/{project_id}/keys"))

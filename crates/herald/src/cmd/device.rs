@@ -22,11 +22,14 @@ use tokio::sync::mpsc;
 /// Arguments of `herald device`.
 #[derive(Debug, clap::Args)]
 pub struct DeviceArgs {
-    /// Server base URL, as backends use it (repeat for fallbacks).
+    /// Server base URL, as backends use it; several nodes as a comma-separated list
+    /// (`URL1,URL2,…`, or the flag repeated): the device starts on the first and moves to
+    /// the next when its node dies, with jittered backoff.
     #[arg(
         long = "server",
         value_name = "URL",
         env = "HERALD_SERVER",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:8080"
     )]
     pub servers: Vec<String>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{DeviceProc, Server, post_send, read_json, sign_jwt};
+use crate::process::{DeviceProc, Server, cli, post_send, read_json, sign_jwt};
 
 /// The PostgreSQL URL the tests may use, or `None` (the test prints SKIPPED).
 fn postgres(test: &str) -> Option<String> {
@@ -301,4 +301,197 @@ fn with_the_nats_bus_a_device_on_b_gets_a_send_through_a_at_once() {
     assert!(extra.is_empty(), "no duplicates: {extra:?}");
     drop(device);
     drop(nodes);
+}
+
+/// Three nodes with `--store` and `--bus`, started at once and ready; with the booted
+/// node's key file, project and app.
+struct Cluster {
+    nodes: Vec<Server>,
+    key: Value,
+    project: String,
+    client_id: String,
+    admin_token: String,
+    dir: tempfile::TempDir,
+    _schema: Schema,
+}
+
+fn cluster(pg: &str, bus: &str, name: &str) -> Cluster {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let schema = Schema::new(pg, name);
+    let store = schema.store_url();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            Server::launch(
+                &dir.path().join(n),
+                &["--store", &store, "--bus", bus],
+                &dir.path().join(format!("{n}.log")),
+            )
+        })
+        .collect();
+    for node in &nodes {
+        node.wait_healthy();
+        wait_ready(node);
+    }
+    let booter = nodes
+        .iter()
+        .position(|n| n.data_dir.join("bootstrap.json").exists())
+        .expect("one node bootstrapped");
+    let boot = nodes[booter].bootstrap();
+    Cluster {
+        key: read_json(std::path::Path::new(
+            boot["service_account_file"].as_str().unwrap(),
+        )),
+        project: boot["project_id"].as_str().unwrap().to_owned(),
+        client_id: boot["client_id"].as_str().unwrap().to_owned(),
+        admin_token: boot["admin_token"].as_str().unwrap().to_owned(),
+        nodes,
+        dir,
+        _schema: schema,
+    }
+}
+
+fn title(v: &Value) -> String {
+    v["title"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_device_whose_node_is_killed_moves_to_the_next_and_misses_nothing() {
+    let test = "a_device_whose_node_is_killed_moves_to_the_next_and_misses_nothing";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let mut c = cluster(&pg, &bus, "failover");
+    let jwt = sign_jwt(&c.key);
+    let (a, b, node_c) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let (a_url, c_port) = (a.url.clone(), node_c.port());
+    // The device knows B and C, in that order: it starts on B.
+    let servers = format!("{},{}", b.url, node_c.url);
+    let device = DeviceProc::start(&servers, &c.client_id, &c.dir.path().join("device"), &[]);
+    let first = device.expect("connected", Duration::from_secs(20));
+    assert!(
+        first["server"]
+            .as_str()
+            .unwrap()
+            .contains(&b.port().to_string()),
+        "{first}"
+    );
+    let token = device.expect("token", Duration::from_secs(20))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = |t: &str| {
+        let (status, body) = post_send(&a_url, &c.project, &jwt, &notification(&token, t));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (200, Some("80000000")),
+            "{body}"
+        );
+    };
+    let mut titles = Vec::new();
+    for i in 0..3 {
+        send(&format!("live-{i}"));
+        titles.push(title(
+            &device.expect("notification", Duration::from_secs(10)),
+        ));
+    }
+
+    // B dies without a word; what is sent meanwhile is stored.
+    c.nodes.remove(1).kill9();
+    let killed = std::time::Instant::now();
+    for i in 0..5 {
+        send(&format!("queued-{i}"));
+    }
+    let moved = device.expect("connected", Duration::from_secs(30));
+    assert!(
+        moved["server"]
+            .as_str()
+            .unwrap()
+            .contains(&c_port.to_string()),
+        "the device moved to C: {moved}"
+    );
+    eprintln!(
+        "the device was on C {:?} after B was killed",
+        killed.elapsed()
+    );
+    titles.extend(
+        device
+            .collect(
+                "notification",
+                Duration::from_secs(3),
+                Duration::from_secs(30),
+            )
+            .iter()
+            .map(title),
+    );
+    let mut expected: Vec<String> = (0..3)
+        .map(|i| format!("live-{i}"))
+        .chain((0..5).map(|i| format!("queued-{i}")))
+        .collect();
+    expected.sort();
+    titles.sort();
+    assert_eq!(titles, expected, "everything, nothing twice");
+}
+
+#[test]
+fn a_key_revoked_with_herald_admin_is_refused_by_every_node_within_a_second() {
+    let test = "a_key_revoked_with_herald_admin_is_refused_by_every_node_within_a_second";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let c = cluster(&pg, &bus, "revoke");
+    let jwt = sign_jwt(&c.key);
+    let token = "MAMzLg8xOTk4AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let body = notification(token, "n");
+    // Every node has verified (and cached) the JWT.
+    for node in &c.nodes {
+        let (status, answer) = post_send(&node.url, &c.project, &jwt, &body);
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (200, Some("80000000")),
+            "{answer}"
+        );
+    }
+    let key_id = c.key["key_id"].as_str().unwrap();
+    let admin = |args: &[&str]| {
+        let all: Vec<&str> = [
+            "admin",
+            "--server",
+            &c.nodes[0].url,
+            "--token",
+            &c.admin_token,
+        ]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+        cli(&all, c.dir.path())
+    };
+    let (ok, out) = admin(&["key", "revoke", "--key-id", key_id]);
+    assert!(ok, "{out}");
+    assert_eq!(out["revoked"], true, "{out}");
+    let revoked = std::time::Instant::now();
+    for node in &c.nodes {
+        loop {
+            let (status, answer) = post_send(&node.url, &c.project, &jwt, &body);
+            if (status, answer["code"].as_str()) == (401, Some("80200001")) {
+                break;
+            }
+            assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "{} still accepts the revoked key: {answer}",
+                node.url
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!(
+        "every node refused the key {:?} after its revocation",
+        revoked.elapsed()
+    );
+    let (ok, keys) = admin(&["key", "list", "--project-id", &c.project]);
+    assert!(ok, "{keys}");
+    assert_eq!(keys[0]["revoked"], true, "{keys}");
+    let (ok, _) = admin(&["key", "revoke", "--key-id", "no-such-key"]);
+    assert!(!ok, "an unknown key is an error");
 }
