@@ -25,7 +25,12 @@ pub struct RevokeArgs {
     #[arg(long)]
     pub notify_id: i64,
     /// A token it was sent to (repeat for several).
-    #[arg(long = "token", value_name = "TOKEN", required = true, allow_hyphen_values = true)]
+    #[arg(
+        long = "token",
+        value_name = "TOKEN",
+        required = true,
+        allow_hyphen_values = true
+    )]
     pub tokens: Vec<String>,
     /// The push-type of the message: 0 (notification) or 2 (text-to-speech).
     #[arg(long, default_value_t = 0)]
