@@ -330,3 +330,46 @@ async fn a_deleted_token_is_dropped_with_5_and_the_next_one_works() {
         other => panic!("{other:?}"),
     }
 }
+
+/// protocol.md §6: "Within one connection the server does not resend a message it has
+/// already sent there". A connection re-reads its queue (a resync) when its channel
+/// overflows or another node committed something for it; the queue still lists a message
+/// whose ack the connection has taken but the store has not written yet (here: the test
+/// holds the database's write lock meanwhile, as a busy writer would), and that message
+/// must not go out a second time.
+#[tokio::test]
+async fn a_resync_never_resends_what_this_connection_already_sent() {
+    use herald_proto::device::{ClientFrame, ServerFrame};
+    let app = spawn_app().await;
+    let (mut d, token) = device_with_token(&app).await;
+    let db = rusqlite::Connection::open(app.dir.path().join(herald_server::DATABASE_FILE)).unwrap();
+    app.send(notification(&[&token], "acked")).await;
+    let m = d.message().await;
+    let hello = ClientFrame::Hello {
+        version: 1,
+        device: d.credential.clone(),
+    };
+
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    d.ack(&[&m.id]).await;
+    // Frames are handled in order: once a second hello is answered, the ack was taken.
+    d.send(&hello).await;
+    assert!(matches!(d.next().await, Ok(ServerFrame::Error { .. })));
+    assert_eq!(app.state.registry.resync_all(), 1);
+    // The connection is idle, so it takes up the resync before it reads the next hello:
+    // anything the re-read sends at once comes before that hello's answer.
+    d.send(&hello).await;
+    let mut resent = Vec::new();
+    loop {
+        match d.next().await.unwrap() {
+            ServerFrame::Error { .. } => break,
+            ServerFrame::Message(m) => resent.push(m.id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(resent, Vec::<String>::new(), "sent twice on one connection");
+    // Once the ack can be written, the re-read finds nothing left to send.
+    db.execute_batch("ROLLBACK").unwrap();
+    wait_for_state(&app, &m.id, "delivered").await;
+    assert_eq!(d.frames_before_marker(&app).await, []);
+}
