@@ -35,10 +35,17 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> Server {
+        Server::start_with_env(data_dir, port, &[])
+    }
+
+    /// `herald serve` on `port` with extra `HERALD_*` settings in its environment, once
+    /// healthy.
+    pub fn start_with_env(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let child = herald()
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
