@@ -280,11 +280,12 @@ async fn a_secret_that_is_not_base64_signs_as_its_bytes_and_no_username_signs_as
     app.send(notification(&[&unknown_tokens(1, 'S')[0]], "x"))
         .await;
     let calls = receiver.wait_calls(1).await;
-    verify_signature(
+    let signed_at = verify_signature(
         calls[0].callback_id.as_deref().unwrap(),
         b"not Base64: plain text!",
         "",
     );
+    assert_eq!(signed_at, app.clock.now_ms(), "signed at the server's time");
 }
 
 #[tokio::test]
