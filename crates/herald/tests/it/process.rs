@@ -264,18 +264,20 @@ impl DeviceProc {
         }
     }
 
-    /// Every event named `event` that arrives until `quiet` passes without any line.
-    pub fn collect(&self, event: &str, quiet: Duration, max_wait: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + max_wait;
-        let mut out = Vec::new();
-        while Instant::now() < deadline {
-            match self.lines.recv_timeout(quiet) {
-                Ok(v) if v["event"] == event => out.push(v),
-                Ok(_) => continue,
-                Err(_) => break,
+    /// Every line before the first one `stop` accepts (which is not included), within
+    /// `timeout`. With a later event as `stop` (a marker the test caused), "nothing else
+    /// came" is a check on these lines rather than a quiet period.
+    pub fn until(&self, timeout: Duration, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if stop(&v) => return before,
+                Ok(v) => before.push(v),
+                Err(_) => panic!("the awaited line did not come within {timeout:?}: {before:?}"),
             }
         }
-        out
     }
 }
 
