@@ -48,16 +48,24 @@ fn read(out: &Path, name: &str) -> Value {
 }
 
 /// Every message of a fan-out was accepted, delivered once and (where counted) acked.
+/// Where the server counts acks, its count is the one that must be whole: the devices'
+/// own count is read as soon as the last message arrived, and a Herald device gathers
+/// its acks for 20 ms before it sends (and counts) them.
 fn assert_all_delivered(f: &Value, messages: u64, server_counts_acks: bool) {
     assert_eq!(f["messages"], messages, "{f:#}");
     assert_eq!(f["accepted"], messages, "{f:#}");
     assert_eq!(f["delivered"], messages, "{f:#}");
     assert_eq!(f["duplicates"], 0, "{f:#}");
     assert_eq!(f["connections_lost"], 0, "{f:#}");
-    assert_eq!(f["acks_sent_by_devices"], messages, "{f:#}");
     assert_eq!(f["latency_ms"]["count"], messages, "{f:#}");
     if server_counts_acks {
         assert_eq!(f["acks_recorded_by_server"], messages, "{f:#}");
+        assert!(
+            f["acks_sent_by_devices"].as_u64().unwrap() <= messages,
+            "{f:#}"
+        );
+    } else {
+        assert_eq!(f["acks_sent_by_devices"], messages, "{f:#}");
     }
 }
 
