@@ -76,6 +76,50 @@ async function send(token, notification) {
   return body;
 }
 
+/** `POST /v1/{clientId}/messages:revoke` for `notifyId` on `token`, as a backend withdraws it. */
+async function revoke(token, notifyId) {
+  const r = await fetch(`${url}/v1/${boot.client_id}/messages:revoke`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${signJwt(key)}`, "push-type": "0" },
+    body: JSON.stringify({ notifyId, token: [token] }),
+  });
+  const body = await r.json();
+  assert.equal(r.status, 200, JSON.stringify(body));
+  assert.equal(body.code, "80000000", JSON.stringify(body));
+  return body;
+}
+
+/** The push report through the admin API (the numbers the console must show). */
+async function report() {
+  const r = await fetch(`${url}/api/v1/report`, { headers: { Authorization: `Bearer ${boot.admin_token}` } });
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+/** Opens the device page, records the frames on its WebSocket, and returns its token. */
+async function openDevice() {
+  const frames = { received: [], sent: [] };
+  page.removeAllListeners("websocket");
+  page.on("websocket", (ws) => {
+    ws.on("framereceived", (f) => frames.received.push(JSON.parse(f.payload)));
+    ws.on("framesent", (f) => frames.sent.push(JSON.parse(f.payload)));
+  });
+  await page.goto(`${url}/device?client_id=${boot.client_id}`);
+  assert.equal(await page.evaluate(() => Notification.permission), "granted");
+  await page.waitForFunction(() => document.getElementById("permission").textContent === "notifications on");
+  await page.waitForFunction(() => document.getElementById("token").textContent.length >= 112);
+  return { token: await page.textContent("#token"), frames };
+}
+
+/** Resolves once `predicate(frames)` holds, polling the recorded frames. */
+async function until(what, predicate, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 before(async () => {
   assert.ok(existsSync(HERALD), `${HERALD} missing: run \`cargo build -p herald\` first`);
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} missing: apt-get install chromium`);
@@ -118,11 +162,7 @@ test("the page and its SDK are served by herald", async () => {
 });
 
 test("a push sent through the REST API is listed and its click reaches the ability", async () => {
-  await page.goto(`${url}/device?client_id=${boot.client_id}`);
-  assert.equal(await page.evaluate(() => Notification.permission), "granted");
-  await page.waitForFunction(() => document.getElementById("permission").textContent === "notifications on");
-  await page.waitForFunction(() => document.getElementById("token").textContent.length >= 112);
-  const token = await page.textContent("#token");
+  const { token } = await openDevice();
 
   await send(token, {
     category: "IM", title: "Order shipped", body: "Your order 42 is on its way", notifyId: 77,
@@ -159,18 +199,66 @@ test("a push sent through the REST API is listed and its click reaches the abili
   await page.locator('#notifications li[data-notify-id="80"]').waitFor({ timeout: 10000 });
 });
 
+test("a notification the sender revokes through the REST API leaves the page, and the revoke is acked", async () => {
+  const { token, frames } = await openDevice();
+  await send(token, { category: "IM", title: "Withdrawn soon", body: "b", notifyId: 91, clickAction: { actionType: 0 } });
+  await send(token, { category: "IM", title: "Stays", body: "b", notifyId: 92, clickAction: { actionType: 0 } });
+  const withdrawn = page.locator('#notifications li[data-notify-id="91"]');
+  const stays = page.locator('#notifications li[data-notify-id="92"]');
+  await withdrawn.waitFor({ timeout: 10000 });
+  await stays.waitFor({ timeout: 10000 });
+
+  await revoke(token, 91);
+  await withdrawn.waitFor({ state: "detached", timeout: 10000 });
+  assert.equal(await stays.count(), 1, "only the revoked notifyId leaves");
+  assert.match(await page.textContent("#log"), /revoked by the sender: notifyId 91/);
+  assert.deepEqual(await page.evaluate(() => window.heraldApp.notifications().map((n) => n.notifyId)).then((ids) => ids.filter((id) => id === 91 || id === 92)), [92]);
+
+  // On the wire: the revoke frame came, and the page acked its id (else the server
+  // redelivers it after every reconnect).
+  const command = frames.received.find((f) => f.type === "revoke" && f.notify_id === 91);
+  assert.ok(command, `no revoke frame among ${JSON.stringify(frames.received.map((f) => f.type))}`);
+  assert.equal(command.client_id, boot.client_id);
+  await until("the ack of the revoke command", () =>
+    frames.sent.some((f) => f.type === "ack" && f.ids.includes(command.id)));
+});
+
 test("the console: sign in, the live push report counts the pushes, operations grant a right", async () => {
+  // Its own pushes, whatever ran before: three well-formed tokens no device holds, each
+  // dropped with receipt 5. The console must show the report's numbers moved by them.
+  const before = (await report()).summary;
+  const ghosts = ["A", "B", "C"].map((c) => c.repeat(112));
+  const r = await fetch(`${url}/v3/${boot.project_id}/messages:send`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${signJwt(key)}`, "push-type": "0" },
+    body: JSON.stringify({ payload: { notification: { category: "MARKETING", title: "t", body: "b", clickAction: { actionType: 0 } } }, target: { token: ghosts } }),
+  });
+  assert.equal((await r.json()).code, "80000000");
+  const after = await report();
+  assert.equal(after.summary.sent, before.sent + 3);
+  assert.equal(after.summary.not_delivered, before.not_delivered + 3);
+  const unknownToken = after.lines.find((l) => l.outcome === "dropped" && l.code === 5);
+  assert.ok(unknownToken && unknownToken.count >= 3, JSON.stringify(after.lines));
+
   const consolePage = await context.newPage();
   await consolePage.goto(`${url}/console`);
   await consolePage.fill("#password", boot.admin_password);
   await consolePage.click("#signin");
-  // The pushes of the previous test are in the report (sent and delivered).
-  await consolePage.waitForFunction(() => {
-    const tiles = [...document.querySelectorAll("#tiles .tile")];
-    const sent = tiles.find((t) => t.textContent.endsWith("sent"));
-    return sent && Number(sent.querySelector("b").textContent) >= 1;
-  }, null, { timeout: 10000 });
-  assert.match(await consolePage.textContent("#lines"), /delivered/);
+  const tile = (name) => consolePage.evaluate((n) => {
+    const t = [...document.querySelectorAll("#tiles .tile")].find((e) => e.querySelector("span").textContent === n);
+    return t ? Number(t.querySelector("b").textContent) : null;
+  }, name);
+  await consolePage.waitForFunction((sent) => [...document.querySelectorAll("#tiles .tile")]
+    .some((t) => t.querySelector("span").textContent === "sent" && Number(t.querySelector("b").textContent) === sent),
+  after.summary.sent, { timeout: 10000 });
+  assert.equal(await tile("not delivered"), after.summary.not_delivered);
+  assert.equal(await tile("delivered"), after.summary.delivered);
+  const row = await consolePage.evaluate(() => [...document.querySelectorAll("#lines tr")]
+    .map((tr) => [...tr.children].map((td) => td.textContent))
+    .find((cells) => cells[0] === "dropped" && cells[1] === "5"));
+  assert.ok(row, "the dropped/5 line is listed");
+  assert.equal(Number(row[3]), unknownToken.count);
+  assert.equal(row[2], "token invalid");
 
   await consolePage.click('nav button[data-tab="ops"]');
   await consolePage.waitForFunction(() => document.querySelectorAll("#right-name option").length > 20);

@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 
 use herald_store::DeviceReport;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::state::Shared;
 
@@ -19,11 +19,19 @@ pub const QUEUE: usize = 16_384;
 /// Reports written in one store call, at most.
 pub const BATCH: usize = 4_096;
 
+/// What the queue carries: what a device said, or a connection asking to hear once
+/// everything queued before it is written.
+#[derive(Debug)]
+enum Item {
+    Report(DeviceReport),
+    Flush(oneshot::Sender<()>),
+}
+
 /// The queue connections submit to.
 #[derive(Debug)]
 pub struct DeviceReports {
-    tx: mpsc::Sender<DeviceReport>,
-    rx: Mutex<Option<mpsc::Receiver<DeviceReport>>>,
+    tx: mpsc::Sender<Item>,
+    rx: Mutex<Option<mpsc::Receiver<Item>>>,
 }
 
 impl Default for DeviceReports {
@@ -41,11 +49,21 @@ impl DeviceReports {
     /// is shutting down.
     pub async fn submit(&self, reports: Vec<DeviceReport>) -> bool {
         for r in reports {
-            if self.tx.send(r).await.is_err() {
+            if self.tx.send(Item::Report(r)).await.is_err() {
                 return false;
             }
         }
         true
+    }
+
+    /// Resolves once every report submitted before this call has been written (or its
+    /// write has failed, or the node stopped). A connection about to re-read its device's
+    /// queue waits for it: until then the store still lists what the device acked.
+    pub async fn flush(&self) -> oneshot::Receiver<()> {
+        let (done, written) = oneshot::channel();
+        // When the queue is gone, so is `done`: the receiver resolves at once.
+        let _ = self.tx.send(Item::Flush(done)).await;
+        written
     }
 }
 
@@ -61,23 +79,38 @@ pub async fn run(state: Shared) {
         };
         let Some(first) = first else { break };
         let mut batch = Vec::with_capacity(64);
-        batch.push(first);
+        let mut flushes = Vec::new();
+        sort(first, &mut batch, &mut flushes);
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(item) => sort(item, &mut batch, &mut flushes),
                 Err(_) => break,
             }
         }
-        write(&state, batch).await;
+        if !batch.is_empty() {
+            write(&state, batch).await;
+        }
+        // Everything queued before these flushes was in this batch or an earlier one.
+        flushes.into_iter().for_each(|done| {
+            let _ = done.send(());
+        });
     }
     // Shutting down: what devices already said is still written.
     rx.close();
     let mut rest = Vec::new();
-    while let Ok(r) = rx.try_recv() {
-        rest.push(r);
+    let mut flushes = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        sort(item, &mut rest, &mut flushes);
     }
     if !rest.is_empty() {
         write(&state, rest).await;
+    }
+}
+
+fn sort(item: Item, batch: &mut Vec<DeviceReport>, flushes: &mut Vec<oneshot::Sender<()>>) {
+    match item {
+        Item::Report(r) => batch.push(r),
+        Item::Flush(done) => flushes.push(done),
     }
 }
 

@@ -432,14 +432,17 @@ async fn pruner(state: Shared) {
     }
 }
 
-/// Expire queued messages whose TTL ended, so their fate is recorded.
+/// Expire queued messages whose TTL ended, so their fate is recorded: every
+/// `expiry_sweep_secs`, and at once whenever a clock moved by hand (tests) jumps.
 async fn expiry_sweeper(state: Shared) {
     let mut tick =
         tokio::time::interval(Duration::from_secs(state.config.expiry_sweep_secs.max(1)));
+    let mut moves = 0;
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            seen = state.clock.moved_since(moves) => moves = seen,
         }
         let now = state.clock.now_ms();
         state.quotas.forget_before(state.calendar.day(now));

@@ -180,7 +180,7 @@
       if (i < 0) throw new PushError(401, `no notification with notifyId ${notifyId} on screen`);
       const [shown] = this.shade.splice(i, 1);
       this.device._report(shown.messageId, "clicked");
-      this.device._emit("removed", { clientId: this.clientId, messageId: shown.messageId });
+      this.device._emit("removed", { clientId: this.clientId, messageId: shown.messageId, notifyId, reason: "clicked" });
       const route = routeClick(shown.notification.clickAction, this.abilities, this.home.name);
       if (!route.ability) return route;
       const target = route.ability === this.home.name ? this.home : this.abilities.find((a) => a.name === route.ability) || this.home;
@@ -192,6 +192,18 @@
         this.device._emit("ability", { clientId: this.clientId, ability: route.ability, callback, want: route.want });
       }
       return { ability: route.ability, callback, want: route.want };
+    }
+
+    /**
+     * messages:revoke reached the device: the newest notification with notifyId leaves
+     * the screen (a tapped one already left it and is unaffected). Returns what left.
+     */
+    _onRevoke(notifyId) {
+      const i = this.shade.map((n) => n.notifyId).lastIndexOf(notifyId);
+      if (i < 0) return null;
+      const [shown] = this.shade.splice(i, 1);
+      this.device._emit("removed", { clientId: this.clientId, messageId: shown.messageId, notifyId, reason: "revoked" });
+      return shown;
     }
 
     _onToken(token) {
@@ -391,6 +403,7 @@
         case "token": this.app(f.client_id)._onToken(f.token); break;
         case "token_deleted": this.app(f.client_id)._onTokenDeleted(); break;
         case "message": this._onMessage(ws, f); break;
+        case "revoke": this._onRevoke(ws, f); break;
         case "error": {
           this._emit("error", f);
           if (f.code === "unknown_app") {
@@ -406,17 +419,30 @@
       }
     }
 
-    _onMessage(ws, m) {
-      const duplicate = this.seenSet.has(m.id);
+    /**
+     * Records a message's or revoke command's id as seen (persisted before the ack leaves)
+     * and acks it; whether it was seen before (a redelivery after a reconnect).
+     */
+    _seenThenAck(ws, id) {
+      const duplicate = this.seenSet.has(id);
       if (!duplicate) {
-        this.seen.push(m.id);
-        this.seenSet.add(m.id);
+        this.seen.push(id);
+        this.seenSet.add(id);
         while (this.seen.length > SEEN_CAPACITY) this.seenSet.delete(this.seen.shift());
         this._store("seen", this.seen);
       }
+      ws.send(JSON.stringify({ type: "ack", ids: [id] }));
+      return duplicate;
+    }
+
+    _onMessage(ws, m) {
       // Ack before any report: the server records delivery first.
-      ws.send(JSON.stringify({ type: "ack", ids: [m.id] }));
-      if (!duplicate) this.app(m.client_id)._onMessage(m);
+      if (!this._seenThenAck(ws, m.id)) this.app(m.client_id)._onMessage(m);
+    }
+
+    /** A revoke command: acked and de-duplicated by its id like a message (protocol §5). */
+    _onRevoke(ws, r) {
+      if (!this._seenThenAck(ws, r.id)) this.app(r.client_id)._onRevoke(r.notify_id);
     }
   }
 

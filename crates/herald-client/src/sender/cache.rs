@@ -50,9 +50,22 @@ impl JwtDiskCache {
     /// `$XDG_CACHE_HOME/herald/jwt-<key_id>`, or `$HOME/.cache/herald/jwt-<key_id>`; `None`
     /// when neither variable is set.
     pub fn default_for(key_id: &str) -> Option<Self> {
-        let base = non_empty_env("XDG_CACHE_HOME")
+        Self::default_in(
+            key_id,
+            non_empty_env("XDG_CACHE_HOME").as_deref(),
+            non_empty_env("HOME").as_deref(),
+        )
+    }
+
+    /// [`JwtDiskCache::default_for`] with the two variables' values given.
+    pub fn default_in(
+        key_id: &str,
+        xdg_cache_home: Option<&str>,
+        home: Option<&str>,
+    ) -> Option<Self> {
+        let base = xdg_cache_home
             .map(PathBuf::from)
-            .or_else(|| non_empty_env("HOME").map(|home| Path::new(&home).join(".cache")))?;
+            .or_else(|| home.map(|home| Path::new(home).join(".cache")))?;
         Some(Self::at(
             base.join("herald")
                 .join(format!("jwt-{}", file_name_safe(key_id))),

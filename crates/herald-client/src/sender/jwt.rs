@@ -339,9 +339,17 @@ pub(crate) mod tests {
 
     #[test]
     fn the_default_cache_path_follows_xdg() {
-        // Only reads the environment; asserts the shape, whichever variable is set.
-        if let Some(cache) = JwtDiskCache::default_for("k/1") {
-            assert!(cache.path().ends_with("herald/jwt-k_1"));
-        }
+        let path =
+            |xdg, home| JwtDiskCache::default_in("k/1", xdg, home).map(|c| c.path().to_owned());
+        assert_eq!(
+            path(Some("/x/cache"), Some("/home/u")),
+            Some(std::path::PathBuf::from("/x/cache/herald/jwt-k_1")),
+            "XDG_CACHE_HOME wins"
+        );
+        assert_eq!(
+            path(None, Some("/home/u")),
+            Some(std::path::PathBuf::from("/home/u/.cache/herald/jwt-k_1"))
+        );
+        assert_eq!(path(None, None), None, "no cache without either");
     }
 }

@@ -220,6 +220,10 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
     let shutdown = app.shutdown.clone();
     let mut shutting_down = std::pin::pin!(shutdown.cancelled());
     let mut kicked = std::pin::pin!(reg.kicked.cancelled());
+    // A resync re-reads the queue once the acks taken so far are written (else the queue
+    // still lists what the device acked, and it would be sent twice on this connection);
+    // meanwhile the connection goes on serving.
+    let mut acks_written: Option<tokio::sync::oneshot::Receiver<()>> = None;
     while alive {
         tokio::select! {
             // In this order: shutdown, replacement, then VoIP calls ahead of other traffic.
@@ -256,6 +260,10 @@ async fn serve_device(app: Shared, mut session: Identified, mut sink: Sink, mut 
                 alive = send_frames(&mut sink, frames).await;
             }
             _ = reg.resync.notified() => {
+                acks_written = Some(app.reports.flush().await);
+            }
+            _ = async { acks_written.as_mut().expect("guarded").await }, if acks_written.is_some() => {
+                acks_written = None;
                 alive = load_backlog(&app, &mut session, &mut sink).await;
             }
             _ = ping.tick() => {

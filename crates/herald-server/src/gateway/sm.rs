@@ -2,7 +2,7 @@
 //! `Identified` on a good `hello`; each method takes a frame and returns the frames to
 //! send (or why to close). The socket loop in `gateway/mod.rs` only moves bytes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use herald_core::{Outcome, ReceiptCode};
 use herald_proto::device::{
@@ -45,6 +45,11 @@ pub struct Identified {
     /// an ack may name (an ack for anything else is ignored without a store write).
     /// Bounded by what the connection was sent.
     in_flight: HashSet<DeliveryId>,
+    /// Deliveries a read of the stored queue returned on this connection. Their live copy
+    /// may come later still (it is queued after the commit the read already saw), maybe
+    /// after the device acked the copy the read sent: it is dropped, not sent again. An
+    /// entry leaves when its live copy comes; past [`READ_IDS`] the oldest go.
+    read: BTreeSet<DeliveryId>,
     /// Reports in the current window, against [`REPORTS_PER_WINDOW`].
     reports: ReportBudget,
 }
@@ -55,6 +60,8 @@ pub const REPORTS_PER_WINDOW: u32 = 2_000;
 pub const REPORT_WINDOW_MS: i64 = 10_000;
 /// Ids in one ack frame, at most.
 pub const MAX_ACK_IDS: usize = 1_024;
+/// Ids a connection remembers from its reads of the stored queue, at most.
+const READ_IDS: usize = 4_096;
 
 #[derive(Debug, Default)]
 struct ReportBudget {
@@ -128,6 +135,7 @@ impl Unidentified {
                 device,
                 session,
                 in_flight: HashSet::new(),
+                read: BTreeSet::new(),
                 reports: ReportBudget::default(),
             },
             vec![text(&welcome)],
@@ -301,6 +309,10 @@ impl Identified {
     /// Frames for the stored queue, skipping what this connection already sent. VoIP
     /// calls go first: a call must ring before older notifications are shown.
     pub fn on_backlog(&mut self, backlog: Vec<StoredDelivery>) -> Vec<String> {
+        self.read.extend(backlog.iter().map(|d| d.id));
+        while self.read.len() > READ_IDS {
+            self.read.pop_first();
+        }
         let (calls, rest): (Vec<_>, Vec<_>) = backlog
             .into_iter()
             .partition(|d| d.kind == MessageKind::Message && d.push_type == VOIP_PUSH_TYPE);
@@ -314,6 +326,9 @@ impl Identified {
 
     /// The frame of a live message, unless it was already sent or its TTL has ended.
     pub fn on_live(&mut self, live: &Live, now_ms: i64) -> Option<String> {
+        if self.read.remove(&live.id) {
+            return None;
+        }
         let frame = match &live.body {
             LiveBody::Message { prepared, record } => {
                 // A message whose TTL is 0 is deliverable in the millisecond it was sent;

@@ -250,14 +250,12 @@ async fn the_push_report_counts_every_outcome_with_its_reason() {
         d.ack(&[&m.id]).await;
     }
     let a = admin(&app);
-    let mut report = serde_json::Value::Null;
-    for _ in 0..100 {
-        report = a.get("/api/v1/report").await.unwrap().body;
-        if report["summary"]["delivered"] == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Acks are written by a background task: wait until the report counts both.
+    let report = crate::helpers::eventually("the report counts 2 delivered", || async {
+        let report = a.get("/api/v1/report").await.unwrap().body;
+        (report["summary"]["delivered"] == 2).then_some(report)
+    })
+    .await;
     assert_eq!(report["summary"]["sent"], 4, "{report}");
     assert_eq!(report["summary"]["delivered"], 2);
     assert_eq!(report["summary"]["not_delivered"], 2);

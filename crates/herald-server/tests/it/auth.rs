@@ -51,13 +51,19 @@ async fn rejections() {
     let (s, b) = send_with(&app, bearer("not.a.jwt".into()), &token).await;
     assert_eq!((s, code(&b)), (401, "80200001".into()), "garbage");
 
-    // Bad signature: flip a character of the signature.
+    // Bad signature: one bit of the signature's first byte flipped, re-encoded. (Changing
+    // the last base64 character instead only touches padding bits one time in four, so
+    // the decoder, not the signature check, would be what rejects it.)
     let jwt = app.jwt();
-    let mut bad = jwt.clone();
-    let last = bad.pop().unwrap();
-    bad.push(if last == 'A' { 'B' } else { 'A' });
+    let (signed, signature) = jwt.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    sig[0] ^= 1;
+    let bad = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&sig));
     let (s, b) = send_with(&app, bearer(bad), &token).await;
     assert_eq!((s, code(&b)), (401, "80200001".into()), "bad signature");
+    // The untouched JWT passes: the flip, not something else, was refused.
+    let (s, _) = send_with(&app, bearer(jwt.clone()), &token).await;
+    assert_eq!(s, 200);
 
     // alg: none.
     let parts: Vec<&str> = jwt.split('.').collect();
@@ -130,4 +136,69 @@ async fn a_cached_jwt_still_expires() {
     app.clock.advance_secs(3601);
     let (s, b) = send_with(&app, bearer(jwt), &token).await;
     assert_eq!((s, b["code"].as_str()), (401, Some("80200005")));
+}
+
+/// A JWT with claims `edit`ed from a fresh valid set, signed with `key` (PKCS#8 PEM)
+/// under the header `kid`.
+fn signed_with(app: &TestApp, key_pem: &str, kid: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let now = herald_core::Clock::now_secs(&app.clock);
+    let mut claims = json!({"iss": app.key.sub_account, "aud": app.key.token_uri,
+        "iat": now, "exp": now + 3600});
+    edit(&mut claims);
+    let mut header = jsonwebtoken::Header::new(Algorithm::PS256);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("JWT".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn a_jwt_signed_with_another_key_under_a_valid_kid_is_refused() {
+    let app = spawn_app().await;
+    let (_d, token) = device_with_token(&app).await;
+    let stranger = herald_server::keys::generate().unwrap();
+    let forged = signed_with(&app, &stranger.private_key_pem, &app.key.key_id, |_| {});
+    let (s, b) = send_with(&app, bearer(forged), &token).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("80200001")), "{b}");
+    // The same claims and kid signed with the account's own key pass.
+    let genuine = signed_with(&app, &app.key.private_key, &app.key.key_id, |_| {});
+    let (s, b) = send_with(&app, bearer(genuine), &token).await;
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")), "{b}");
+}
+
+#[tokio::test]
+async fn iat_in_the_future_is_refused_past_five_minutes_of_skew() {
+    let app = spawn_app().await;
+    let (_d, token) = device_with_token(&app).await;
+    let at = |skew: i64| {
+        app.jwt_with(Algorithm::PS256, |c| {
+            c.iat += skew;
+            c.exp = c.iat + 3600;
+        })
+    };
+    let (s, b) = send_with(&app, bearer(at(300)), &token).await;
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")), "{b}");
+    let (s, b) = send_with(&app, bearer(at(301)), &token).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("80200001")), "{b}");
+    let (s, b) = send_with(&app, bearer(at(86_400)), &token).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("80200001")), "{b}");
+}
+
+#[tokio::test]
+async fn a_jwt_may_live_exactly_one_day_and_not_a_second_more() {
+    let app = spawn_app().await;
+    let (_d, token) = device_with_token(&app).await;
+    let day = app.jwt_with(Algorithm::PS256, |c| c.exp = c.iat + 86_400);
+    let (s, b) = send_with(&app, bearer(day.clone()), &token).await;
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")), "{b}");
+    let longer = app.jwt_with(Algorithm::PS256, |c| c.exp = c.iat + 86_401);
+    let (s, b) = send_with(&app, bearer(longer), &token).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("80300036")), "{b}");
+    // The one-day JWT is good until its last second, and expired at it.
+    app.clock.advance_secs(86_399);
+    let (s, b) = send_with(&app, bearer(day.clone()), &token).await;
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")), "{b}");
+    app.clock.advance_secs(1);
+    let (s, b) = send_with(&app, bearer(day), &token).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("80200005")), "{b}");
 }

@@ -19,6 +19,66 @@ fn every_frame_type_has_a_section_in_protocol_md() {
     }
 }
 
+/// The frame names of the `### \`name\`` headings in the protocol document's section
+/// whose `## ` heading starts with `heading`.
+fn frames_documented_under(doc: &str, heading: &str) -> Vec<String> {
+    let start = doc
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("docs/protocol.md has no `## {heading}` section"));
+    let section = &doc[start + 1..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    section[..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("### `")?.strip_suffix('`'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `case "name":` labels of the switch in the browser SDK's `_onFrame`.
+fn frames_the_browser_sdk_handles() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/web/sdk.js");
+    let sdk = std::fs::read_to_string(path).expect("web/sdk.js exists");
+    let start = sdk
+        .find("_onFrame(ws, text) {")
+        .expect("sdk.js has its _onFrame(ws, text) method");
+    let body = &sdk[start..];
+    // The method ends at the first line closing a block at its own indentation.
+    let end = body.find("\n    }\n").expect("_onFrame ends");
+    body[..end]
+        .split("case \"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("\":").map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_server_frames_section_lists_exactly_the_server_frame_types() {
+    let mut documented = frames_documented_under(&protocol_md(), "5. Server frames");
+    let mut code: Vec<String> = SERVER_FRAME_TYPES.iter().map(|s| (*s).to_owned()).collect();
+    documented.sort();
+    code.sort();
+    assert_eq!(documented, code);
+}
+
+/// A frame type the server sends that the JavaScript SDK does not handle falls to its
+/// `default` (ignored, never acked): the browser device's missing `revoke` was one.
+#[test]
+fn the_browser_sdk_handles_every_server_frame_in_protocol_md() {
+    let handled = frames_the_browser_sdk_handles();
+    assert!(
+        handled.iter().any(|f| f == "welcome"),
+        "the parser found the switch: {handled:?}"
+    );
+    let missing: Vec<String> = frames_documented_under(&protocol_md(), "5. Server frames")
+        .into_iter()
+        .filter(|f| !handled.contains(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "web/sdk.js has no `case` for the server frames {missing:?} of docs/protocol.md §5"
+    );
+}
+
 #[test]
 fn every_close_code_is_in_the_close_code_table() {
     let doc = protocol_md();

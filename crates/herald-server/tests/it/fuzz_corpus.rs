@@ -31,4 +31,24 @@ fn the_overflowing_jwt_is_in_the_corpus_and_refused() {
     // The seed that found `exp - iat` overflowing: it must stay, and stay harmless.
     let data = std::fs::read(corpus_dir("jwt").join("period_overflow")).unwrap();
     herald_server::fuzzing::jwt(&data);
+    // Refused as too long, at any time (not wrapped into a short, valid period).
+    use base64::Engine;
+    let text = String::from_utf8(data).unwrap();
+    let claims = text.trim().split('.').nth(1).expect("a JWT's claims");
+    let claims: herald_proto::keyfile::JwtClaims = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    let expected = herald_server::auth::Expected {
+        sub_account: &claims.iss,
+        token_uri: herald_proto::keyfile::HUAWEI_TOKEN_URI,
+    };
+    for now in [0, 1_795_000_000, i64::MAX] {
+        assert_eq!(
+            herald_server::auth::check_claims(&claims, &expected, now),
+            Err(herald_server::auth::AuthError::PeriodTooLong)
+        );
+    }
 }

@@ -24,6 +24,9 @@ pub struct TestApp {
     pub state: Shared,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// The marker app (see [`RawDevice::frames_before_marker`]), made on first use and
+    /// kept across restarts.
+    marker: Arc<tokio::sync::OnceCell<MarkerApp>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -59,7 +62,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 /// Another node on `first`'s shared store (and bus, if it has one): its own data
-/// directory and port, `first`'s clock, project and key; it finds the store
+/// directory and port, `first`'s clock, project, key and marker app; it finds the store
 /// bootstrapped and serves the same project.
 pub async fn spawn_peer(first: &TestApp) -> TestApp {
     let store = first.state.config.store.clone();
@@ -67,7 +70,11 @@ pub async fn spawn_peer(first: &TestApp) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     start(
         dir,
-        Some((first.info.clone(), first.clock.clone())),
+        Some((
+            first.info.clone(),
+            first.clock.clone(),
+            first.marker.clone(),
+        )),
         move |c| {
             c.store = store;
             c.bus = bus;
@@ -76,9 +83,16 @@ pub async fn spawn_peer(first: &TestApp) -> TestApp {
     .await
 }
 
+/// What a restart carries over: the bootstrap, the clock and the marker app.
+type Previous = (
+    BootstrapInfo,
+    ManualClock,
+    Arc<tokio::sync::OnceCell<MarkerApp>>,
+);
+
 async fn start(
     dir: tempfile::TempDir,
-    previous: Option<(BootstrapInfo, ManualClock)>,
+    previous: Option<Previous>,
     tune: impl FnOnce(&mut Config),
 ) -> TestApp {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -94,13 +108,17 @@ async fn start(
     tune(&mut config);
     let clock = previous
         .as_ref()
-        .map(|(_, c)| c.clone())
+        .map(|(_, c, _)| c.clone())
         .unwrap_or_else(ManualClock::starting_now);
+    let marker = previous
+        .as_ref()
+        .map(|(_, _, m)| m.clone())
+        .unwrap_or_default();
     let herald = Herald::prepare(listener, config, Arc::new(clock.clone()))
         .await
         .expect("server prepares");
     let info = match previous {
-        Some((info, _)) => {
+        Some((info, _, _)) => {
             assert!(
                 herald.bootstrap_info().is_none(),
                 "a restart does not bootstrap again"
@@ -132,6 +150,7 @@ async fn start(
         state,
         dir,
         http: reqwest::Client::new(),
+        marker,
         stop: Some(stop),
         task: Some(task),
     }
@@ -197,13 +216,17 @@ impl TestApp {
 
     /// Graceful shutdown, as on SIGTERM; returns the data directory.
     pub async fn stop(mut self) -> (tempfile::TempDir, BootstrapInfo, ManualClock) {
+        self.shut_down().await;
+        (self.dir, self.info, self.clock)
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        (self.dir, self.info, self.clock)
     }
 
     /// Stop gracefully and start again on the same data directory (and clock).
@@ -212,9 +235,66 @@ impl TestApp {
     }
 
     /// Like `restart`, with the configuration tuned as for `spawn_app_with`.
-    pub async fn restart_with(self, tune: impl FnOnce(&mut Config)) -> TestApp {
-        let (dir, info, clock) = self.stop().await;
-        start(dir, Some((info, clock)), tune).await
+    pub async fn restart_with(mut self, tune: impl FnOnce(&mut Config)) -> TestApp {
+        self.shut_down().await;
+        let marker = self.marker.clone();
+        let (dir, info, clock) = (self.dir, self.info, self.clock);
+        start(dir, Some((info, clock, marker)), tune).await
+    }
+
+    /// The marker app, made on first use: a project of its own with an app holding the
+    /// `IM` right and a key, so its sends meet none of the quotas or rate limits the
+    /// tests set on the bootstrap app.
+    async fn marker_app(&self) -> &MarkerApp {
+        self.marker
+            .get_or_init(|| async {
+                let client_id =
+                    add_project_with_app(self, MARKER_PROJECT, "9999999999999999999").await;
+                self.state
+                    .store
+                    .change_right(herald_store::RightChange {
+                        client_id: client_id.clone(),
+                        name: "IM".into(),
+                        action: herald_core::rights::RightAction::Grant,
+                        reason: Some("markers".into()),
+                        actor: "test".into(),
+                        at: self.clock.now_ms(),
+                    })
+                    .await
+                    .expect("store")
+                    .expect("grant");
+                let created = self
+                    .http
+                    .post(format!(
+                        "{}/api/v1/projects/{MARKER_PROJECT}/keys",
+                        self.url
+                    ))
+                    .bearer_auth(&self.info.admin_token)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(created.status().as_u16(), 201, "the marker app's key");
+                MarkerApp {
+                    client_id,
+                    key: created.json().await.expect("a key file"),
+                }
+            })
+            .await
+    }
+
+    /// A JWT from `key` (any project's key file), valid for an hour on the app's clock.
+    pub fn jwt_for(&self, key: &KeyFile) -> String {
+        let iat = self.clock.now_secs();
+        let claims = JwtClaims {
+            iss: key.sub_account.clone(),
+            aud: Value::String(HUAWEI_TOKEN_URI.to_owned()),
+            iat,
+            exp: iat + 3600,
+        };
+        let mut header = Header::new(Algorithm::PS256);
+        header.kid = Some(key.key_id.clone());
+        let signing = EncodingKey::from_rsa_pem(key.private_key.as_bytes()).expect("key");
+        jsonwebtoken::encode(&header, &claims, &signing).expect("sign")
     }
 
     pub fn ws_url(&self) -> String {
@@ -237,6 +317,21 @@ pub fn notification(tokens: &[&str], title: &str) -> Value {
         }},
         "target": {"token": tokens}
     })
+}
+
+/// How long [`RawDevice::next`] waits for a frame: a bound for a failing test only.
+const FRAME_WAIT: Duration = Duration::from_secs(30);
+
+/// The marker app's project ([`RawDevice::frames_before_marker`]).
+const MARKER_PROJECT: &str = "999999999999999999";
+/// Numbers the markers' titles.
+static MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The app markers come from, and its key.
+#[derive(Debug)]
+pub struct MarkerApp {
+    client_id: String,
+    key: KeyFile,
 }
 
 /// A raw protocol-level device for the gateway tests.
@@ -275,9 +370,9 @@ impl RawDevice {
     /// The next server frame, or `None` when the socket closed (with its close code).
     pub async fn next(&mut self) -> Result<ServerFrame, Option<u16>> {
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+            let msg = tokio::time::timeout(FRAME_WAIT, self.ws.next())
                 .await
-                .expect("a frame within 5 s");
+                .expect("a frame in time");
             match msg {
                 Some(Ok(Message::Text(t))) => {
                     return Ok(serde_json::from_str(t.as_str()).expect("server frame"));
@@ -289,14 +384,53 @@ impl RawDevice {
         }
     }
 
-    /// Whether a frame arrives within `ms` (for "nothing more comes" checks).
-    pub async fn quiet_for(&mut self, ms: u64) -> bool {
+    /// Every frame the server sends this device before a marker: a notification from
+    /// another app on the same device (the marker app, in a project of its own, which no
+    /// quota or rate limit of the bootstrap app touches), sent through the API now. The
+    /// server sends a device's messages in the order it accepted them, so anything it
+    /// sends for an earlier request comes before the marker, however late.
+    ///
+    /// "Nothing arrives" is `frames_before_marker(app).is_empty()`: it neither waits for
+    /// a quiet period nor passes when a frame is merely slow.
+    pub async fn frames_before_marker(&mut self, app: &TestApp) -> Vec<ServerFrame> {
+        let marker = app.marker_app().await;
+        let mut before = Vec::new();
+        self.send(&ClientFrame::GetToken {
+            client_id: marker.client_id.clone(),
+        })
+        .await;
+        let token = loop {
+            match self.next().await.expect("frames until the marker's token") {
+                ServerFrame::Token { client_id, token } if client_id == marker.client_id => {
+                    break token;
+                }
+                other => before.push(other),
+            }
+        };
+        let title = format!(
+            "marker {}",
+            MARKERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let (status, body) = app
+            .send_raw(
+                MARKER_PROJECT,
+                Some(format!("Bearer {}", app.jwt_for(&marker.key))),
+                Some("0"),
+                serde_json::to_vec(&notification(&[&token], &title)).expect("JSON"),
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (200, Some("80000000")),
+            "the marker: {body}"
+        );
         loop {
-            match tokio::time::timeout(Duration::from_millis(ms), self.ws.next()).await {
-                Err(_) => return true,
-                Ok(Some(Ok(Message::Text(_)))) => return false,
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return true,
-                Ok(Some(Ok(_))) => continue,
+            match self.next().await.expect("frames until the marker") {
+                ServerFrame::Message(m) if m.payload["notification"]["title"] == title.as_str() => {
+                    self.ack(&[&m.id]).await;
+                    return before;
+                }
+                other => before.push(other),
             }
         }
     }
@@ -420,21 +554,69 @@ pub async fn device_with_token(app: &TestApp) -> (RawDevice, String) {
     (d, token)
 }
 
-/// Wait until the store shows `state` for the message (acks are written asynchronously).
-pub async fn wait_for_state(app: &TestApp, message_id: &str, outcome: &str) {
-    for _ in 0..200 {
-        let events = app
-            .state
-            .store
-            .events_for(message_id)
-            .await
-            .expect("events");
-        if events.iter().any(|e| e.outcome.name() == outcome) {
-            return;
+/// How long [`eventually`] waits: generous, because it only bounds a failing test; a
+/// passing one returns as soon as the condition holds (a loaded 2-core CI machine may
+/// take seconds where a laptop takes milliseconds).
+pub const EVENTUALLY: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some`, for state the server changes asynchronously
+/// and offers no notification of (acks and reports are written by a background task;
+/// receipts are posted by another). Panics naming `what` after [`EVENTUALLY`].
+pub async fn eventually<T, F>(what: &str, mut check: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(t) = check().await {
+            return t;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {EVENTUALLY:?}"
+        );
+        // tidy: poll interval of `eventually`, the one store-polling loop of these tests
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("message {message_id} never reached {outcome}");
+}
+
+/// Wait until the store shows `state` for the message (acks are written asynchronously).
+pub async fn wait_for_state(app: &TestApp, message_id: &str, outcome: &str) {
+    eventually(
+        &format!("message {message_id} reaches {outcome}"),
+        || async {
+            let events = app
+                .state
+                .store
+                .events_for(message_id)
+                .await
+                .expect("events");
+            events
+                .iter()
+                .any(|e| e.outcome.name() == outcome)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// Wait until an event of the request (for any token) has `outcome`; returns its code.
+pub async fn wait_for_request_outcome(
+    app: &TestApp,
+    request_id: &str,
+    outcome: &str,
+) -> Option<u32> {
+    eventually(
+        &format!("request {request_id} reaches {outcome}"),
+        || async {
+            events_of_request(app, request_id)
+                .await
+                .into_iter()
+                .find(|(o, _)| o == outcome)
+                .map(|(_, code)| code)
+        },
+    )
+    .await
 }
 
 /// Create a second project with one app directly in the store; returns its client id.

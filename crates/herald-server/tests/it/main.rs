@@ -19,4 +19,5 @@ mod receipts;
 mod rights_quotas;
 mod sdk;
 mod send_api;
+mod tidy;
 mod tls;

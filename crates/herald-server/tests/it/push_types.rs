@@ -184,32 +184,19 @@ async fn background_messages_reach_a_foreground_app_or_wait_newest_only() {
     for d in ["old", "newest"] {
         accepted(&app, "6", json!({"extraData": d}), &token).await;
     }
-    // Wait until both reached the device, then come back: only the newest is handed over.
-    let r = accepted(
-        &app,
-        "0",
-        json!({"notification": {"category": "IM", "title": "marker",
-        "body": "b", "clickAction": {"actionType": 0}}}),
-        &token,
-    )
-    .await;
-    let _ = r;
-    p.wait_for(|e| {
-        matches!(
-            e,
-            SdkEvent::Notification { .. } | SdkEvent::Suppressed { .. }
-        )
-        .then_some(())
-    })
-    .await;
+    // Both reach the device and are kept, handed to nobody; then the app comes back, and
+    // only the newest is handed over.
+    cached_not_received(&mut p).await;
+    cached_not_received(&mut p).await;
     p.app.set_run_state(RunState::Foreground);
     let (kind, data) = p.wait_for(received).await;
     assert_eq!(kind, PushKind::Background);
     assert!(data.contains("newest"), "{data}");
 
-    // backgroundMode 1 without IM_BACKGROUND: a normal background message (cached).
+    // backgroundMode 1 without IM_BACKGROUND: sent as mode 0, so the device in the
+    // background caches it rather than handing it to the app.
     p.app.set_run_state(RunState::Background);
-    let (s, _) = push(
+    let (s, b) = push(
         &app,
         "6",
         json!({"extraData": "im"}),
@@ -217,7 +204,20 @@ async fn background_messages_reach_a_foreground_app_or_wait_newest_only() {
         &[&token],
     )
     .await;
-    assert_eq!(s, 200);
+    assert_eq!((s, b["code"].as_str()), (200, Some("80000000")), "{b}");
+    let request = b["requestId"].as_str().unwrap();
+    let stored = events_for_token(&app, request, &token).await;
+    assert_eq!(
+        stored.first().map(|(o, _)| o.as_str()),
+        Some("queued"),
+        "{stored:?}"
+    );
+    cached_not_received(&mut p).await;
+    p.app.set_run_state(RunState::Foreground);
+    let (kind, data) = p.wait_for(received).await;
+    assert_eq!(kind, PushKind::Background, "the cached message, as mode 0");
+    assert!(data.contains("\"im\""), "{data}");
+    p.app.set_run_state(RunState::Background);
     // With the right: it reaches the app in the background, at most 2 per hour.
     grant(&app, "IM_BACKGROUND").await;
     for i in 0..2 {
@@ -244,6 +244,22 @@ async fn background_messages_reach_a_foreground_app_or_wait_newest_only() {
         dropped(&app, b["requestId"].as_str().unwrap(), &token).await,
         Some(256)
     );
+}
+
+/// Waits until the device keeps a background message for later (`Cached`), failing if
+/// one reaches the app (`receiveMessage`) instead.
+async fn cached_not_received(p: &mut Phone) -> String {
+    p.wait_for(|e| match e {
+        SdkEvent::Cached { message_id, .. } => Some(message_id.clone()),
+        SdkEvent::Received { kind, payload, .. } => {
+            panic!(
+                "handed to the app instead of kept: {kind:?} {}",
+                payload.data
+            )
+        }
+        _ => None,
+    })
+    .await
 }
 
 fn live(op: u8, event: &str, status: Option<&str>, version: Option<u32>) -> Value {
@@ -429,10 +445,16 @@ async fn voip_calls_need_their_right_ring_first_and_never_late() {
     let mut d = RawDevice::connect(&app).await;
     d.credential = cred;
     d.hello().await;
-    while let Ok(m) = tokio::time::timeout(std::time::Duration::from_millis(300), d.message()).await
-    {
-        assert_ne!(m.push_type, 10, "a late call");
-    }
+    // The backlog: the three unacked notifications again, and no call.
+    let backlog = d.frames_before_marker(&app).await;
+    let types: Vec<u8> = backlog
+        .iter()
+        .map(|f| match f {
+            herald_proto::device::ServerFrame::Message(m) => m.push_type,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(types, [0, 0, 0], "no late call");
 }
 
 #[tokio::test]
@@ -534,8 +556,9 @@ async fn revoke_before_delivery_after_display_and_after_tap() {
         herald_proto::device::ServerFrame::Revoke { notify_id, .. } => assert_eq!(notify_id, 77),
         other => panic!("expected only the revoke command, got {other:?}"),
     }
-    assert!(
-        d.quiet_for(300).await,
+    assert_eq!(
+        d.frames_before_marker(&app).await,
+        [],
         "the revoked message is never delivered"
     );
     drop(d);

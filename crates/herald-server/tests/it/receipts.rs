@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::helpers::{
-    TestApp, add_project_with_app, device_with_token, notification, spawn_app, spawn_app_with,
+    TestApp, add_project_with_app, device_with_token, eventually, notification, spawn_app,
+    spawn_app_with, wait_for_state,
 };
 
 /// How the receiver answers.
@@ -59,7 +60,11 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
-    let answer = shared.answer.lock().unwrap().unwrap_or(Answer::Success);
+    // Markers (see `marker_receipt`) are always acknowledged.
+    let answer = match uri.path().starts_with("/marker") {
+        true => Answer::Success,
+        false => shared.answer.lock().unwrap().unwrap_or(Answer::Success),
+    };
     let header = |name: &str| {
         headers
             .get(name)
@@ -113,14 +118,19 @@ impl Receiver {
     }
 
     async fn wait_calls(&self, n: usize) -> Vec<Call> {
-        for _ in 0..1000 {
+        eventually(&format!("{n} callbacks"), || async {
             let calls = self.calls();
-            if calls.len() >= n {
-                return calls;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("expected {n} callbacks, got {}", self.calls().len());
+            (calls.len() >= n).then_some(calls)
+        })
+        .await
+    }
+
+    /// Calls to `path`.
+    fn calls_to(&self, path: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect()
     }
 
     /// Statuses of callbacks the receiver acknowledged.
@@ -133,18 +143,33 @@ impl Receiver {
     }
 
     async fn wait_acknowledged(&self, n: usize) -> Vec<Value> {
-        for _ in 0..1000 {
+        eventually(&format!("{n} acknowledged statuses"), || async {
             let statuses = self.acknowledged();
-            if statuses.len() >= n {
-                return statuses;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "expected {n} acknowledged statuses, got {}",
-            self.acknowledged().len()
-        );
+            (statuses.len() >= n).then_some(statuses)
+        })
+        .await
     }
+}
+
+/// A receipt that must come after everything the dispatcher posts for what happened
+/// earlier: a send to an unknown token (receipt 5) made now, to the config `receipt_id`
+/// (whose endpoint is a `/marker…` path, always acknowledged). Waits until the receiver
+/// has it. "Nothing more was posted" is then checked on the calls so far: the marker was
+/// queued after anything earlier, and the dispatcher posts a config's receipts in order
+/// (and a failing config's retry before a later, partial batch of another).
+async fn marker_receipt(app: &TestApp, receiver: &Receiver, receipt_id: &Value) {
+    let mut body = notification(&[&unknown_tokens(1, 'M')[0]], "marker");
+    body["pushOptions"] = json!({"receiptId": receipt_id});
+    let (_, resp) = app.send(body).await;
+    let request = resp["requestId"].clone();
+    eventually("the marker receipt", || async {
+        receiver
+            .acknowledged()
+            .iter()
+            .any(|s| s["requestId"] == request)
+            .then_some(())
+    })
+    .await;
 }
 
 fn admin(app: &TestApp) -> AdminClient {
@@ -233,9 +258,15 @@ async fn a_delivered_message_is_reported_in_push_kits_v2_format_and_signed() {
     let header = call.callback_id.as_deref().expect("signed");
     let key = STANDARD.decode(&secret).unwrap();
     assert_eq!(verify_signature(header, &key, "receiver"), now);
-    // Nothing else comes for this message.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(receiver.calls().len(), 1);
+    // Nothing else comes for this message: once its report is recorded, a later receipt
+    // (same config, so posted in order) is the next and last thing the endpoint sees.
+    wait_for_state(&app, &m.id, "shown").await;
+    let (_, later) = app
+        .send(notification(&[&unknown_tokens(1, 'L')[0]], "later"))
+        .await;
+    let statuses = receiver.wait_acknowledged(2).await;
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert_eq!(statuses[1]["requestId"], later["requestId"]);
 }
 
 #[tokio::test]
@@ -250,11 +281,12 @@ async fn a_secret_that_is_not_base64_signs_as_its_bytes_and_no_username_signs_as
     app.send(notification(&[&unknown_tokens(1, 'S')[0]], "x"))
         .await;
     let calls = receiver.wait_calls(1).await;
-    verify_signature(
+    let signed_at = verify_signature(
         calls[0].callback_id.as_deref().unwrap(),
         b"not Base64: plain text!",
         "",
     );
+    assert_eq!(signed_at, app.clock.now_ms(), "signed at the server's time");
 }
 
 #[tokio::test]
@@ -304,12 +336,8 @@ async fn every_fate_gets_its_receipt_code() {
     short["pushOptions"] = json!({"ttl": 60});
     let (_, r) = app.send(short).await;
     d.message().await;
+    // The server's own expiry sweep runs when its clock moves; the test never calls it.
     app.clock.advance_secs(61);
-    app.state
-        .store
-        .expire_due(app.clock.now_ms(), 10_000)
-        .await
-        .unwrap();
     expected.push((request_id(&r), vec![14]));
 
     // MARKETING quota (2 a day) → 256 for the third.
@@ -465,6 +493,8 @@ async fn failed_callbacks_are_retried_until_the_endpoint_answers_success() {
     let receiver = Receiver::start().await;
     receiver.answer(Answer::ServerError);
     create_config(&app, json!({"url": receiver.url("/flaky")})).await;
+    let marker = create_config(&app, json!({"url": receiver.url("/marker")})).await;
+    let marker = &marker["receiptId"];
     let (_, resp) = app
         .send(notification(&[&unknown_tokens(1, 'R')[0]], "retry me"))
         .await;
@@ -472,21 +502,33 @@ async fn failed_callbacks_are_retried_until_the_endpoint_answers_success() {
     receiver.wait_calls(1).await;
     // Not retried before its backoff ends (the clock has not moved).
     poke(&app);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(receiver.calls().len(), 1, "backoff holds the retry");
+    marker_receipt(&app, &receiver, marker).await;
+    assert_eq!(
+        receiver.calls_to("/flaky").len(),
+        1,
+        "backoff holds the retry"
+    );
+    let attempts = app.state.store.due_receipts(i64::MAX, 100).await.unwrap();
+    assert_eq!(attempts[0].receipts[0].attempts, 1, "{attempts:?}");
 
     receiver.answer(Answer::WrongCode);
     app.clock.advance_secs(301);
     poke(&app);
-    receiver.wait_calls(2).await;
+    eventually("the second attempt", || async {
+        (receiver.calls_to("/flaky").len() == 2).then_some(())
+    })
+    .await;
 
     receiver.answer(Answer::Success);
     app.clock.advance_secs(301);
     poke(&app);
-    let statuses = receiver.wait_acknowledged(1).await;
-    assert_eq!(statuses[0]["requestId"], resp["requestId"]);
-    let calls = receiver.calls();
-    assert_eq!(calls.len(), 3);
+    let calls = eventually("the third attempt", || async {
+        let calls = receiver.calls_to("/flaky");
+        (calls.len() == 3).then_some(calls)
+    })
+    .await;
+    assert_eq!(calls[2].answer, Answer::Success);
+    assert_eq!(calls[2].body["statuses"][0]["requestId"], resp["requestId"]);
     assert_eq!(
         calls[0].body, calls[2].body,
         "every attempt sends the same statuses"
@@ -499,10 +541,10 @@ async fn failed_callbacks_are_retried_until_the_endpoint_answers_success() {
     // Acknowledged means done.
     app.clock.advance_secs(301);
     poke(&app);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(receiver.calls().len(), 3);
+    marker_receipt(&app, &receiver, marker).await;
+    assert_eq!(receiver.calls_to("/flaky").len(), 3);
     let counts = app.state.store.receipt_counts().await.unwrap();
-    assert_eq!(counts, [("sent".to_owned(), 1)]);
+    assert_eq!(counts, [("sent".to_owned(), 3)], "the one and two markers");
     let metrics = app
         .http
         .get(format!("{}/metrics", app.url))
@@ -541,25 +583,17 @@ async fn receipts_are_dropped_when_the_endpoint_fails_for_the_whole_retry_window
             .first()
             .map(|d| d.receipts[0].attempts)
     };
-    for _ in 0..500 {
-        if attempts().await == Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(attempts().await, Some(1), "the first attempt failed");
+    eventually("the first attempt failed", || async {
+        (attempts().await == Some(1)).then_some(())
+    })
+    .await;
     app.clock.advance_secs(61);
     poke(&app);
-    for _ in 0..500 {
-        if app.state.store.receipt_counts().await.unwrap() == [("dropped".to_owned(), 1)] {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "not dropped: {:?}",
-        app.state.store.receipt_counts().await.unwrap()
-    );
+    eventually("the receipt is dropped", || async {
+        (app.state.store.receipt_counts().await.unwrap() == [("dropped".to_owned(), 1)])
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -593,15 +627,20 @@ async fn pending_receipts_survive_a_restart_and_are_delivered_once() {
         .collect();
     assert_eq!(keys.len(), 30);
 
-    // Acknowledged receipts are never posted again, not even after another restart.
+    // Acknowledged receipts are never posted again, not even after another restart: a
+    // later receipt to the same endpoint is the next and only thing it sees.
     let app = app.restart().await;
     app.clock.advance_secs(3600);
     poke(&app);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.acknowledged().len(), 30);
+    let (_, later) = app
+        .send(notification(&[&unknown_tokens(1, 'L')[0]], "later"))
+        .await;
+    let statuses = receiver.wait_acknowledged(31).await;
+    assert_eq!(statuses.len(), 31, "{statuses:?}");
+    assert_eq!(statuses[30]["requestId"], later["requestId"]);
     assert_eq!(
         app.state.store.receipt_counts().await.unwrap(),
-        [("sent".to_owned(), 30)]
+        [("sent".to_owned(), 31)]
     );
 }
 
@@ -830,17 +869,23 @@ async fn widgets_live_views_and_revoke_commands_in_receipts() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    match d.next().await.unwrap() {
+    let command = match d.next().await.unwrap() {
         herald_proto::device::ServerFrame::Revoke { id, notify_id, .. } => {
             assert_eq!(notify_id, 9);
             d.ack(&[&id]).await;
+            id
         }
         other => panic!("expected a revoke frame, got {other:?}"),
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let all = receiver.acknowledged();
-    assert_eq!(all.len(), 3, "no receipt for the revoke command: {all:?}");
+    };
+    // Once the command's ack is recorded, a later receipt is the next one posted.
+    wait_for_state(&app, &command, "delivered").await;
+    let (_, later) = app
+        .send(notification(&[&unknown_tokens(1, 'L')[0]], "later"))
+        .await;
+    let all = receiver.wait_acknowledged(4).await;
+    assert_eq!(all.len(), 4, "no receipt for the revoke command: {all:?}");
     assert_eq!(all[2]["requestId"], b["requestId"]);
+    assert_eq!(all[3]["requestId"], later["requestId"]);
 }
 
 #[tokio::test]

@@ -28,11 +28,32 @@ macro_rules! snapshot {
 #[tokio::test]
 async fn success_is_80000000_with_a_string_code() {
     let app = spawn_app().await;
-    let (_d, token) = device_with_token(&app).await;
+    let (mut d, token) = device_with_token(&app).await;
     let (status, body) = app.send(notification(&[&token], "hi")).await;
     assert!(body["code"].is_string());
     assert!(body["requestId"].as_str().is_some_and(|r| !r.is_empty()));
+    // What the server did: the message is stored, and the device gets it.
+    let events = crate::helpers::events_of_request(&app, body["requestId"].as_str().unwrap()).await;
+    assert_eq!(
+        events.first(),
+        Some(&("queued".to_owned(), None)),
+        "{events:?}"
+    );
+    let m = d.message().await;
+    assert_eq!(m.request_id, body["requestId"].as_str().unwrap());
+    assert_eq!(m.payload["notification"]["title"], "hi");
     snapshot!("80000000_success", status, body);
+}
+
+/// The store failing under a send (here: closed) is `81000001` with Push Kit's message
+/// only; the cause is logged, never answered.
+#[tokio::test]
+async fn a_store_failure_is_81000001_and_names_no_cause() {
+    let app = spawn_app().await;
+    let (_d, token) = device_with_token(&app).await;
+    app.state.store.close().await;
+    let (status, body) = app.send(notification(&[&token], "hi")).await;
+    snapshot!("81000001_store_failed", status, body);
 }
 
 #[tokio::test]

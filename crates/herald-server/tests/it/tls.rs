@@ -114,7 +114,7 @@ async fn everything_is_served_over_tls() {
     .await;
     let mut frames = Vec::new();
     let token = loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
             .await
             .unwrap()
             .unwrap()
@@ -137,7 +137,7 @@ async fn everything_is_served_over_tls() {
         "{answer}"
     );
     let delivered = loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
             .await
             .unwrap()
             .unwrap()

@@ -264,7 +264,12 @@ mod tests {
     #[test]
     fn a_json_body_replaces_the_flags() {
         let mut argv = vec!["herald", "--key-file", "k.json", "--json", "b.json"];
-        assert!(Cli::try_parse_from(&argv).is_ok());
+        let cli = Cli::try_parse_from(&argv).expect("--json alone is a whole send");
+        assert_eq!(
+            cli.send.json.as_deref(),
+            Some(std::path::Path::new("b.json"))
+        );
+        assert!(cli.send.tokens.is_empty());
         argv.extend(["--title", "x"]);
         assert!(Cli::try_parse_from(&argv).is_err());
         assert!(Cli::try_parse_from(["herald", "--key-file", "k.json"]).is_err());

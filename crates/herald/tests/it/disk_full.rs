@@ -146,13 +146,14 @@ fn a_full_filesystem_answers_81000001_loses_nothing_accepted_and_recovers_by_its
         accepted.push(title);
     }
 
+    // A marker sent last: every accepted message comes before it.
+    assert!(send("marker"));
     let device = DeviceProc::start(&server.url, &client_id, &state, &[]);
     let mut shown: HashMap<String, usize> = HashMap::new();
-    for n in device.collect(
-        "notification",
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    ) {
+    let before = device.until(Duration::from_secs(60), |v| {
+        v["event"] == "notification" && v["title"] == "marker"
+    });
+    for n in before.iter().filter(|v| v["event"] == "notification") {
         let title = n["title"].as_str().unwrap().to_owned();
         assert_eq!(
             n["body"].as_str().unwrap(),

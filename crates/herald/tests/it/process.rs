@@ -35,10 +35,17 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> Server {
+        Server::start_with_env(data_dir, port, &[])
+    }
+
+    /// `herald serve` on `port` with extra `HERALD_*` settings in its environment, once
+    /// healthy.
+    pub fn start_with_env(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let child = herald()
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -282,18 +289,20 @@ impl DeviceProc {
         }
     }
 
-    /// Every event named `event` that arrives until `quiet` passes without any line.
-    pub fn collect(&self, event: &str, quiet: Duration, max_wait: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + max_wait;
-        let mut out = Vec::new();
-        while Instant::now() < deadline {
-            match self.lines.recv_timeout(quiet) {
-                Ok(v) if v["event"] == event => out.push(v),
-                Ok(_) => continue,
-                Err(_) => break,
+    /// Every line before the first one `stop` accepts (which is not included), within
+    /// `timeout`. With a later event as `stop` (a marker the test caused), "nothing else
+    /// came" is a check on these lines rather than a quiet period.
+    pub fn until(&self, timeout: Duration, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if stop(&v) => return before,
+                Ok(v) => before.push(v),
+                Err(_) => panic!("the awaited line did not come within {timeout:?}: {before:?}"),
             }
         }
-        out
     }
 }
 
