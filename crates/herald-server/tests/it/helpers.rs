@@ -424,15 +424,26 @@ impl RawDevice {
             (200, Some("80000000")),
             "the marker: {body}"
         );
-        loop {
-            match self.next().await.expect("frames until the marker") {
-                ServerFrame::Message(m) if m.payload["notification"]["title"] == title.as_str() => {
-                    self.ack(&[&m.id]).await;
-                    return before;
+        // A marker that never comes fails the test (after a generous budget), never hangs it.
+        let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            loop {
+                match self.next().await.expect("frames until the marker") {
+                    ServerFrame::Message(m)
+                        if m.payload["notification"]["title"] == title.as_str() =>
+                    {
+                        self.ack(&[&m.id]).await;
+                        return;
+                    }
+                    other => before.push(other),
                 }
-                other => before.push(other),
             }
-        }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "the marker never came; before it: {before:?}"
+        );
+        before
     }
 
     /// Register (or re-identify) and return the device id.
