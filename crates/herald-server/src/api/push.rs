@@ -58,6 +58,17 @@ async fn handle_send(
         .authenticate(authorization(headers), project_id)
         .await
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
+    if !app
+        .projects
+        .push_enabled(app.store.as_ref(), project_id, app.caches_trusted())
+        .await
+        .map_err(inner_error)?
+    {
+        return Err(Rejection::new(
+            Code::NoPermission,
+            Code::NoPermission.default_msg(),
+        ));
+    }
 
     let push_type = push_type(headers)?;
     let bytes = read_body(body).await?;

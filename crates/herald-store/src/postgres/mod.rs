@@ -48,10 +48,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "002_cluster.sql",
         include_str!("../../migrations/postgres/002_cluster.sql"),
     ),
+    (
+        3,
+        "003_accounts.sql",
+        include_str!("../../migrations/postgres/003_accounts.sql"),
+    ),
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 2] = ["001_init.sql", "002_cluster.sql"];
+pub const MIGRATION_FILES: [&str; 3] = ["001_init.sql", "002_cluster.sql", "003_accounts.sql"];
 
 /// Advisory lock keys (`pg_advisory_xact_lock`); any two distinct 64-bit numbers would
 /// do, these spell "HERALD" and a purpose.
