@@ -322,6 +322,9 @@ async fn deliver(state: Shared, policy: RetryPolicy, batch: DueReceipts) -> Fini
     };
     let outcome = post(&state.receipt_http, &config, &body, state.clock.now_ms()).await;
     let now = state.clock.now_ms();
+    if let Some(emulator) = &state.emulator {
+        emulator.log_receipt(&config, &body, &outcome, now);
+    }
     let n = receipts.len() as u64;
     let receipt_id = config.receipt_id.clone();
     if outcome.success {
