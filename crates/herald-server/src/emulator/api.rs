@@ -22,7 +22,8 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::device::{self, Action, AppRunState, Refused, Start};
 use super::{
-    Emulator, Fault, FaultKind, MAX_DEVICES, MAX_FAULT_COUNT, MAX_FAULTS, ReceiptAttempt, lock,
+    Emulator, Fault, FaultKind, MAX_DEVICES, MAX_FAULT_COUNT, MAX_FAULTS, MAX_TOKENS,
+    ReceiptAttempt, lock,
 };
 use crate::api::admin::AdminUser;
 use crate::state::Shared;
@@ -175,7 +176,7 @@ async fn create_device(
         Some(c) => c,
         None => return Err(bad("client_id is required")),
     };
-    if lock(&emu.devices).len() >= MAX_DEVICES {
+    if lock(&emu.devices).len() >= MAX_DEVICES || !emu.has_room_for_a_token() {
         return Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,
             format!("at most {MAX_DEVICES} virtual devices; DELETE /emulator/v1/state"),
@@ -303,7 +304,8 @@ fn state_of(outcome: Outcome) -> &'static str {
     params(("device_id" = String, Path)), request_body = Action,
     responses((status = 200, description = "what the action did; a click: `ability`, `callback` (onCreate/onNewWant) and `want`", body = Object),
         (status = 400, body = EmulatorError), (status = 401, body = EmulatorError),
-        (status = 404, description = "no such device, or no such notification on its shade", body = EmulatorError)),
+        (status = 404, description = "no such device, or no such notification on its shade", body = EmulatorError),
+        (status = 429, description = "too many tokens handed out", body = EmulatorError)),
     security(("bearer" = [])))]
 async fn act(
     _: AdminUser,
@@ -316,6 +318,12 @@ async fn act(
     let device = emu
         .device(&device_id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such device".into()))?;
+    if matches!(action, Action::DeleteToken) && !emu.has_room_for_a_token() {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("at most {MAX_TOKENS} tokens; DELETE /emulator/v1/state"),
+        ));
+    }
     // What was routed to the device before the action is on its shade first.
     device.settle().await;
     let answer = device.act(action).await?;

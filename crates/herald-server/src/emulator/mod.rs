@@ -31,6 +31,8 @@ pub use device::Action;
 
 /// Virtual devices at most (each is a task and a registry entry).
 pub const MAX_DEVICES: usize = 10_000;
+/// Tokens remembered (a device's first, and each `delete_token` gives one more).
+pub const MAX_TOKENS: usize = 4 * MAX_DEVICES;
 /// Messages remembered per device inbox; the oldest go first.
 pub const MAX_INBOX: usize = 1_000;
 /// Faults waiting at most.
@@ -89,6 +91,11 @@ impl Emulator {
 
     fn remember_token(&self, token: &str, device_id: &str) {
         lock(&self.tokens).insert(token.to_owned(), device_id.to_owned());
+    }
+
+    /// Whether another token may be handed out (see [`MAX_TOKENS`]).
+    fn has_room_for_a_token(&self) -> bool {
+        lock(&self.tokens).len() < MAX_TOKENS
     }
 
     /// The next fault for a send to `tokens`, counted down: a fault naming a token
