@@ -546,6 +546,8 @@ async fn reset(_: AdminUser, State(app): State<Shared>) -> Result<StatusCode, Ap
     app.quotas.clear();
     app.live_views.clear();
     lock(&emu.receipts).clear();
+    emu.resets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    app.receipt_wake.notify_one();
     tracing::info!(
         devices = devices.len(),
         ms = started.elapsed().as_millis() as u64,

@@ -13,6 +13,7 @@ pub mod api;
 mod device;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use axum::http::StatusCode;
@@ -61,6 +62,8 @@ pub struct Emulator {
     tokens: Mutex<HashMap<String, String>>,
     faults: Mutex<VecDeque<Fault>>,
     receipts: Mutex<VecDeque<ReceiptAttempt>>,
+    /// How many resets there were (the receipt dispatcher forgets its backoffs on one).
+    resets: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,7 +80,13 @@ impl Emulator {
             tokens: Mutex::default(),
             faults: Mutex::default(),
             receipts: Mutex::default(),
+            resets: AtomicU64::new(0),
         }
+    }
+
+    /// How many times `DELETE /emulator/v1/state` ran.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::SeqCst)
     }
 
     /// The app virtual devices install by default.
