@@ -725,3 +725,27 @@ async fn a_given_key_project_and_client_id_are_served() {
     let err = refused.err().unwrap().to_string();
     assert!(err.contains("differs from the key file"), "{err}");
 }
+
+#[tokio::test]
+async fn a_queued_message_with_the_same_collapse_key_is_replaced_with_15() {
+    let emu = spawn_emulator().await;
+    let (device, token) = emu.device(json!({"online": false})).await;
+    for id in 1..=2 {
+        let mut body = notify(&token, id, json!({}));
+        body["pushOptions"] = json!({"collapseKey": 1});
+        emu.send(body).await;
+    }
+    assert_eq!(
+        states(&emu.inbox(&device).await),
+        [
+            ("replaced".into(), json!(15)),
+            ("queued".into(), Value::Null)
+        ]
+    );
+    emu.act(&device, json!({"action": "online", "online": true}))
+        .await;
+    assert_eq!(
+        states(&emu.inbox(&device).await),
+        [("replaced".into(), json!(15)), ("shown".into(), json!(0))]
+    );
+}
