@@ -162,6 +162,7 @@ async fn create_device(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
     let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
     let b: NewDeviceBody = body(&bytes)?;
     let permission = match b.permission.as_deref() {
         None | Some("allow") => true,
@@ -259,6 +260,7 @@ async fn inbox(
     Path(device_id): Path<String>,
 ) -> Result<Json<InboxView>, ApiError> {
     let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
     let device = emu
         .device(&device_id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such device".into()))?;
@@ -314,6 +316,7 @@ async fn act(
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
     let action: Action = body(&bytes)?;
     let device = emu
         .device(&device_id)
@@ -365,7 +368,9 @@ fn clock_view(emu: &Emulator) -> ClockView {
     responses((status = 200, body = ClockView), (status = 401, body = EmulatorError)),
     security(("bearer" = [])))]
 async fn show_clock(_: AdminUser, State(app): State<Shared>) -> Result<Json<ClockView>, ApiError> {
-    Ok(Json(clock_view(emulator(&app)?)))
+    let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
+    Ok(Json(clock_view(emu)))
 }
 
 /// Move Herald's clock forward for everything that reads it: TTLs (what expired is
@@ -380,6 +385,7 @@ async fn clock(
     bytes: Bytes,
 ) -> Result<Json<ClockView>, ApiError> {
     let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
     let b: ClockBody = body(&bytes)?;
     if !(0..=315_360_000).contains(&b.advance_secs) {
         return Err(bad("advance_secs must be 0 to 315360000 (ten years)"));
@@ -458,6 +464,7 @@ async fn add_fault(
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<FaultsView>), ApiError> {
     let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
     let b: FaultBody = body(&bytes)?;
     let kind = match (b.code.as_deref(), b.http_status) {
         (Some(code), None) => FaultKind::Code(
@@ -503,7 +510,9 @@ async fn list_faults(
     _: AdminUser,
     State(app): State<Shared>,
 ) -> Result<Json<FaultsView>, ApiError> {
-    Ok(Json(faults_view(emulator(&app)?)))
+    let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
+    Ok(Json(faults_view(emu)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -519,6 +528,7 @@ pub struct ReceiptsView {
     security(("bearer" = [])))]
 async fn receipts(_: AdminUser, State(app): State<Shared>) -> Result<Json<ReceiptsView>, ApiError> {
     let emu = emulator(&app)?;
+    let _calls = emu.gate.read().await;
     Ok(Json(ReceiptsView {
         items: lock(&emu.receipts).iter().cloned().collect(),
     }))
@@ -532,6 +542,9 @@ async fn receipts(_: AdminUser, State(app): State<Shared>) -> Result<Json<Receip
     security(("bearer" = [])))]
 async fn reset(_: AdminUser, State(app): State<Shared>) -> Result<StatusCode, ApiError> {
     let emu = emulator(&app)?;
+    // No other emulator call runs during a reset (a device created halfway through one
+    // would outlive its own rows).
+    let _alone = emu.gate.write().await;
     let started = Instant::now();
     let devices: Vec<_> = lock(&emu.devices).drain().map(|(_, d)| d).collect();
     for d in &devices {

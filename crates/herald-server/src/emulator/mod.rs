@@ -64,6 +64,9 @@ pub struct Emulator {
     receipts: Mutex<VecDeque<ReceiptAttempt>>,
     /// How many resets there were (the receipt dispatcher forgets its backoffs on one).
     resets: AtomicU64,
+    /// Emulator API calls hold it shared, a reset alone (a tokio lock: held across the
+    /// calls' awaits).
+    gate: tokio::sync::RwLock<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +84,7 @@ impl Emulator {
             faults: Mutex::default(),
             receipts: Mutex::default(),
             resets: AtomicU64::new(0),
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 
