@@ -51,7 +51,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     // Emulator mode without --data-dir: a throwaway directory, removed when this returns.
     let mut throwaway = None;
-    if args.emulator && args.data_dir.is_none() && std::env::var_os("HERALD_DATA_DIR").is_none() {
+    // (A data directory named by the flag, HERALD_DATA_DIR or the config file is kept.)
+    if args.emulator && args.data_dir.is_none() && config.data_dir == Config::default().data_dir {
         let dir = tempfile::Builder::new()
             .prefix("herald-emulator-")
             .tempdir()
