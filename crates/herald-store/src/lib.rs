@@ -304,6 +304,16 @@ pub trait Maintenance: Send + Sync {
     async fn close(&self);
 }
 
+/// What the emulator (`herald serve --emulator`) needs beyond the rest: a clean slate
+/// between a backend's tests.
+#[async_trait]
+pub trait EmulatorStore: Send + Sync {
+    /// Forget all traffic in one transaction: devices, tokens, messages, deliveries,
+    /// drops, receipts, report counters, quota counters, Live View states and send
+    /// budgets. Admins, projects, apps, keys, rights and receipt configurations stay.
+    async fn forget_traffic(&self) -> Result<()>;
+}
+
 /// Everything Herald keeps: every concern above, from one engine.
 pub trait Store:
     AccountStore
@@ -314,6 +324,7 @@ pub trait Store:
     + ReceiptStore
     + ReportStore
     + Maintenance
+    + EmulatorStore
     + std::fmt::Debug
     + 'static
 {
@@ -328,6 +339,7 @@ impl<T> Store for T where
         + ReceiptStore
         + ReportStore
         + Maintenance
+        + EmulatorStore
         + std::fmt::Debug
         + 'static
 {

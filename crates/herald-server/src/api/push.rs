@@ -37,8 +37,25 @@ pub async fn send(
 ) -> Response {
     let now = app.clock.now_ms();
     let request_id = ids::request_id(now);
-    let outcome = handle_send(&app, &project_id, &headers, body, now, &request_id).await;
-    answer(outcome, &request_id)
+    match handle_send(&app, &project_id, &headers, body, now, &request_id).await {
+        Ok(accepted) => answer(Ok(accepted), &request_id),
+        Err(Refused::Rejected(r)) => answer(Err(r), &request_id),
+        Err(Refused::Faulted(fault)) => fault.response(&request_id),
+    }
+}
+
+/// Why a send was not accepted.
+enum Refused {
+    /// Push Kit's answer for what is wrong with it.
+    Rejected(Rejection),
+    /// Emulator mode: a fault set up by `POST /emulator/v1/faults` answered it.
+    Faulted(crate::emulator::FaultAnswer),
+}
+
+impl From<Rejection> for Refused {
+    fn from(r: Rejection) -> Self {
+        Refused::Rejected(r)
+    }
 }
 
 fn inner_error(e: StoreError) -> Rejection {
@@ -53,7 +70,7 @@ async fn handle_send(
     body: Body,
     now: i64,
     request_id: &str,
-) -> Result<(Code, String), Rejection> {
+) -> Result<(Code, String), Refused> {
     app.jwt
         .authenticate(authorization(headers), project_id)
         .await
@@ -64,15 +81,20 @@ async fn handle_send(
         .await
         .map_err(inner_error)?
     {
-        return Err(Rejection::new(
-            Code::NoPermission,
-            Code::NoPermission.default_msg(),
-        ));
+        return Err(Rejection::new(Code::NoPermission, Code::NoPermission.default_msg()).into());
     }
 
     let push_type = push_type(headers)?;
     let bytes = read_body(body).await?;
     let parsed = parse_send(push_type, &bytes)?;
+    if let Some(fault) = app
+        .emulator
+        .as_ref()
+        .and_then(|e| e.take_fault(&parsed.tokens))
+    {
+        // As Push Kit answers that failure; nothing is stored or delivered.
+        return Err(Refused::Faulted(fault));
+    }
 
     let (plan, reservation) = plan_deliveries(app, project_id, &parsed, now, request_id).await?;
     let failures = plan.failures;
@@ -82,6 +104,7 @@ async fn handle_send(
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
     }
     let urgent = push_type == PushType::Voip;
+    let notify_id = plan.enqueue.message.notify_id;
     let enqueue = plan.enqueue;
     let mut drops: Vec<ReceiptCode> = enqueue.drops.iter().map(|d| d.code).collect();
     let result = match app.store.enqueue(enqueue).await {
@@ -89,9 +112,18 @@ async fn handle_send(
         Err(e) => {
             app.quotas.release(reservation);
             app.live_views.restore(plan.live_previous);
-            return Err(inner_error(e));
+            return Err(inner_error(e).into());
         }
     };
+    if let Some(emulator) = &app.emulator {
+        emulator.record_send(crate::emulator::SentMessage {
+            request_id,
+            body: &bytes,
+            parsed: &parsed,
+            notify_id,
+            categories: &plan.categories,
+        });
+    }
     // The store took the counters again as it committed: what another node took
     // meanwhile (a shared store) refused some deliveries, which are dropped, not sent.
     let refused: HashSet<i64> = result.refused.iter().map(|(token, _)| *token).collect();
@@ -155,6 +187,9 @@ struct Plan {
     routes: Vec<Route>,
     /// Live View states before this request changed them (restored if it is not stored).
     live_previous: Vec<(LiveViewKey, Option<LiveViewState>)>,
+    /// Emulator mode only: each admitted token's effective category (virtual devices'
+    /// inboxes show it).
+    categories: Vec<(String, Option<Category>)>,
 }
 
 /// Where one queued delivery goes once stored.
@@ -356,6 +391,7 @@ async fn plan_deliveries(
     let mut drops = Vec::new();
     let mut live_views = Vec::new();
     let mut live_previous = Vec::new();
+    let mut categories = Vec::new();
     for (token, record, admission) in admissions {
         let (record, admitted) = match (admission, record) {
             (Admission::Fail(reason), _) => {
@@ -416,6 +452,9 @@ async fn plan_deliveries(
             }
         };
         failures.success += 1;
+        if app.emulator.is_some() {
+            categories.push((token.to_owned(), admitted.category));
+        }
         match decision {
             Err(code) => drops.push(NewDrop {
                 token: token.to_owned(),
@@ -484,6 +523,7 @@ async fn plan_deliveries(
             failures,
             routes,
             live_previous,
+            categories,
         },
         reservation,
     ))

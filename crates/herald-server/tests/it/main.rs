@@ -7,6 +7,7 @@ mod admin_api;
 mod auth;
 mod cluster;
 mod docs;
+mod emulator;
 mod faults;
 mod fuzz_corpus;
 mod gateway;

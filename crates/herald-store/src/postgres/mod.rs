@@ -16,6 +16,7 @@
 mod accounts;
 mod apps;
 mod devices;
+mod emulator;
 mod maintenance;
 mod messages;
 mod receipts;

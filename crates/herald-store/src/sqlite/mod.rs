@@ -12,6 +12,7 @@
 mod accounts;
 mod apps;
 mod devices;
+mod emulator;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod maintenance;
