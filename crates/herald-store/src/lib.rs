@@ -11,6 +11,7 @@
 
 mod charges;
 mod codes;
+mod console;
 mod model;
 mod open;
 pub mod postgres;
@@ -25,6 +26,7 @@ use herald_core::quota::CounterKey;
 use herald_core::receipt::ReceiptFate;
 use tokio::sync::Notify;
 
+pub use console::*;
 pub use model::*;
 pub use open::{OpenOptions, StoreUrl, migrate_store, open_store};
 pub use receipt_choice::{ConfigEntry, ConfigIndex};
@@ -230,6 +232,9 @@ pub trait ReportStore: Send + Sync {
     /// Counts by outcome and receipt code since `since_ms`, optionally of one project or
     /// one app.
     async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>>;
+    /// The same counters by hour (hours since the epoch), push type, category (`""`:
+    /// none) and outcome, for the report's series over time.
+    async fn report_series(&self, filter: ReportFilter) -> Result<Vec<SeriesRow>>;
 }
 
 /// Retention and lifecycle of the store itself.
@@ -260,6 +265,7 @@ pub trait Store:
     + MessageStore
     + ReceiptStore
     + ReportStore
+    + ConsoleStore
     + Maintenance
     + std::fmt::Debug
     + 'static
@@ -274,6 +280,7 @@ impl<T> Store for T where
         + MessageStore
         + ReceiptStore
         + ReportStore
+        + ConsoleStore
         + Maintenance
         + std::fmt::Debug
         + 'static

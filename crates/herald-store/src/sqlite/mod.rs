@@ -11,6 +11,7 @@
 
 mod accounts;
 mod apps;
+mod console;
 mod devices;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -51,10 +52,11 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/sqlite/006_report.sql")),
     M::up(include_str!("../../migrations/sqlite/007_data_plane.sql")),
     M::up(include_str!("../../migrations/sqlite/008_cluster.sql")),
+    M::up(include_str!("../../migrations/sqlite/010_console.sql")),
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 7] = [
+pub const MIGRATION_FILES: [&str; 8] = [
     "001_init.sql",
     "002_rights_quotas.sql",
     "004_push_types.sql",
@@ -62,6 +64,7 @@ pub const MIGRATION_FILES: [&str; 7] = [
     "006_report.sql",
     "007_data_plane.sql",
     "008_cluster.sql",
+    "010_console.sql",
 ];
 
 impl From<rusqlite::Error> for StoreError {
