@@ -338,6 +338,7 @@ pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router 
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())
+        .merge(api::console::routes())
         .merge(web::routes())
         .fallback(not_found)
         .with_state(state)
@@ -375,7 +376,9 @@ async fn metrics_text(
 
 async fn openapi() -> impl IntoResponse {
     use utoipa::OpenApi;
-    axum::Json(api::admin::AdminApi::openapi())
+    let mut doc = api::admin::AdminApi::openapi();
+    doc.merge(api::console::ConsoleApi::openapi());
+    axum::Json(doc)
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -1,6 +1,7 @@
 //! The Push Kit v3 REST API: routes, the response envelope and the error mapping.
 
 pub mod admin;
+pub mod console;
 pub mod images;
 pub mod push;
 pub mod revoke;

@@ -62,8 +62,21 @@ async fn handle_send(
     let push_type = push_type(headers)?;
     let bytes = read_body(body).await?;
     let parsed = parse_send(push_type, &bytes)?;
+    send_parsed(app, project_id, &parsed, now, request_id).await
+}
 
-    let (plan, reservation) = plan_deliveries(app, project_id, &parsed, now, request_id).await?;
+/// The send path after authentication and parsing, shared by `messages:send` and the
+/// console's test messages (`api/console.rs`): decide per token (rights, quotas), store
+/// the request and its deliveries durably, route them, and say what became of each token.
+pub(crate) async fn send_parsed(
+    app: &Shared,
+    project_id: &str,
+    parsed: &ParsedSend,
+    now: i64,
+    request_id: &str,
+) -> Result<(Code, String), Rejection> {
+    let push_type = parsed.push_type;
+    let (plan, reservation) = plan_deliveries(app, project_id, parsed, now, request_id).await?;
     let failures = plan.failures;
     if plan.enqueue.deliveries.is_empty() && plan.enqueue.drops.is_empty() {
         app.quotas.release(reservation);
