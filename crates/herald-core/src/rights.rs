@@ -135,9 +135,13 @@ impl RightState {
 }
 
 /// What an operator does to a right.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RightAction {
+    #[default]
     Request,
+    /// Product confirms the requested scenario matches the category; the right stays
+    /// requested (the store records who confirmed).
+    Confirm,
     Grant,
     Refuse,
     Revoke,
@@ -147,6 +151,7 @@ impl RightAction {
     pub fn as_str(self) -> &'static str {
         match self {
             RightAction::Request => "request",
+            RightAction::Confirm => "confirm",
             RightAction::Grant => "grant",
             RightAction::Refuse => "refuse",
             RightAction::Revoke => "revoke",
@@ -155,7 +160,8 @@ impl RightAction {
 
     /// The state after the action, or why it is not allowed from `from`.
     ///
-    /// request: from nothing, refused or revoked (a new application);
+    /// request: from nothing, refused or revoked (a new application); confirm: a
+    /// pending request (it stays pending);
     /// grant/refuse: a pending request (grant also directly, for an operator who both
     /// applies and approves); revoke: a granted right.
     pub fn apply(self, from: Option<RightState>) -> Result<RightState, &'static str> {
@@ -164,6 +170,8 @@ impl RightAction {
             (RightAction::Request, None | Some(Refused | Revoked)) => Ok(Requested),
             (RightAction::Request, Some(Requested)) => Err("the right is already requested"),
             (RightAction::Request, Some(Granted)) => Err("the right is already granted"),
+            (RightAction::Confirm, Some(Requested)) => Ok(Requested),
+            (RightAction::Confirm, _) => Err("only a requested right can be confirmed"),
             (RightAction::Grant, Some(Granted)) => Err("the right is already granted"),
             (RightAction::Grant, _) => Ok(Granted),
             (RightAction::Refuse, Some(Requested)) => Ok(Refused),

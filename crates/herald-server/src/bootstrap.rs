@@ -116,6 +116,7 @@ pub async fn ensure(
                 project_id: project_id.clone(),
                 name: "Default project".into(),
                 created_at: now_ms,
+                push_enabled: true,
             },
             app: App {
                 client_id: client_id.clone(),

@@ -61,6 +61,8 @@ pub enum Control {
     AppChanged { client_id: String },
     /// An operator changed an app's rights: read them again.
     RightsChanged { client_id: String },
+    /// An operator switched a project's push service on or off: read it again.
+    ProjectChanged { project_id: String },
     /// The device said hello on the sender's node with this session number (the
     /// store's count of its hellos): a node holding an older connection closes it.
     DeviceClaimed { device: i64, session: i64 },
@@ -228,6 +230,7 @@ fn apply(app: &Shared, what: Control) {
         Control::TokenDeleted { token } => app.tokens.remove(&token),
         Control::AppChanged { client_id } => app.apps.invalidate(&client_id),
         Control::RightsChanged { client_id } => app.rights.invalidate(&client_id),
+        Control::ProjectChanged { project_id } => app.projects.invalidate(&project_id),
         Control::DeviceClaimed { device, session } => {
             if app.registry.kick_older(device, session) {
                 tracing::debug!(

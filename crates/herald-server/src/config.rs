@@ -70,6 +70,8 @@ pub struct Config {
     pub retention_report_days: f64,
     /// Days a device may stay away before it and its tokens are forgotten.
     pub retention_idle_devices_days: f64,
+    /// Days audit log entries are kept.
+    pub retention_audit_days: f64,
     /// Seconds between pruning rounds.
     pub prune_every_secs: u64,
     /// Records of each kind one pruning round deletes at most.
@@ -86,6 +88,34 @@ pub struct Config {
     pub limits: Limits,
     /// Image pre-verification (`images:verify`), the `[images]` table.
     pub images: ImagesConfig,
+    /// Sessions of the admin API and the console, the `[auth]` table.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: how long sign-ins last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Seconds a console session (cookie) may go unused before it ends.
+    pub session_idle_secs: u64,
+    /// Seconds a console session lasts at most, however busy.
+    pub session_max_secs: u64,
+    /// Seconds a bearer token from `POST /api/v1/sessions` lasts.
+    pub token_ttl_secs: u64,
+    /// Mark the session cookie `Secure` even without `tls_cert` (Herald behind a
+    /// TLS-terminating proxy). With `tls_cert` it is always `Secure`.
+    pub secure_cookie: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_idle_secs: 1_800,
+            session_max_secs: 43_200,
+            token_ttl_secs: 86_400,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// `[images]`: how `images:verify` checks an image.
@@ -293,6 +323,7 @@ impl Default for Config {
             retention_receipts_days: 7.0,
             retention_report_days: 90.0,
             retention_idle_devices_days: 270.0,
+            retention_audit_days: 365.0,
             prune_every_secs: 10,
             prune_batch: 2_000,
             tls_cert: String::new(),
@@ -300,6 +331,7 @@ impl Default for Config {
             metrics_allow: Cidrs::loopback(),
             limits: Limits::default(),
             images: ImagesConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -420,6 +452,11 @@ impl Config {
             "HERALD_RETENTION_IDLE_DEVICES_DAYS" => {
                 self.retention_idle_devices_days = parse(var, value)?
             }
+            "HERALD_RETENTION_AUDIT_DAYS" => self.retention_audit_days = parse(var, value)?,
+            "HERALD_AUTH_SESSION_IDLE_SECS" => self.auth.session_idle_secs = parse(var, value)?,
+            "HERALD_AUTH_SESSION_MAX_SECS" => self.auth.session_max_secs = parse(var, value)?,
+            "HERALD_AUTH_TOKEN_TTL_SECS" => self.auth.token_ttl_secs = parse(var, value)?,
+            "HERALD_AUTH_SECURE_COOKIE" => self.auth.secure_cookie = parse(var, value)?,
             "HERALD_PRUNE_EVERY_SECS" => self.prune_every_secs = parse(var, value)?,
             "HERALD_PRUNE_BATCH" => self.prune_batch = parse(var, value)?,
             "HERALD_IMAGES_FETCH" => self.images.fetch = parse(var, value)?,
@@ -501,6 +538,8 @@ retention_messages_days = {ret_msgs}
 retention_receipts_days = {ret_receipts}
 retention_report_days = {ret_report}
 retention_idle_devices_days = {ret_devices}
+# Audit log entries (who changed what, when, from where).
+retention_audit_days = {ret_audit}
 prune_every_secs = {prune_every}
 prune_batch = {prune_batch}
 
@@ -591,6 +630,19 @@ fetch_timeout_secs = {fetch_timeout}
 verify_per_minute = {verify_rate}
 # Seconds a verified downloadUrl stays valid (its expireTime).
 verified_for_secs = {verified_for}
+
+# Sign-ins to the admin API and the console (docs/roles.md).
+# Environment: HERALD_AUTH_SESSION_IDLE_SECS, HERALD_AUTH_SESSION_MAX_SECS, …
+[auth]
+# Seconds a console session (its HttpOnly cookie) may go unused before it ends.
+session_idle_secs = {session_idle}
+# Seconds a console session lasts at most, however busy.
+session_max_secs = {session_max}
+# Seconds a bearer token from POST /api/v1/sessions (scripts) lasts.
+token_ttl_secs = {token_ttl}
+# Mark the session cookie Secure without tls_cert (behind a TLS-terminating proxy);
+# with tls_cert it always is.
+secure_cookie = {secure_cookie}
 "#,
             data_dir = d.data_dir.display(),
             listen = d.listen,
@@ -615,6 +667,11 @@ verified_for_secs = {verified_for}
             ret_receipts = d.retention_receipts_days,
             ret_report = d.retention_report_days,
             ret_devices = d.retention_idle_devices_days,
+            ret_audit = d.retention_audit_days,
+            session_idle = d.auth.session_idle_secs,
+            session_max = d.auth.session_max_secs,
+            token_ttl = d.auth.token_ttl_secs,
+            secure_cookie = d.auth.secure_cookie,
             prune_every = d.prune_every_secs,
             prune_batch = d.prune_batch,
             fetch = d.images.fetch,
@@ -657,6 +714,7 @@ verified_for_secs = {verified_for}
             report_ms: days(self.retention_report_days),
             quota_days: 2,
             idle_devices_ms: days(self.retention_idle_devices_days),
+            audit_ms: days(self.retention_audit_days),
         }
     }
 }

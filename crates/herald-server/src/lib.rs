@@ -7,6 +7,7 @@
 pub mod acks;
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod bootstrap;
 pub mod bus;
 pub mod config;
@@ -215,6 +216,7 @@ impl Herald {
             clock,
             tokens: Default::default(),
             apps: Default::default(),
+            projects: Default::default(),
             registry,
             shutdown: CancellationToken::new(),
             metrics: metrics_handle(),
@@ -356,7 +358,7 @@ async fn metrics_text(
     headers: HeaderMap,
 ) -> axum::response::Response {
     if !state.config.metrics_allow.contains(&client.0)
-        && !api::admin::bears_admin_token(&state, &headers).await
+        && !api::principal::bears_admin_token(&state, &headers).await
     {
         return (
             StatusCode::FORBIDDEN,

@@ -48,24 +48,98 @@ impl AccountStore for MeteredStore {
         timed("bootstrap", self.inner.bootstrap(b)).await
     }
 
-    async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>> {
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
+        timed("session", self.inner.session(token_hash)).await
+    }
+
+    async fn create_session(&self, session: NewSession) -> Result<()> {
+        timed("create_session", self.inner.create_session(session)).await
+    }
+
+    async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<()> {
         timed(
-            "admin_by_token_hash",
-            self.inner.admin_by_token_hash(token_hash),
+            "touch_session",
+            self.inner.touch_session(token_hash, now_ms),
         )
         .await
     }
 
-    async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>> {
-        timed("admin_by_username", self.inner.admin_by_username(username)).await
-    }
-
-    async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()> {
+    async fn revoke_session(&self, token_hash: &str, now_ms: i64) -> Result<bool> {
         timed(
-            "create_admin_token",
-            self.inner.create_admin_token(admin_id, token_hash, now_ms),
+            "revoke_session",
+            self.inner.revoke_session(token_hash, now_ms),
         )
         .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<(User, String)>> {
+        timed("user_by_username", self.inner.user_by_username(username)).await
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<Option<User>> {
+        timed("create_user", self.inner.create_user(user)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        timed("list_users", self.inner.list_users()).await
+    }
+
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep_token_hash: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
+        timed(
+            "set_password",
+            self.inner
+                .set_password(user_id, password_hash, keep_token_hash, now_ms),
+        )
+        .await
+    }
+
+    async fn set_member(
+        &self,
+        project_id: &str,
+        user_id: i64,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        timed(
+            "set_member",
+            self.inner.set_member(project_id, user_id, role, now_ms),
+        )
+        .await
+    }
+
+    async fn remove_member(&self, project_id: &str, user_id: i64) -> Result<bool> {
+        timed(
+            "remove_member",
+            self.inner.remove_member(project_id, user_id),
+        )
+        .await
+    }
+
+    async fn members(&self, project_id: &str) -> Result<Vec<Member>> {
+        timed("members", self.inner.members(project_id)).await
+    }
+
+    async fn memberships(&self, user_id: i64) -> Result<Vec<Member>> {
+        timed("memberships", self.inner.memberships(user_id)).await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
+        timed("append_audit", self.inner.append_audit(entry)).await
+    }
+
+    async fn audit(
+        &self,
+        project_id: &str,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        timed("audit", self.inner.audit(project_id, before_ms, limit)).await
     }
 }
 
@@ -81,6 +155,14 @@ impl AppStore for MeteredStore {
 
     async fn list_projects(&self) -> Result<Vec<Project>> {
         timed("list_projects", self.inner.list_projects()).await
+    }
+
+    async fn set_push_enabled(&self, project_id: &str, enabled: bool) -> Result<Option<Project>> {
+        timed(
+            "set_push_enabled",
+            self.inner.set_push_enabled(project_id, enabled),
+        )
+        .await
     }
 
     async fn create_app(&self, app: App) -> Result<()> {

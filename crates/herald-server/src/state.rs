@@ -27,6 +27,8 @@ pub struct AppState {
     pub jwt: JwtVerifier,
     pub tokens: TokenCache,
     pub apps: AppCache,
+    /// Whether each project's push service is on (`PATCH /api/v1/projects/{id}`).
+    pub projects: ProjectSwitches,
     pub registry: Registry,
     pub rights: crate::policy::RightsCache,
     pub quotas: crate::policy::QuotaBook,
@@ -76,6 +78,7 @@ impl AppState {
         self.jwt.forget_keys();
         self.tokens.clear();
         self.apps.clear();
+        self.projects.clear();
         self.rights.clear();
     }
 }
@@ -204,6 +207,44 @@ impl AppCache {
     }
 
     /// Forget every app.
+    pub fn clear(&self) {
+        self.map.clear();
+    }
+}
+
+/// Whether each project's push service is on, read through from the store; the send and
+/// revoke paths ask it on every request. Bounded by the number of projects (operators
+/// create them), forgotten when an operator switches one (here or on another node).
+#[derive(Debug, Default)]
+pub struct ProjectSwitches {
+    map: DashMap<String, bool>,
+}
+
+impl ProjectSwitches {
+    /// Whether `project_id` may send and revoke; an unknown project may (its requests
+    /// fail later, as before). Cached copies are used only when `trusted`.
+    pub async fn push_enabled(
+        &self,
+        store: &dyn Store,
+        project_id: &str,
+        trusted: bool,
+    ) -> Result<bool, StoreError> {
+        if trusted && let Some(on) = self.map.get(project_id) {
+            return Ok(*on);
+        }
+        let Some(project) = store.project(project_id).await? else {
+            return Ok(true);
+        };
+        self.map.insert(project.project_id, project.push_enabled);
+        Ok(project.push_enabled)
+    }
+
+    /// Forget one project after an operator switched it.
+    pub fn invalidate(&self, project_id: &str) {
+        self.map.remove(project_id);
+    }
+
+    /// Forget every project.
     pub fn clear(&self) {
         self.map.clear();
     }

@@ -16,6 +16,7 @@ mod model;
 mod open;
 pub mod postgres;
 mod receipt_choice;
+mod rights_change;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -54,22 +55,65 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Send-budget rows are kept this many seconds past their second, then pruned.
 pub const SEND_BUDGET_KEPT_SECS: i64 = 60;
 
-/// Operators: the instance admin and their bearer tokens.
+/// Users, their sessions, project membership and the audit log.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Whether the first-start bootstrap has run.
     async fn is_bootstrapped(&self) -> Result<bool>;
-    /// Create the first admin, project, app and service account in one transaction.
+    /// Create the first admin (the instance admin, with a session that never expires),
+    /// project, app and service account in one transaction.
     /// Exactly one call succeeds per store, however many nodes try at the same moment:
     /// every other one fails with [`StoreError::Conflict`] and writes nothing (so a node
     /// that gets `Conflict` knows another one bootstrapped, and serves that project).
     async fn bootstrap(&self, b: Bootstrap) -> Result<()>;
-    /// The admin whose bearer token hashes to `token_hash`.
-    async fn admin_by_token_hash(&self, token_hash: &str) -> Result<Option<Admin>>;
-    /// An admin and their password hash, for a login.
-    async fn admin_by_username(&self, username: &str) -> Result<Option<(Admin, String)>>;
-    /// Another bearer token for an admin (a console login).
-    async fn create_admin_token(&self, admin_id: i64, token_hash: &str, now_ms: i64) -> Result<()>;
+    /// The session whose token hashes to `token_hash`, expired or revoked ones included
+    /// (the caller decides), with its user.
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>>;
+    /// Open a session.
+    async fn create_session(&self, session: NewSession) -> Result<()>;
+    /// Note that a request used the session at `now_ms` (for the idle expiry).
+    async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<()>;
+    /// Revoke a session (a logout); `false` when there is no such live session.
+    async fn revoke_session(&self, token_hash: &str, now_ms: i64) -> Result<bool>;
+    /// A user and their password hash, for a login.
+    async fn user_by_username(&self, username: &str) -> Result<Option<(User, String)>>;
+    /// Create a user; `None` when the user name is taken.
+    async fn create_user(&self, user: NewUser) -> Result<Option<User>>;
+    /// Every user, by user name.
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Replace a user's password hash and revoke their other sessions (every one but
+    /// `keep_token_hash`, and the bootstrap one is kept too).
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep_token_hash: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Make a user a member of a project with `role`, or change their role.
+    async fn set_member(
+        &self,
+        project_id: &str,
+        user_id: i64,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Remove a member; `false` when they were not one.
+    async fn remove_member(&self, project_id: &str, user_id: i64) -> Result<bool>;
+    /// A project's members, by user name.
+    async fn members(&self, project_id: &str) -> Result<Vec<Member>>;
+    /// The projects a user is a member of, with their role there.
+    async fn memberships(&self, user_id: i64) -> Result<Vec<Member>>;
+    /// Append to the audit log.
+    async fn append_audit(&self, entry: AuditEntry) -> Result<()>;
+    /// A project's audit log, newest first, at most `limit` entries older than
+    /// `before_ms` (all when `None`).
+    async fn audit(
+        &self,
+        project_id: &str,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>>;
 }
 
 /// Projects, apps, service-account keys and scenario rights.
@@ -78,6 +122,8 @@ pub trait AppStore: Send + Sync {
     async fn create_project(&self, project: Project) -> Result<()>;
     async fn project(&self, project_id: &str) -> Result<Option<Project>>;
     async fn list_projects(&self) -> Result<Vec<Project>>;
+    /// Switch a project's push service on or off; `None` when there is no such project.
+    async fn set_push_enabled(&self, project_id: &str, enabled: bool) -> Result<Option<Project>>;
     async fn create_app(&self, app: App) -> Result<()>;
     async fn app(&self, client_id: &str) -> Result<Option<App>>;
     async fn list_apps(&self, project_id: Option<&str>) -> Result<Vec<App>>;
@@ -99,7 +145,9 @@ pub trait AppStore: Send + Sync {
     /// The app's right history, oldest first.
     async fn right_history(&self, client_id: &str) -> Result<Vec<RightEvent>>;
     /// Apply an operator's action atomically; `Ok(Err(why))` when the action is not
-    /// allowed from the right's current state.
+    /// allowed from the right's current state (or a request's scenario is confirmed
+    /// twice). A request records its scenario and sample message and clears the
+    /// previous confirmation; a confirm records who confirmed.
     async fn change_right(
         &self,
         change: RightChange,

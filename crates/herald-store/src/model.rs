@@ -11,6 +11,8 @@ pub struct Project {
     pub project_id: String,
     pub name: String,
     pub created_at: i64,
+    /// Whether the project may send and revoke (`false`: both answer 80300002).
+    pub push_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,12 @@ pub struct RightRecord {
     /// The scenario given with the latest request (or the latest action's reason).
     pub reason: Option<String>,
     pub updated_at: i64,
+    /// The scenario text and sample message of the latest request.
+    pub scenario: Option<String>,
+    pub sample_message: Option<String>,
+    /// Who confirmed the latest request's scenario matches the category, and when.
+    pub confirmed_by: Option<String>,
+    pub confirmed_at: Option<i64>,
 }
 
 /// One step in a right's history.
@@ -54,12 +62,16 @@ pub struct RightEvent {
     pub action: String,
     pub state: RightState,
     pub reason: Option<String>,
+    /// The user name of whoever took the step.
     pub actor: String,
     pub at: i64,
+    /// With a request: its scenario text and sample message.
+    pub scenario: Option<String>,
+    pub sample_message: Option<String>,
 }
 
 /// An operator's action on a right.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RightChange {
     pub client_id: String,
     pub name: String,
@@ -67,6 +79,9 @@ pub struct RightChange {
     pub reason: Option<String>,
     pub actor: String,
     pub at: i64,
+    /// With a request: the scenario text and a sample message.
+    pub scenario: Option<String>,
+    pub sample_message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +98,106 @@ pub struct ServiceAccount {
     pub revoked_at: Option<i64>,
 }
 
+/// A user: the instance admin (the bootstrap one, and any other made one) or a person
+/// who holds roles in projects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admin {
+pub struct User {
     pub id: i64,
     pub username: String,
+    pub instance_admin: bool,
+    pub created_at: i64,
+}
+
+/// A user to create; `password_hash` is an argon2 PHC string.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub password_hash: String,
+    pub instance_admin: bool,
+    pub created_at: i64,
+}
+
+/// How a session was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// The token written to `bootstrap.json`: never expires (revocable).
+    Bootstrap,
+    /// A login's bearer token, for scripts.
+    Bearer,
+    /// A console login: an HttpOnly cookie with a CSRF token.
+    Cookie,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Bootstrap => "bootstrap",
+            SessionKind::Bearer => "bearer",
+            SessionKind::Cookie => "cookie",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionKind> {
+        Some(match s {
+            "bootstrap" => SessionKind::Bootstrap,
+            "bearer" => SessionKind::Bearer,
+            "cookie" => SessionKind::Cookie,
+            _ => return None,
+        })
+    }
+}
+
+/// A session to open: the SHA-256 of its secret token, never the token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token_hash: String,
+    pub user_id: i64,
+    pub kind: SessionKind,
+    /// SHA-256 of the CSRF token (cookie sessions).
+    pub csrf_hash: Option<String>,
+    pub created_at: i64,
+    /// `None`: never (the bootstrap token only).
+    pub expires_at: Option<i64>,
+}
+
+/// A stored session with its user; the caller decides whether it is still valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: User,
+    pub kind: SessionKind,
+    pub csrf_hash: Option<String>,
+    pub created_at: i64,
+    /// Last time a request used it (updated at most once a minute).
+    pub last_used_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A project member: a user and their one role there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub project_id: String,
+    pub user_id: i64,
+    pub username: String,
+    /// `owner`, `operations`, `product`, `backend_developer` or `app_developer`.
+    pub role: String,
+    pub added_at: i64,
+}
+
+/// One entry of the audit log: who did what, when, from which address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The project it concerns; `None` for instance-wide changes (users).
+    pub project_id: Option<String>,
+    /// The user name.
+    pub actor: String,
+    /// What was done, e.g. `member.add`, `key.revoke`, `right.grant`.
+    pub action: String,
+    /// On what, and how (a sentence or `key=value` pairs).
+    pub detail: String,
+    /// The client address the request came from.
+    pub address: String,
+    pub at: i64,
 }
 
 /// Everything the first start creates.
@@ -393,6 +504,8 @@ pub struct Retention {
     pub quota_days: i32,
     /// Devices (and their tokens) not seen for this long; deleted tokens after it too.
     pub idle_devices_ms: i64,
+    /// Audit log entries.
+    pub audit_ms: i64,
 }
 
 impl Default for Retention {
@@ -404,6 +517,7 @@ impl Default for Retention {
             report_ms: 90 * DAY,
             quota_days: 2,
             idle_devices_ms: 270 * DAY,
+            audit_ms: 365 * DAY,
         }
     }
 }
@@ -420,6 +534,10 @@ pub struct Pruned {
     pub send_budget_rows: u64,
     pub devices: u64,
     pub tokens: u64,
+    /// Audit log entries past their retention.
+    pub audit_rows: u64,
+    /// Sessions that expired or were revoked.
+    pub sessions: u64,
 }
 
 impl Pruned {
@@ -432,6 +550,8 @@ impl Pruned {
             + self.send_budget_rows
             + self.devices
             + self.tokens
+            + self.audit_rows
+            + self.sessions
     }
 }
 

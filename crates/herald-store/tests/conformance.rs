@@ -63,6 +63,14 @@ async fn story<E: Engine>(engine: &E) {
     bootstrap_once(&[&store]).await;
     store.close().await;
 
+    let store = engine.open("users").await;
+    users_sessions_members_and_audit(&store).await;
+    store.close().await;
+
+    let store = engine.open("scenarios").await;
+    scenario_requests_and_confirmations(&store).await;
+    store.close().await;
+
     let store = engine.open("devices").await;
     devices_and_tokens(&store).await;
     store.close().await;
@@ -428,6 +436,7 @@ fn bootstrap() -> Bootstrap {
             project_id: "p1".into(),
             name: "Project one".into(),
             created_at: NOW,
+            push_enabled: true,
         },
         app: app("c1", "p1", "com.example.one"),
         service_account: ServiceAccount {
@@ -459,6 +468,7 @@ fn project(project_id: &str) -> Project {
         project_id: project_id.into(),
         name: format!("Project {project_id}"),
         created_at: NOW + 1,
+        push_enabled: true,
     }
 }
 
@@ -664,10 +674,10 @@ async fn bootstrap_once<S: Store>(nodes: &[&S]) {
         );
         assert_eq!(node.list_apps(None).await.unwrap(), [winner.app.clone()]);
         assert_eq!(
-            node.admin_by_token_hash(&winner.admin_token_hash)
+            node.session(&winner.admin_token_hash)
                 .await
                 .unwrap()
-                .map(|a| a.username),
+                .map(|s| s.user.username),
             Some(winner.admin_username.clone())
         );
     }
@@ -694,29 +704,33 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
     );
     assert_eq!(store.list_projects().await.unwrap(), [b.project.clone()]);
 
-    // Admins: by token, by name (with the password hash), and further tokens.
-    let admin = store
-        .admin_by_token_hash("token-hash")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(admin.username, "admin");
-    assert_eq!(store.admin_by_token_hash("nope").await.unwrap(), None);
+    // The bootstrap admin: the instance admin, owner of the first project, with a
+    // session that never expires; found by name with the password hash.
+    let boot = store.session("token-hash").await.unwrap().unwrap();
+    let admin = boot.user.clone();
     assert_eq!(
-        store.admin_by_username("admin").await.unwrap(),
+        (admin.username.as_str(), admin.instance_admin),
+        ("admin", true)
+    );
+    assert_eq!(
+        (boot.kind, boot.expires_at, boot.revoked_at),
+        (SessionKind::Bootstrap, None, None)
+    );
+    assert_eq!(store.session("nope").await.unwrap(), None);
+    assert_eq!(
+        store.user_by_username("admin").await.unwrap(),
         Some((admin.clone(), "password-hash".to_owned()))
     );
-    assert_eq!(store.admin_by_username("nobody").await.unwrap(), None);
-    store
-        .create_admin_token(admin.id, "second-token-hash", NOW + 1)
-        .await
-        .unwrap();
+    assert_eq!(store.user_by_username("nobody").await.unwrap(), None);
     assert_eq!(
         store
-            .admin_by_token_hash("second-token-hash")
+            .members("p1")
             .await
-            .unwrap(),
-        Some(admin.clone())
+            .unwrap()
+            .iter()
+            .map(|m| (m.username.as_str(), m.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("admin", "owner")]
     );
 
     // Projects and apps.
@@ -838,6 +852,7 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
         reason: reason.map(str::to_owned),
         actor: "ops".into(),
         at,
+        ..Default::default()
     };
     let r = store
         .change_right(change("IM", RightAction::Request, Some("chat"), NOW))
@@ -852,6 +867,10 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
             state: RightState::Requested,
             reason: Some("chat".into()),
             updated_at: NOW,
+            scenario: None,
+            sample_message: None,
+            confirmed_by: None,
+            confirmed_at: None,
         }
     );
     assert!(
@@ -923,6 +942,384 @@ async fn accounts_apps_and_rights<S: Store>(store: &S) {
     );
     assert_eq!(history[0].reason.as_deref(), Some("chat"));
     assert!(store.right_history("c1").await.unwrap().is_empty());
+}
+
+async fn users_sessions_members_and_audit<S: Store>(store: &S) {
+    store.bootstrap(bootstrap()).await.unwrap();
+    store.create_project(project("p2")).await.unwrap();
+
+    // Users: created by name once, listed by name; not instance admins unless said.
+    let new_user = |name: &str| NewUser {
+        username: name.into(),
+        password_hash: format!("hash-{name}"),
+        instance_admin: false,
+        created_at: NOW + 1,
+    };
+    let olga = store.create_user(new_user("olga")).await.unwrap().unwrap();
+    assert_eq!(
+        (olga.username.as_str(), olga.instance_admin, olga.created_at),
+        ("olga", false, NOW + 1)
+    );
+    assert_eq!(
+        store.create_user(new_user("olga")).await.unwrap(),
+        None,
+        "a user name is taken once"
+    );
+    let pete = store.create_user(new_user("pete")).await.unwrap().unwrap();
+    assert_ne!(olga.id, pete.id);
+    assert_eq!(
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| (u.username.as_str(), u.instance_admin))
+            .collect::<Vec<_>>(),
+        [("admin", true), ("olga", false), ("pete", false)]
+    );
+
+    // Members: one role per project, changed in place; listed per project and per user.
+    store
+        .set_member("p2", olga.id, "operations", NOW + 2)
+        .await
+        .unwrap();
+    store
+        .set_member("p2", pete.id, "product", NOW + 2)
+        .await
+        .unwrap();
+    store
+        .set_member("p1", olga.id, "app_developer", NOW + 2)
+        .await
+        .unwrap();
+    store
+        .set_member("p2", olga.id, "owner", NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .members("p2")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| (m.username.as_str(), m.role.as_str(), m.added_at))
+            .collect::<Vec<_>>(),
+        [("olga", "owner", NOW + 2), ("pete", "product", NOW + 2)]
+    );
+    assert_eq!(
+        store
+            .memberships(olga.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| (m.project_id.as_str(), m.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("p1", "app_developer"), ("p2", "owner")]
+    );
+    assert!(store.remove_member("p2", pete.id).await.unwrap());
+    assert!(!store.remove_member("p2", pete.id).await.unwrap(), "once");
+    assert!(store.memberships(pete.id).await.unwrap().is_empty());
+
+    // Sessions: kinds, expiry, CSRF hash, last use (only forward), revocation.
+    let open = |hash: &str, user: i64, kind, csrf: Option<&str>| NewSession {
+        token_hash: hash.into(),
+        user_id: user,
+        kind,
+        csrf_hash: csrf.map(str::to_owned),
+        created_at: NOW + 10,
+        expires_at: Some(NOW + 1000),
+    };
+    store
+        .create_session(open("s-bearer", olga.id, SessionKind::Bearer, None))
+        .await
+        .unwrap();
+    store
+        .create_session(open(
+            "s-cookie",
+            olga.id,
+            SessionKind::Cookie,
+            Some("csrf-hash"),
+        ))
+        .await
+        .unwrap();
+    let s = store.session("s-cookie").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            s.user.username.as_str(),
+            s.kind,
+            s.csrf_hash.as_deref(),
+            s.created_at,
+            s.last_used_at,
+            s.expires_at,
+            s.revoked_at
+        ),
+        (
+            "olga",
+            SessionKind::Cookie,
+            Some("csrf-hash"),
+            NOW + 10,
+            NOW + 10,
+            Some(NOW + 1000),
+            None
+        )
+    );
+    store.touch_session("s-cookie", NOW + 50).await.unwrap();
+    store.touch_session("s-cookie", NOW + 40).await.unwrap();
+    assert_eq!(
+        store
+            .session("s-cookie")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        NOW + 50,
+        "a last use only moves forward"
+    );
+    assert!(store.revoke_session("s-cookie", NOW + 60).await.unwrap());
+    assert!(!store.revoke_session("s-cookie", NOW + 61).await.unwrap());
+    assert!(!store.revoke_session("nope", NOW + 61).await.unwrap());
+    assert_eq!(
+        store.session("s-cookie").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 60),
+        "a revoked session stays readable as revoked"
+    );
+
+    // A password change replaces the hash and signs out the user's other sessions.
+    store
+        .create_session(open("s-other", olga.id, SessionKind::Bearer, None))
+        .await
+        .unwrap();
+    store
+        .set_password(olga.id, "hash-new", Some("s-bearer"), NOW + 70)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_by_username("olga").await.unwrap().unwrap().1,
+        "hash-new"
+    );
+    assert_eq!(
+        store.session("s-bearer").await.unwrap().unwrap().revoked_at,
+        None,
+        "the session that changed it stays"
+    );
+    assert_eq!(
+        store.session("s-other").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 70)
+    );
+    let admin_id = store.session("token-hash").await.unwrap().unwrap().user.id;
+    store
+        .set_password(admin_id, "hash-admin", None, NOW + 70)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session("token-hash")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None,
+        "the bootstrap token survives a password change"
+    );
+
+    // Projects: the push switch.
+    assert!(store.project("p2").await.unwrap().unwrap().push_enabled);
+    let off = store.set_push_enabled("p2", false).await.unwrap().unwrap();
+    assert!(!off.push_enabled);
+    assert!(!store.project("p2").await.unwrap().unwrap().push_enabled);
+    assert!(
+        store
+            .list_projects()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.project_id == "p2" && !p.push_enabled)
+    );
+    assert_eq!(store.set_push_enabled("nope", false).await.unwrap(), None);
+
+    // The audit log: per project, newest first, paged by time.
+    let entry = |project: Option<&str>, action: &str, at| AuditEntry {
+        project_id: project.map(str::to_owned),
+        actor: "olga".into(),
+        action: action.into(),
+        detail: format!("did {action}"),
+        address: "192.0.2.7".into(),
+        at,
+    };
+    store
+        .append_audit(entry(Some("p2"), "member.add", NOW + 100))
+        .await
+        .unwrap();
+    store
+        .append_audit(entry(Some("p1"), "key.create", NOW + 101))
+        .await
+        .unwrap();
+    store
+        .append_audit(entry(None, "user.create", NOW + 102))
+        .await
+        .unwrap();
+    store
+        .append_audit(entry(Some("p2"), "key.revoke", NOW + 103))
+        .await
+        .unwrap();
+    let log = store.audit("p2", None, 10).await.unwrap();
+    assert_eq!(
+        log,
+        [
+            entry(Some("p2"), "key.revoke", NOW + 103),
+            entry(Some("p2"), "member.add", NOW + 100)
+        ]
+    );
+    assert_eq!(
+        store.audit("p2", Some(NOW + 103), 10).await.unwrap(),
+        [entry(Some("p2"), "member.add", NOW + 100)]
+    );
+    assert_eq!(store.audit("p2", None, 1).await.unwrap().len(), 1);
+
+    // Retention: old audit entries and ended sessions go; the bootstrap token stays.
+    let keep = Retention {
+        audit_ms: 50,
+        ..Retention::default()
+    };
+    let pruned = store.prune(&keep, NOW + 1001, 0, 100).await.unwrap();
+    assert_eq!(pruned.audit_rows, 4, "{pruned:?}");
+    assert_eq!(pruned.sessions, 3, "expired and revoked ones: {pruned:?}");
+    assert!(store.audit("p2", None, 10).await.unwrap().is_empty());
+    assert_eq!(store.session("s-bearer").await.unwrap(), None);
+    assert!(store.session("token-hash").await.unwrap().is_some());
+}
+
+async fn scenario_requests_and_confirmations<S: Store>(store: &S) {
+    store.bootstrap(bootstrap()).await.unwrap();
+    let step = |action, actor: &str, at| RightChange {
+        client_id: "c1".into(),
+        name: "IM".into(),
+        action,
+        actor: actor.into(),
+        at,
+        ..Default::default()
+    };
+    let requested = store
+        .change_right(RightChange {
+            scenario: Some("chat messages between users".into()),
+            sample_message: Some("Ann: are we still on for 7?".into()),
+            ..step(RightAction::Request, "olga", NOW)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            requested.state,
+            requested.scenario.as_deref(),
+            requested.reason.as_deref(),
+            requested.confirmed_by.as_deref()
+        ),
+        (
+            RightState::Requested,
+            Some("chat messages between users"),
+            Some("chat messages between users"),
+            None
+        ),
+        "the scenario is the request's reason"
+    );
+    let confirmed = store
+        .change_right(step(RightAction::Confirm, "pete", NOW + 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            confirmed.state,
+            confirmed.confirmed_by.as_deref(),
+            confirmed.confirmed_at,
+            confirmed.sample_message.as_deref()
+        ),
+        (
+            RightState::Requested,
+            Some("pete"),
+            Some(NOW + 1),
+            Some("Ann: are we still on for 7?")
+        )
+    );
+    assert_eq!(
+        store
+            .change_right(step(RightAction::Confirm, "pete", NOW + 2))
+            .await
+            .unwrap(),
+        Err("the scenario is already confirmed by pete".into()),
+        "a request is confirmed once"
+    );
+    let granted = store
+        .change_right(step(RightAction::Grant, "admin", NOW + 3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            granted.state,
+            granted.confirmed_by.as_deref(),
+            granted.scenario.as_deref()
+        ),
+        (
+            RightState::Granted,
+            Some("pete"),
+            Some("chat messages between users")
+        )
+    );
+    assert!(
+        store
+            .change_right(step(RightAction::Confirm, "pete", NOW + 4))
+            .await
+            .unwrap()
+            .is_err(),
+        "only a requested right can be confirmed"
+    );
+    let rights = store.rights("c1").await.unwrap();
+    assert_eq!(rights, [granted]);
+    let history = store.right_history("c1").await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| (
+                e.action.as_str(),
+                e.actor.as_str(),
+                e.scenario.as_deref(),
+                e.sample_message.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "request",
+                "olga",
+                Some("chat messages between users"),
+                Some("Ann: are we still on for 7?")
+            ),
+            ("confirm", "pete", None, None),
+            ("grant", "admin", None, None),
+        ]
+    );
+    // A new request after a revocation starts unconfirmed.
+    store
+        .change_right(step(RightAction::Revoke, "admin", NOW + 5))
+        .await
+        .unwrap()
+        .unwrap();
+    let again = store
+        .change_right(RightChange {
+            scenario: Some("calls".into()),
+            ..step(RightAction::Request, "olga", NOW + 6)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            again.confirmed_by,
+            again.sample_message,
+            again.scenario.as_deref()
+        ),
+        (None, None, Some("calls"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2933,6 +3330,7 @@ async fn retention<S: Store>(store: &S) {
         report_ms: 5 * DAY,
         quota_days: 1,
         idle_devices_ms: 5 * DAY,
+        audit_ms: 5 * DAY,
     };
     let at = NOW + 8 * DAY;
     // Send budgets: a second long past goes, the current one stays.
@@ -3136,6 +3534,7 @@ async fn state_before_reopening<S: Store>(store: &S) -> BeforeReopening {
             reason: Some("chat".into()),
             actor: "ops".into(),
             at: NOW,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -3241,10 +3640,11 @@ async fn state_after_reopening<S: Store>(store: &S, before: BeforeReopening) {
     assert!(store.is_bootstrapped().await.unwrap());
     assert_eq!(
         store
-            .admin_by_token_hash("token-hash")
+            .session("token-hash")
             .await
             .unwrap()
             .unwrap()
+            .user
             .username,
         "admin"
     );
@@ -3510,11 +3910,18 @@ async fn console_facts<S: Store>(store: &S) {
         name: "IM".into(),
         action,
         reason: Some("chat".into()),
+        scenario: Some("chat".into()),
+        sample_message: Some("Hi!".into()),
         actor: "someone".into(),
         at,
     };
     store
         .change_right(change(RightAction::Request, NOW + 10))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .change_right(change(RightAction::Confirm, NOW + 15))
         .await
         .unwrap()
         .unwrap();
@@ -3550,7 +3957,7 @@ async fn console_facts<S: Store>(store: &S) {
         ChecklistFacts {
             project_created_at: Some(NOW),
             right_requested_at: Some(NOW + 10),
-            right_confirmed_at: None,
+            right_confirmed_at: Some(NOW + 15),
             right_granted_at: Some(NOW + 20),
             key_created_at: Some(NOW),
             receipt_configured_at: Some(NOW + 30),

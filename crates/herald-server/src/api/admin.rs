@@ -1,10 +1,12 @@
 //! The admin API (`/api/v1/...`): projects, apps, service-account keys, scenario rights
-//! and quotas, for operations and for `herald admin`. Bearer-token authenticated; every
-//! answer is JSON; the OpenAPI document is served at `/openapi.json`.
+//! and quotas, for the console and for `herald admin`. Every operation but the sign-in
+//! takes a [`Principal`] (a bearer token or the console's session cookie) and asks the
+//! permission matrix (`authz.rs`) through it; every answer is JSON; the OpenAPI
+//! document is served at `/openapi.json`. Accounts, members and the audit log are in
+//! `accounts.rs`, signing in and out in `sessions.rs`.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -17,6 +19,9 @@ use herald_store::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use super::principal::Principal;
+use super::{accounts, sessions};
+use crate::authz::{Action, Role};
 use crate::bootstrap::token_uri;
 use crate::bus::Control;
 use crate::ids;
@@ -30,14 +35,24 @@ use crate::state::Shared;
     paths(
         list_projects, create_project, create_key, list_keys, revoke_key,
         list_apps, create_app, show_app, update_app,
-        list_rights, change_right, show_quotas, create_session, show_report,
+        list_rights, change_right, show_quotas, show_report,
         create_receipt, list_receipts, delete_receipt, test_receipt,
+        super::sessions::create_session, super::sessions::delete_session,
+        super::accounts::me, super::accounts::create_user, super::accounts::list_users,
+        super::accounts::change_password, super::accounts::list_members,
+        super::accounts::add_member, super::accounts::remove_member,
+        super::accounts::update_project, super::accounts::show_audit,
     ),
     components(schemas(
         ProjectView, NewProjectBody, AppView, NewAppBody, AppPatch, LimitsView, KeyView,
         RightView, RightHistoryView, RightsView, RightBody, QuotasView, ErrorBody,
-        LoginBody, SessionView, ReportView, ReportLine, ReportSummary,
+        ReportView, ReportLine, ReportSummary,
         NewReceiptBody, ReceiptView, DeletedReceiptView, ReceiptTestView,
+        super::sessions::LoginBody, super::sessions::SessionView,
+        super::accounts::MeView, super::accounts::MyProject, super::accounts::NewUserBody,
+        super::accounts::UserView, super::accounts::PasswordBody,
+        super::accounts::NewMemberBody, super::accounts::MemberView,
+        super::accounts::ProjectPatch, super::accounts::AuditView, Role, Action,
     )),
     modifiers(&BearerAuth, &CommonAnswers),
     security(("bearer" = []))
@@ -87,7 +102,7 @@ impl utoipa::Modify for CommonAnswers {
             .and_then(|item| item.post.as_mut())
         {
             let names: Vec<String> = Right::all().iter().map(Right::name).collect();
-            let actions = ["request", "grant", "refuse", "revoke"].map(String::from);
+            let actions = ["request", "confirm", "grant", "refuse", "revoke"].map(String::from);
             for p in op.parameters.iter_mut().flatten() {
                 if let utoipa::openapi::RefOr::T(p) = p {
                     let values = match p.name.as_str() {
@@ -190,6 +205,29 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/projects", get(list_projects).post(create_project))
         .route(
+            "/api/v1/projects/{project_id}",
+            axum::routing::patch(accounts::update_project),
+        )
+        .route(
+            "/api/v1/projects/{project_id}/members",
+            get(accounts::list_members).post(accounts::add_member),
+        )
+        .route(
+            "/api/v1/projects/{project_id}/members/{username}",
+            delete(accounts::remove_member),
+        )
+        .route(
+            "/api/v1/projects/{project_id}/audit",
+            get(accounts::show_audit),
+        )
+        .route("/api/v1/me", get(accounts::me))
+        .route(
+            "/api/v1/users",
+            get(accounts::list_users).post(accounts::create_user),
+        )
+        .route("/api/v1/users/me/password", post(accounts::change_password))
+        .route("/api/v1/sessions/current", delete(sessions::delete_session))
+        .route(
             "/api/v1/projects/{project_id}/keys",
             get(list_keys).post(create_key),
         )
@@ -205,7 +243,7 @@ pub fn routes() -> Router<Shared> {
             post(change_right),
         )
         .route("/api/v1/apps/{client_id}/quotas", get(show_quotas))
-        .route("/api/v1/sessions", post(create_session))
+        .route("/api/v1/sessions", post(sessions::create_session))
         .route("/api/v1/report", get(show_report))
         .route(
             "/api/v1/projects/{project_id}/receipts",
@@ -220,13 +258,19 @@ pub fn routes() -> Router<Shared> {
 #[derive(Debug)]
 pub struct AdminError(StatusCode, String);
 
+impl AdminError {
+    pub fn new(status: StatusCode, why: impl Into<String>) -> Self {
+        AdminError(status, why.into())
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     error: String,
 }
 
 impl ErrorBody {
-    pub(crate) fn new(error: impl Into<String>) -> Self {
+    pub fn new(error: impl Into<String>) -> Self {
         ErrorBody {
             error: error.into(),
         }
@@ -246,57 +290,12 @@ impl From<StoreError> for AdminError {
     }
 }
 
-fn not_found(what: &str) -> AdminError {
+pub(crate) fn not_found(what: &str) -> AdminError {
     AdminError(StatusCode::NOT_FOUND, format!("no such {what}"))
 }
 
-fn bad_request(why: impl Into<String>) -> AdminError {
+pub(crate) fn bad_request(why: impl Into<String>) -> AdminError {
     AdminError(StatusCode::BAD_REQUEST, why.into())
-}
-
-/// An authenticated admin (the extractor checks `Authorization: Bearer <admin token>`).
-#[derive(Debug)]
-pub struct AdminUser {
-    pub username: String,
-}
-
-/// Whether `headers` carry a valid admin bearer token (for endpoints that are open to
-/// some addresses and to admins, such as `/metrics`).
-pub async fn bears_admin_token(app: &Shared, headers: &axum::http::HeaderMap) -> bool {
-    let Some(token) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    matches!(
-        app.store
-            .admin_by_token_hash(&ids::sha256_hex(token.trim()))
-            .await,
-        Ok(Some(_))
-    )
-}
-
-impl FromRequestParts<Shared> for AdminUser {
-    type Rejection = AdminError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| AdminError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
-        let admin = app
-            .store
-            .admin_by_token_hash(&ids::sha256_hex(token.trim()))
-            .await?
-            .ok_or_else(|| AdminError(StatusCode::UNAUTHORIZED, "unknown admin token".into()))?;
-        Ok(AdminUser {
-            username: admin.username,
-        })
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -304,15 +303,19 @@ pub struct ProjectView {
     project_id: String,
     name: String,
     created_at: i64,
+    /// Whether the project may send and revoke (off: both answer 80300002).
+    push_enabled: bool,
+    /// The caller's role in the project (`null` for the instance admin who is not a member).
+    role: Option<Role>,
 }
 
-impl From<Project> for ProjectView {
-    fn from(p: Project) -> Self {
-        ProjectView {
-            project_id: p.project_id,
-            name: p.name,
-            created_at: p.created_at,
-        }
+pub(crate) fn project_view(p: Project, role: Option<Role>) -> ProjectView {
+    ProjectView {
+        project_id: p.project_id,
+        name: p.name,
+        created_at: p.created_at,
+        push_enabled: p.push_enabled,
+        role,
     }
 }
 
@@ -323,40 +326,60 @@ pub struct NewProjectBody {
     name: String,
 }
 
-/// List projects.
+/// List the projects the caller is a member of (the instance admin: every project).
 #[utoipa::path(get, path = "/api/v1/projects", responses((status = 200, body = [ProjectView])))]
 async fn list_projects(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
 ) -> Result<Json<Vec<ProjectView>>, AdminError> {
     Ok(Json(
-        app.store
-            .list_projects()
+        who.visible_projects(&app)
             .await?
             .into_iter()
-            .map(Into::into)
+            .map(|(p, standing)| project_view(p, standing.role))
             .collect(),
     ))
 }
 
-/// Create a project (Push Kit's AGC project).
+/// Create a project (Push Kit's AGC project); the instance admin only. Its creator
+/// becomes its owner.
 #[utoipa::path(post, path = "/api/v1/projects", request_body = NewProjectBody,
-    responses((status = 201, body = ProjectView), (status = 400, body = ErrorBody)))]
+    responses((status = 201, body = ProjectView), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
 async fn create_project(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Json(body): Json<NewProjectBody>,
 ) -> Result<(StatusCode, Json<ProjectView>), AdminError> {
+    who.require_instance_admin("create projects")?;
     if body.name.trim().is_empty() {
         return Err(bad_request("name must not be empty"));
     }
+    let now = app.clock.now_ms();
     let project = Project {
         project_id: ids::numeric_id(18),
         name: body.name,
-        created_at: app.clock.now_ms(),
+        created_at: now,
+        push_enabled: true,
     };
     app.store.create_project(project.clone()).await?;
-    Ok((StatusCode::CREATED, Json(project.into())))
+    app.store
+        .set_member(&project.project_id, who.user.id, Role::Owner.as_str(), now)
+        .await?;
+    who.audit(
+        &app,
+        Some(&project.project_id),
+        "project.create",
+        format!(
+            "created project {:?}; {} is its owner",
+            project.name, who.user.username
+        ),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(project_view(project, Some(Role::Owner))),
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -378,13 +401,12 @@ pub struct KeyView {
     params(("project_id" = String, Path)),
     responses((status = 201, description = "the key file (Huawei layout)"), (status = 404, body = ErrorBody)))]
 async fn create_key(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(project_id): Path<String>,
 ) -> Result<(StatusCode, Json<KeyFile>), AdminError> {
-    if app.store.project(&project_id).await?.is_none() {
-        return Err(not_found("project"));
-    }
+    who.require(&app, &project_id, Action::ManageCredentials)
+        .await?;
     let key = keys::generate().map_err(|e| {
         tracing::error!(error = %e, "Key generation failed.");
         AdminError(
@@ -403,6 +425,13 @@ async fn create_key(
         revoked_at: None,
     };
     app.store.create_service_account(account.clone()).await?;
+    who.audit(
+        &app,
+        Some(&project_id),
+        "key.create",
+        format!("created service-account key {}", account.key_id),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(KeyFile {
@@ -422,10 +451,11 @@ async fn create_key(
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}/keys",
     params(("project_id" = String, Path)), responses((status = 200, body = [KeyView])))]
 async fn list_keys(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(project_id): Path<String>,
 ) -> Result<Json<Vec<KeyView>>, AdminError> {
+    who.require(&app, &project_id, Action::Read).await?;
     Ok(Json(
         app.store
             .list_service_accounts(&project_id)
@@ -452,10 +482,12 @@ async fn list_keys(
     params(("project_id" = String, Path), ("key_id" = String, Path)),
     responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody)))]
 async fn revoke_key(
-    admin: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path((project_id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, AdminError> {
+    who.require(&app, &project_id, Action::ManageCredentials)
+        .await?;
     match app.store.service_account(&key_id).await? {
         Some(a) if a.project_id == project_id => {}
         _ => return Err(not_found("key")),
@@ -468,7 +500,14 @@ async fn revoke_key(
     app.tell_others(Control::KeyRevoked {
         key_id: key_id.clone(),
     });
-    tracing::info!(%project_id, %key_id, admin = %admin.username, "Service-account key revoked.");
+    who.audit(
+        &app,
+        Some(&project_id),
+        "key.revoke",
+        format!("revoked service-account key {key_id}"),
+    )
+    .await;
+    tracing::info!(%project_id, %key_id, user = %who.user.username, "Service-account key revoked.");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -535,15 +574,31 @@ pub struct AppFilter {
     project_id: Option<String>,
 }
 
-/// List apps, optionally of one project.
-#[utoipa::path(get, path = "/api/v1/apps", params(AppFilter), responses((status = 200, body = [AppView])))]
+/// List apps, optionally of one project: those of the caller's projects (the
+/// instance admin: every app).
+#[utoipa::path(get, path = "/api/v1/apps", params(AppFilter),
+    responses((status = 200, body = [AppView]), (status = 404, body = ErrorBody)))]
 async fn list_apps(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Query(filter): Query<AppFilter>,
 ) -> Result<Json<Vec<AppView>>, AdminError> {
+    if let Some(project_id) = &filter.project_id {
+        who.require(&app, project_id, Action::Read).await?;
+    }
+    let visible: std::collections::HashSet<String> = who
+        .visible_projects(&app)
+        .await?
+        .into_iter()
+        .map(|(p, _)| p.project_id)
+        .collect();
     let apps = app.store.list_apps(filter.project_id.as_deref()).await?;
-    Ok(Json(apps.into_iter().map(|a| app_view(&app, a)).collect()))
+    Ok(Json(
+        apps.into_iter()
+            .filter(|a| visible.contains(&a.project_id))
+            .map(|a| app_view(&app, a))
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -565,13 +620,12 @@ fn parse_app_category(s: &str) -> Result<String, AdminError> {
 #[utoipa::path(post, path = "/api/v1/apps", request_body = NewAppBody,
     responses((status = 201, body = AppView), (status = 404, body = ErrorBody)))]
 async fn create_app(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Json(body): Json<NewAppBody>,
 ) -> Result<(StatusCode, Json<AppView>), AdminError> {
-    if app.store.project(&body.project_id).await?.is_none() {
-        return Err(not_found("project"));
-    }
+    who.require(&app, &body.project_id, Action::ConfigureApp)
+        .await?;
     if body.name.trim().is_empty() || body.package_name.trim().is_empty() {
         return Err(bad_request("name and package_name must not be empty"));
     }
@@ -585,6 +639,16 @@ async fn create_app(
         overrides: Default::default(),
     };
     app.store.create_app(new.clone()).await?;
+    who.audit(
+        &app,
+        Some(&new.project_id),
+        "app.create",
+        format!(
+            "created app {} ({:?}, {})",
+            new.client_id, new.name, new.package_name
+        ),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(app_view(&app, new))))
 }
 
@@ -592,15 +656,11 @@ async fn create_app(
 #[utoipa::path(get, path = "/api/v1/apps/{client_id}", params(("client_id" = String, Path)),
     responses((status = 200, body = AppView), (status = 404, body = ErrorBody)))]
 async fn show_app(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
 ) -> Result<Json<AppView>, AdminError> {
-    let found = app
-        .store
-        .app(&client_id)
-        .await?
-        .ok_or_else(|| not_found("app"))?;
+    let found = who.require_app(&app, &client_id, Action::Read).await?;
     Ok(Json(app_view(&app, found)))
 }
 
@@ -628,11 +688,13 @@ fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option
 #[utoipa::path(patch, path = "/api/v1/apps/{client_id}", params(("client_id" = String, Path)),
     request_body = AppPatch, responses((status = 200, body = AppView), (status = 404, body = ErrorBody)))]
 async fn update_app(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
     Json(patch): Json<AppPatch>,
 ) -> Result<Json<AppView>, AdminError> {
+    who.require_app(&app, &client_id, Action::ConfigureApp)
+        .await?;
     if let Some(Some(0)) = patch.send_rate_per_sec {
         return Err(bad_request("send_rate_per_sec must be at least 1"));
     }
@@ -655,6 +717,19 @@ async fn update_app(
     app.tell_others(Control::AppChanged {
         client_id: client_id.clone(),
     });
+    who.audit(
+        &app,
+        Some(&updated.project_id),
+        "app.update",
+        format!(
+            "app {client_id}: category {}, marketing_per_day {:?}, device_daily_total {:?}, send_rate_per_sec {:?}",
+            updated.app_category,
+            updated.overrides.marketing_per_day,
+            updated.overrides.device_daily_total,
+            updated.overrides.send_rate_per_sec
+        ),
+    )
+    .await;
     tracing::info!(%client_id, "App settings changed.");
     Ok(Json(app_view(&app, updated)))
 }
@@ -666,16 +741,41 @@ pub struct RightView {
     state: String,
     reason: Option<String>,
     updated_at: i64,
+    /// The latest request's scenario text and sample message.
+    scenario: Option<String>,
+    sample_message: Option<String>,
+    /// Who confirmed the latest request's scenario matches the category, and when
+    /// (`null`: not confirmed yet).
+    confirmed_by: Option<String>,
+    confirmed_at: Option<i64>,
+}
+
+fn right_view(r: herald_store::RightRecord) -> RightView {
+    RightView {
+        name: r.name,
+        state: r.state.as_str().to_owned(),
+        reason: r.reason,
+        updated_at: r.updated_at,
+        scenario: r.scenario,
+        sample_message: r.sample_message,
+        confirmed_by: r.confirmed_by,
+        confirmed_at: r.confirmed_at,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RightHistoryView {
     name: String,
+    /// `request`, `confirm`, `grant`, `refuse` or `revoke`.
     action: String,
     state: String,
     reason: Option<String>,
+    /// The user name of whoever took the step.
     actor: String,
     at: i64,
+    /// With a request: its scenario text and sample message.
+    scenario: Option<String>,
+    sample_message: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -695,13 +795,11 @@ pub struct RightsView {
 #[utoipa::path(get, path = "/api/v1/apps/{client_id}/rights", params(("client_id" = String, Path)),
     responses((status = 200, body = RightsView), (status = 404, body = ErrorBody)))]
 async fn list_rights(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
 ) -> Result<Json<RightsView>, AdminError> {
-    if app.store.app(&client_id).await?.is_none() {
-        return Err(not_found("app"));
-    }
+    who.require_app(&app, &client_id, Action::Read).await?;
     let rights = app.store.rights(&client_id).await?;
     let history = app.store.right_history(&client_id).await?;
     Ok(Json(RightsView {
@@ -710,15 +808,7 @@ async fn list_rights(
             .filter(|r| r.state == herald_core::rights::RightState::Granted)
             .map(|r| r.name.clone())
             .collect(),
-        rights: rights
-            .into_iter()
-            .map(|r| RightView {
-                name: r.name,
-                state: r.state.as_str().to_owned(),
-                reason: r.reason,
-                updated_at: r.updated_at,
-            })
-            .collect(),
+        rights: rights.into_iter().map(right_view).collect(),
         history: history
             .into_iter()
             .map(|e| RightHistoryView {
@@ -728,6 +818,8 @@ async fn list_rights(
                 reason: e.reason,
                 actor: e.actor,
                 at: e.at,
+                scenario: e.scenario,
+                sample_message: e.sample_message,
             })
             .collect(),
         available: Right::all().iter().map(Right::name).collect(),
@@ -737,19 +829,44 @@ async fn list_rights(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct RightBody {
-    /// For `request`: the push scenario the right serves. For the others: why.
+    /// For `grant`, `refuse`, `revoke`, `confirm`: why (optional). For `request`: the
+    /// scenario, when `scenario` is absent.
+    #[schema(max_length = 2000)]
     reason: Option<String>,
+    /// For `request`: the push scenario the right serves (required, here or as `reason`).
+    #[schema(max_length = 2000)]
+    scenario: Option<String>,
+    /// For `request`: a sample message of the scenario (what a user would see).
+    #[schema(max_length = 4096)]
+    sample_message: Option<String>,
 }
 
-/// Request, grant, refuse or revoke a right (`action` is one of those four).
+/// Longest scenario text or reason accepted.
+const MAX_SCENARIO: usize = 2000;
+/// Longest sample message accepted (Push Kit's message size).
+const MAX_SAMPLE_MESSAGE: usize = 4096;
+
+/// A text field of a right's body: trimmed, blank = absent, at most `max` bytes.
+fn right_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, AdminError> {
+    let v = v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if v.as_ref().is_some_and(|v| v.len() > max) {
+        return Err(bad_request(format!("{field} is longer than {max} bytes")));
+    }
+    Ok(v)
+}
+
+/// Request (with a scenario and a sample message), confirm, grant, refuse or revoke a
+/// right. `request`: operations or owner; `confirm` (the scenario matches the
+/// category): product or owner; `grant`, `refuse`, `revoke`: the instance admin.
 #[utoipa::path(post, path = "/api/v1/apps/{client_id}/rights/{name}/{action}",
     params(("client_id" = String, Path), ("name" = String, Path, description = "e.g. IM, WORK, VOIP_CALL, LIVE_VIEW_FLIGHT"),
-           ("action" = String, Path, description = "request | grant | refuse | revoke")),
+           ("action" = String, Path, description = "request | confirm | grant | refuse | revoke")),
     request_body = Option<RightBody>,
     responses((status = 200, body = RightView), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn change_right(
-    admin: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path((client_id, name, action)): Path<(String, String, String)>,
     body: Option<Json<RightBody>>,
@@ -757,32 +874,45 @@ async fn change_right(
     let right: Right = name
         .parse()
         .map_err(|e: herald_core::rights::UnknownRight| bad_request(e.to_string()))?;
-    let action = match action.as_str() {
-        "request" => RightAction::Request,
-        "grant" => RightAction::Grant,
-        "refuse" => RightAction::Refuse,
-        "revoke" => RightAction::Revoke,
+    let (action, needs) = match action.as_str() {
+        "request" => (RightAction::Request, Action::RequestRight),
+        "confirm" => (RightAction::Confirm, Action::ConfirmRight),
+        "grant" => (RightAction::Grant, Action::DecideRight),
+        "refuse" => (RightAction::Refuse, Action::DecideRight),
+        "revoke" => (RightAction::Revoke, Action::DecideRight),
         _ => {
             return Err(bad_request(
-                "action must be request, grant, refuse or revoke",
+                "action must be request, confirm, grant, refuse or revoke",
             ));
         }
     };
-    if app.store.app(&client_id).await?.is_none() {
-        return Err(not_found("app"));
+    let found = who.require_app(&app, &client_id, needs).await?;
+    let Json(body) = body.unwrap_or_default();
+    let reason = right_text("reason", body.reason, MAX_SCENARIO)?;
+    let mut scenario = right_text("scenario", body.scenario, MAX_SCENARIO)?;
+    let mut sample_message = right_text("sample_message", body.sample_message, MAX_SAMPLE_MESSAGE)?;
+    if action == RightAction::Request {
+        scenario = scenario.or_else(|| reason.clone());
+        if scenario.is_none() {
+            return Err(bad_request(
+                "a request needs the scenario the right serves (scenario)",
+            ));
+        }
+    } else {
+        scenario = None;
+        sample_message = None;
     }
-    let reason = body
-        .and_then(|Json(b)| b.reason)
-        .filter(|r| !r.trim().is_empty());
     let changed = app
         .store
         .change_right(RightChange {
             client_id: client_id.clone(),
             name: right.name(),
             action,
-            reason,
-            actor: admin.username,
+            reason: reason.clone(),
+            actor: who.user.username.clone(),
             at: app.clock.now_ms(),
+            scenario: scenario.clone(),
+            sample_message,
         })
         .await?
         .map_err(|why| AdminError(StatusCode::CONFLICT, why))?;
@@ -790,13 +920,28 @@ async fn change_right(
     app.tell_others(Control::RightsChanged {
         client_id: client_id.clone(),
     });
-    tracing::info!(%client_id, right = %changed.name, state = changed.state.as_str(), "Right changed.");
-    Ok(Json(RightView {
-        name: changed.name,
-        state: changed.state.as_str().to_owned(),
-        reason: changed.reason,
-        updated_at: changed.updated_at,
-    }))
+    let detail = match (&scenario, &reason) {
+        (Some(s), _) => format!(
+            "{} {} of app {client_id}: {s}",
+            action.as_str(),
+            changed.name
+        ),
+        (None, Some(r)) => format!(
+            "{} {} of app {client_id}: {r}",
+            action.as_str(),
+            changed.name
+        ),
+        (None, None) => format!("{} {} of app {client_id}", action.as_str(), changed.name),
+    };
+    who.audit(
+        &app,
+        Some(&found.project_id),
+        &format!("right.{}", action.as_str()),
+        detail,
+    )
+    .await;
+    tracing::info!(%client_id, right = %changed.name, state = changed.state.as_str(), user = %who.user.username, "Right changed.");
+    Ok(Json(right_view(changed)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -830,16 +975,12 @@ pub struct DeviceUsage {
     params(("client_id" = String, Path), QuotaQuery),
     responses((status = 200, body = QuotasView), (status = 404, body = ErrorBody)))]
 async fn show_quotas(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
     Query(q): Query<QuotaQuery>,
 ) -> Result<Json<QuotasView>, AdminError> {
-    let found = app
-        .store
-        .app(&client_id)
-        .await?
-        .ok_or_else(|| not_found("app"))?;
+    let found = who.require_app(&app, &client_id, Action::Read).await?;
     let day = app.calendar.day(app.clock.now_ms());
     let test_key = CounterKey::per_project(Counter::TestMessages, &found.project_id, day);
     let mut keys = vec![test_key.clone()];
@@ -955,14 +1096,13 @@ fn receipt_url(app: &Shared, url: &str) -> Result<String, AdminError> {
     responses((status = 201, body = ReceiptView), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 async fn create_receipt(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(project_id): Path<String>,
     Json(body): Json<NewReceiptBody>,
 ) -> Result<(StatusCode, Json<ReceiptView>), AdminError> {
-    if app.store.project(&project_id).await?.is_none() {
-        return Err(not_found("project"));
-    }
+    who.require(&app, &project_id, Action::ManageCredentials)
+        .await?;
     let url = receipt_url(&app, &body.url)?;
     let username = body
         .username
@@ -1000,6 +1140,16 @@ async fn create_receipt(
         created_at: app.clock.now_ms(),
     };
     app.store.create_receipt_config(config.clone()).await?;
+    who.audit(
+        &app,
+        Some(&config.project_id),
+        "receipt.create",
+        format!(
+            "created receipt configuration {} for {}",
+            config.receipt_id, config.url
+        ),
+    )
+    .await;
     tracing::info!(receipt_id = %config.receipt_id, project_id = %config.project_id, url = %config.url, "Receipt configuration created.");
     Ok((StatusCode::CREATED, Json(receipt_view(config, true))))
 }
@@ -1009,13 +1159,11 @@ async fn create_receipt(
     params(("project_id" = String, Path)),
     responses((status = 200, body = [ReceiptView]), (status = 404, body = ErrorBody)))]
 async fn list_receipts(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(project_id): Path<String>,
 ) -> Result<Json<Vec<ReceiptView>>, AdminError> {
-    if app.store.project(&project_id).await?.is_none() {
-        return Err(not_found("project"));
-    }
+    who.require(&app, &project_id, Action::Read).await?;
     Ok(Json(
         app.store
             .list_receipt_configs(&project_id)
@@ -1040,10 +1188,22 @@ pub struct DeletedReceiptView {
     params(("receipt_id" = String, Path)),
     responses((status = 200, body = DeletedReceiptView), (status = 404, body = ErrorBody)))]
 async fn delete_receipt(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(receipt_id): Path<String>,
 ) -> Result<Json<DeletedReceiptView>, AdminError> {
+    let config = app
+        .store
+        .receipt_config(&receipt_id)
+        .await?
+        .ok_or_else(|| not_found("receipt configuration"))?;
+    who.require_in(
+        &app,
+        &config.project_id,
+        Action::ManageCredentials,
+        "receipt configuration",
+    )
+    .await?;
     let dropped = app
         .store
         .delete_receipt_config(&receipt_id, app.clock.now_ms())
@@ -1052,6 +1212,13 @@ async fn delete_receipt(
     if dropped > 0 {
         metrics::counter!("herald_receipts_dropped_total").increment(dropped);
     }
+    who.audit(
+        &app,
+        Some(&config.project_id),
+        "receipt.delete",
+        format!("deleted receipt configuration {receipt_id} ({dropped} pending receipts dropped)"),
+    )
+    .await;
     tracing::info!(%receipt_id, dropped_pending = dropped, "Receipt configuration deleted.");
     Ok(Json(DeletedReceiptView {
         receipt_id,
@@ -1077,7 +1244,7 @@ pub struct ReceiptTestView {
     params(("receipt_id" = String, Path)),
     responses((status = 200, body = ReceiptTestView), (status = 404, body = ErrorBody)))]
 async fn test_receipt(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(receipt_id): Path<String>,
 ) -> Result<Json<ReceiptTestView>, AdminError> {
@@ -1086,6 +1253,13 @@ async fn test_receipt(
         .receipt_config(&receipt_id)
         .await?
         .ok_or_else(|| not_found("receipt configuration"))?;
+    who.require_in(
+        &app,
+        &config.project_id,
+        Action::ManageCredentials,
+        "receipt configuration",
+    )
+    .await?;
     let package = match &config.client_id {
         Some(c) => app
             .store
@@ -1098,142 +1272,22 @@ async fn test_receipt(
     let now = app.clock.now_ms();
     let body = herald_proto::receipt::test_body(&package, now);
     let outcome = crate::receipts::post(&app.receipt_http, &config, &body, now).await;
+    who.audit(
+        &app,
+        Some(&config.project_id),
+        "receipt.test",
+        format!(
+            "sent the test receipt to {} (answer {:?})",
+            config.url, outcome.status
+        ),
+    )
+    .await;
     tracing::info!(%receipt_id, success = outcome.success, "Test receipt sent.");
     Ok(Json(ReceiptTestView {
         success: outcome.success,
         status: outcome.status,
         body: outcome.body,
     }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LoginBody {
-    username: String,
-    password: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SessionView {
-    username: String,
-    /// A new bearer token for the admin API (the console keeps it).
-    token: String,
-}
-
-/// An argon2 hash of a random password nobody knows, made once: what a login for an
-/// unknown user name is checked against.
-fn unknown_user_hash() -> &'static str {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        let salt = SaltString::encode_b64(ids::secret(16).as_bytes()).ok();
-        salt.and_then(|salt| {
-            argon2::Argon2::default()
-                .hash_password(ids::secret(24).as_bytes(), &salt)
-                .ok()
-                .map(|h| h.to_string())
-        })
-        .unwrap_or_default()
-    })
-}
-
-/// A login that was not checked: HTTP 429 with `Retry-After`.
-fn throttled(retry_after_secs: u64, why: &str) -> Response {
-    metrics::counter!("herald_logins_throttled_total").increment(1);
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(
-            axum::http::header::RETRY_AFTER,
-            retry_after_secs.to_string(),
-        )],
-        Json(ErrorBody { error: why.into() }),
-    )
-        .into_response()
-}
-
-/// Log in with the admin's user name and password; answers a new bearer token.
-///
-/// Guarded (see `limits.rs`): an address or user name in back-off after failed logins,
-/// or a moment when `login_concurrency` password checks already run, is answered 429
-/// at once, without running argon2 (~19 MiB and tens of milliseconds each).
-#[utoipa::path(post, path = "/api/v1/sessions", request_body = LoginBody, security(()),
-    responses((status = 201, body = SessionView), (status = 401, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Too many failed or concurrent logins; see Retry-After.")))]
-async fn create_session(
-    State(app): State<Shared>,
-    client: crate::limits::ClientAddr,
-    Json(body): Json<LoginBody>,
-) -> Result<(StatusCode, Json<SessionView>), Response> {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    let refused = || {
-        AdminError(
-            StatusCode::UNAUTHORIZED,
-            "wrong user name or password".into(),
-        )
-        .into_response()
-    };
-    let now = app.clock.now_ms();
-    if let Err(t) = app.guards.login_allowed(client.0, &body.username, now) {
-        return Err(throttled(
-            t.retry_after_secs,
-            "too many failed logins; try again later",
-        ));
-    }
-    let found = app
-        .store
-        .admin_by_username(&body.username)
-        .await
-        .map_err(|e| AdminError::from(e).into_response())?;
-    let Some(permit) = app.guards.password_check() else {
-        return Err(throttled(
-            1,
-            "too many logins at once; try again in a second",
-        ));
-    };
-    // An unknown user name costs the same check against a throwaway hash, so the
-    // answer's timing does not tell which user names exist.
-    let hash = found.as_ref().map(|(_, hash)| hash.clone());
-    // Argon2 is deliberately slow: verify off the async workers. The permit moves into
-    // the blocking task, so the bound holds even when the client hangs up early.
-    let password = body.password;
-    let verified = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let hash: &str = match &hash {
-            Some(h) => h,
-            None => unknown_user_hash(),
-        };
-        PasswordHash::new(hash)
-            .map(|h| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false);
-    let admin = match found {
-        Some((admin, _)) if verified => admin,
-        found => {
-            let user = found.map(|(admin, _)| admin.username);
-            app.guards
-                .login_failed(client.0, user.as_deref(), app.clock.now_ms());
-            tracing::info!(client = %client.0, known_user = user.is_some(), "Admin login refused.");
-            return Err(refused());
-        }
-    };
-    let token = ids::secret(32);
-    app.store
-        .create_admin_token(admin.id, &ids::sha256_hex(&token), app.clock.now_ms())
-        .await
-        .map_err(|e| AdminError::from(e).into_response())?;
-    tracing::info!(username = %admin.username, "Admin logged in.");
-    Ok((
-        StatusCode::CREATED,
-        Json(SessionView {
-            username: admin.username,
-            token,
-        }),
-    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1288,12 +1342,69 @@ pub struct ReportView {
     not_shown: Vec<super::console::NotShownReason>,
 }
 
-/// The push report: what happened to the messages of a window, by outcome and reason;
-/// the funnel, the period's series over time and every reason a message was not shown.
+/// The report filters the caller may read: the app or project asked for (404 when
+/// they may not see it), else every project (the instance admin), else each of theirs.
+pub(crate) async fn report_scope(
+    who: &Principal,
+    app: &Shared,
+    project_id: Option<String>,
+    client_id: Option<String>,
+    since_ms: i64,
+) -> Result<Vec<herald_store::ReportFilter>, AdminError> {
+    if let Some(client_id) = &client_id {
+        who.require_app(app, client_id, Action::Read).await?;
+    }
+    if let Some(project_id) = &project_id {
+        who.require(app, project_id, Action::Read).await?;
+    }
+    if client_id.is_some() || project_id.is_some() || who.user.instance_admin {
+        return Ok(vec![herald_store::ReportFilter {
+            project_id,
+            client_id,
+            since_ms,
+        }]);
+    }
+    Ok(who
+        .visible_projects(app)
+        .await?
+        .into_iter()
+        .map(|(p, _)| herald_store::ReportFilter {
+            project_id: Some(p.project_id),
+            client_id: None,
+            since_ms,
+        })
+        .collect())
+}
+
+/// The push report's rows over `scope`, summed by outcome and code.
+pub(crate) async fn scoped_report(
+    app: &Shared,
+    scope: Vec<herald_store::ReportFilter>,
+) -> Result<Vec<herald_store::ReportRow>, AdminError> {
+    let mut sums: std::collections::BTreeMap<(String, Option<u32>), u64> = Default::default();
+    for filter in scope {
+        for r in app.store.report(filter).await? {
+            *sums.entry((r.outcome, r.code)).or_default() += r.count;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|((outcome, code), count)| herald_store::ReportRow {
+            outcome,
+            code,
+            count,
+        })
+        .collect())
+}
+
+/// The push report: what happened to the messages of a window, by outcome and reason,
+/// over the caller's projects (or the one app or project asked for); the funnel, the
+/// period's series over time and every reason a message was not shown. Receipt counts
+/// are the whole instance's: the instance admin's only.
 #[utoipa::path(get, path = "/api/v1/report", params(ReportQuery),
-    responses((status = 200, body = ReportView)))]
+    responses((status = 200, body = ReportView), (status = 404, body = ErrorBody)))]
 async fn show_report(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<ReportView>, AdminError> {
@@ -1304,22 +1415,19 @@ async fn show_report(
         "day" => now - 86_400_000,
         _ => period.since_ms(),
     });
-    let series_rows = app
-        .store
-        .report_series(super::console::series_filter(
-            q.project_id.clone(),
-            q.client_id.clone(),
-            &period,
-        ))
-        .await?;
-    let rows = app
-        .store
-        .report(herald_store::ReportFilter {
-            project_id: q.project_id,
-            client_id: q.client_id,
-            since_ms,
-        })
-        .await?;
+    let scope = report_scope(&who, &app, q.project_id, q.client_id, since_ms).await?;
+    let mut series_rows = Vec::new();
+    for filter in &scope {
+        series_rows.extend(
+            app.store
+                .report_series(herald_store::ReportFilter {
+                    since_ms: period.since_ms(),
+                    ..filter.clone()
+                })
+                .await?,
+        );
+    }
+    let rows = scoped_report(&app, scope).await?;
     let count = |names: &[&str]| -> u64 {
         rows.iter()
             .filter(|r| names.contains(&r.outcome.as_str()))
@@ -1334,7 +1442,11 @@ async fn show_report(
         suppressed: count(&["suppressed"]),
         not_delivered: count(&["dropped", "replaced", "expired", "revoked"]),
     };
-    let receipts = app.store.receipt_counts().await?.into_iter().collect();
+    let receipts = if who.user.instance_admin {
+        app.store.receipt_counts().await?.into_iter().collect()
+    } else {
+        Default::default()
+    };
     Ok(Json(ReportView {
         since_ms,
         until_ms: now,

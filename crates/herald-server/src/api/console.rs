@@ -11,11 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use herald_core::send::{PushType, parse_send};
-use herald_store::{ReportFilter, ReportRow, SeriesRow, StoreError, TestDevice, TestDeviceAdded};
+use herald_store::{ReportRow, SeriesRow, StoreError, TestDevice, TestDeviceAdded};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use super::admin::{AdminError, AdminUser, BearerAuth, CommonAnswers, ErrorBody, json_errors};
+use super::admin::{AdminError, BearerAuth, CommonAnswers, ErrorBody, json_errors};
+use super::principal::Principal;
+use crate::authz::Action;
 use crate::ids;
 use crate::state::Shared;
 
@@ -63,13 +65,16 @@ fn store_failed(e: StoreError) -> Response {
     AdminError::from(e).into_response()
 }
 
-/// The app, or 404.
-async fn app_of(app: &Shared, client_id: &str) -> Result<herald_store::App, Response> {
-    app.store
-        .app(client_id)
+/// The app, when `who` may register test devices and send test messages in its
+/// project (404 for a non-member, 403 naming the roles that may).
+async fn test_app(
+    who: &Principal,
+    app: &Shared,
+    client_id: &str,
+) -> Result<herald_store::App, Response> {
+    who.require_app(app, client_id, Action::SendTest)
         .await
-        .map_err(store_failed)?
-        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no such app"))
+        .map_err(IntoResponse::into_response)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -126,12 +131,12 @@ impl From<TestDevice> for TestDeviceView {
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "The app has 100 test devices.")))]
 async fn add_test_device(
-    user: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
     Json(body): Json<NewTestDeviceBody>,
 ) -> Result<(StatusCode, Json<TestDeviceView>), Response> {
-    let found = app_of(&app, &client_id).await?;
+    let found = test_app(&who, &app, &client_id).await?;
     let token = body.token.trim();
     if token.is_empty() || token.len() > MAX_TOKEN {
         return Err(refuse(
@@ -163,7 +168,7 @@ async fn add_test_device(
         client_id: client_id.clone(),
         token: token.to_owned(),
         name,
-        added_by: user.username,
+        added_by: who.user.username.clone(),
         created_at: app.clock.now_ms(),
     };
     match app
@@ -174,6 +179,13 @@ async fn add_test_device(
     {
         TestDeviceAdded::Added(d) => {
             tracing::info!(%client_id, test_device = %d.id, added_by = %d.added_by, "Test device registered.");
+            who.audit(
+                &app,
+                Some(&d.project_id),
+                "test_device.add",
+                format!("app {client_id}: test device {} ({})", d.id, d.name),
+            )
+            .await;
             Ok((StatusCode::CREATED, Json(d.into())))
         }
         TestDeviceAdded::Exists(d) => Ok((StatusCode::OK, Json(d.into()))),
@@ -192,11 +204,11 @@ async fn add_test_device(
     params(("client_id" = String, Path)),
     responses((status = 200, body = [TestDeviceView]), (status = 404, body = ErrorBody)))]
 async fn list_test_devices(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
 ) -> Result<Json<Vec<TestDeviceView>>, Response> {
-    app_of(&app, &client_id).await?;
+    test_app(&who, &app, &client_id).await?;
     let devices = app
         .store
         .test_devices(&client_id)
@@ -210,17 +222,24 @@ async fn list_test_devices(
     params(("client_id" = String, Path), ("id" = String, Path)),
     responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
 async fn remove_test_device(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path((client_id, id)): Path<(String, String)>,
 ) -> Result<StatusCode, Response> {
-    app_of(&app, &client_id).await?;
+    let found = test_app(&who, &app, &client_id).await?;
     if app
         .store
         .remove_test_device(&client_id, &id)
         .await
         .map_err(store_failed)?
     {
+        who.audit(
+            &app,
+            Some(&found.project_id),
+            "test_device.remove",
+            format!("app {client_id}: test device {id}"),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(refuse(StatusCode::NOT_FOUND, "no such test device"))
@@ -277,16 +296,16 @@ pub struct TestMessageView {
 /// carries the Push Kit request that was built and the equivalent `curl` command.
 #[utoipa::path(post, path = "/api/v1/apps/{client_id}/test-messages",
     params(("client_id" = String, Path)), request_body = TestMessageBody,
-    responses((status = 200, body = TestMessageView, description = "Sent; `code` says what Push Kit would answer."),
+    responses((status = 200, body = TestMessageView, description = "The send path answered: `code` is what Push Kit answers (80000000 sent; 80300002 push service off; …)."),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a test device of this app."),
               (status = 404, body = ErrorBody)))]
 async fn send_test_message(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(client_id): Path<String>,
     Json(body): Json<TestMessageBody>,
 ) -> Result<Response, Response> {
-    let found = app_of(&app, &client_id).await?;
+    let found = test_app(&who, &app, &client_id).await?;
     if body.title.trim().is_empty() || body.body.trim().is_empty() {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -348,7 +367,10 @@ async fn send_test_message(
     let request_id = ids::request_id(now);
     let bytes = serde_json::to_vec(&request).unwrap_or_default();
     let outcome = match parse_send(PushType::Alert, &bytes) {
-        Ok(parsed) => super::push::send_parsed(&app, &project_id, &parsed, now, &request_id).await,
+        Ok(parsed) => match super::push::push_service_on(&app, &project_id).await {
+            Ok(()) => super::push::send_parsed(&app, &project_id, &parsed, now, &request_id).await,
+            Err(off) => Err(off),
+        },
         Err(rejection) => Err(rejection),
     };
     let (code, msg) = match outcome {
@@ -356,17 +378,27 @@ async fn send_test_message(
         Err(r) => (r.code, r.msg),
     };
     tracing::info!(%client_id, %request_id, test_device = %device.id, code = code.as_str(), "Test message sent from the console.");
+    who.audit(
+        &app,
+        Some(&project_id),
+        "test_message.send",
+        format!(
+            "app {client_id}: to test device {} ({}), requestId {request_id}, code {}",
+            device.id,
+            device.name,
+            code.as_str()
+        ),
+    )
+    .await;
     let url = format!(
         "{}/v3/{project_id}/messages:send",
         app.public_url.trim_end_matches('/')
     );
     let curl = curl_command(&url, &request);
-    let status = StatusCode::from_u16(code.http_status())
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())
-        .unwrap_or(StatusCode::OK);
+    // The send path answered, whatever its code (80300002 with the push service off,
+    // 80300029 past the test budget …): 200, with Push Kit's code in the body.
     Ok((
-        status,
+        StatusCode::OK,
         Json(TestMessageView {
             code: code.as_str().to_owned(),
             msg,
@@ -425,11 +457,14 @@ pub struct ChecklistView {
     params(("project_id" = String, Path)),
     responses((status = 200, body = ChecklistView), (status = 404, body = ErrorBody)))]
 async fn show_checklist(
-    _: AdminUser,
+    who: Principal,
     State(app): State<Shared>,
     Path(project_id): Path<String>,
 ) -> Result<Json<ChecklistView>, Response> {
-    let Some(_project) = app.store.project(&project_id).await.map_err(store_failed)? else {
+    who.require(&app, &project_id, Action::Read)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let Some(project) = app.store.project(&project_id).await.map_err(store_failed)? else {
         return Err(refuse(StatusCode::NOT_FOUND, "no such project"));
     };
     let f = app
@@ -437,8 +472,8 @@ async fn show_checklist(
         .checklist_facts(&project_id)
         .await
         .map_err(store_failed)?;
-    // Push service on/off per project is not kept yet: every project is on since it was made.
-    let push_on = Some(f.project_created_at);
+    // When it was last switched on is in the audit log, not a fact: on is "done".
+    let push_on = project.push_enabled.then_some(None);
     let item = |id, role, title, at: Option<Option<i64>>| ChecklistItem {
         id,
         role,
@@ -844,19 +879,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-/// The filter of the report's series.
-pub(crate) fn series_filter(
-    project_id: Option<String>,
-    client_id: Option<String>,
-    period: &Period,
-) -> ReportFilter {
-    ReportFilter {
-        project_id,
-        client_id,
-        since_ms: period.since_ms(),
-    }
 }
 
 #[cfg(test)]

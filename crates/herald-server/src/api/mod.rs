@@ -1,10 +1,13 @@
 //! The Push Kit v3 REST API: routes, the response envelope and the error mapping.
 
+pub mod accounts;
 pub mod admin;
 pub mod console;
 pub mod images;
+pub mod principal;
 pub mod push;
 pub mod revoke;
+pub mod sessions;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};

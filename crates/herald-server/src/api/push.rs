@@ -58,11 +58,29 @@ async fn handle_send(
         .authenticate(authorization(headers), project_id)
         .await
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
+    push_service_on(app, project_id).await?;
 
     let push_type = push_type(headers)?;
     let bytes = read_body(body).await?;
     let parsed = parse_send(push_type, &bytes)?;
     send_parsed(app, project_id, &parsed, now, request_id).await
+}
+
+/// `80300002` when the project's push service is off (`PATCH /api/v1/projects/{id}`).
+pub(crate) async fn push_service_on(app: &Shared, project_id: &str) -> Result<(), Rejection> {
+    if app
+        .projects
+        .push_enabled(app.store.as_ref(), project_id, app.caches_trusted())
+        .await
+        .map_err(inner_error)?
+    {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            Code::NoPermission,
+            Code::NoPermission.default_msg(),
+        ))
+    }
 }
 
 /// The send path after authentication and parsing, shared by `messages:send` and the

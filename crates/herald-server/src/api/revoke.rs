@@ -54,6 +54,21 @@ async fn handle(
         .principal(authorization(headers))
         .await
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
+    if !app
+        .projects
+        .push_enabled(
+            app.store.as_ref(),
+            &principal.project_id,
+            app.caches_trusted(),
+        )
+        .await
+        .map_err(internal)?
+    {
+        return Err(Rejection::new(
+            Code::NoPermission,
+            Code::NoPermission.default_msg(),
+        ));
+    }
     let push_type = push_type(headers)?;
     if !matches!(push_type, PushType::Alert | PushType::Voice) {
         return Err(Rejection::payload(

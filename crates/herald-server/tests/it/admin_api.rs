@@ -62,10 +62,18 @@ async fn rights_keep_their_history_and_refuse_invalid_transitions() {
         (200, Some("requested"))
     );
     let r = a
-        .post(&format!("{base}/WORK/request"), &json!({}))
+        .post(
+            &format!("{base}/WORK/request"),
+            &json!({"scenario": "again"}),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 409);
+    let r = a
+        .post(&format!("{base}/IM/request"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "a request names its scenario: {}", r.body);
     let r = a
         .post(
             &format!("{base}/WORK/refuse"),

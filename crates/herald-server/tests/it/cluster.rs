@@ -225,6 +225,7 @@ async fn two_nodes(schema: &Schema, bus: Option<&str>) -> (TestApp, TestApp) {
             reason: None,
             actor: "test".into(),
             at: herald_core::Clock::now_ms(&a.clock),
+            ..Default::default()
         })
         .await
         .unwrap()

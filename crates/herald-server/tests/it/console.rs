@@ -113,6 +113,30 @@ async fn a_test_message_reaches_a_registered_test_device_and_nothing_else() {
         json!({"stage": "sent", "count": 1})
     );
 
+    // With the project's push service off, the send path answers 80300002.
+    let off = admin(&app)
+        .patch(
+            &format!("/api/v1/projects/{}", app.info.project_id),
+            &json!({"push_enabled": false}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(off.status, 200, "{}", off.body);
+    let (status, refused) = test_message(
+        &app,
+        &client,
+        json!({"test_device_id": added["id"], "title": "t", "body": "b"}),
+    )
+    .await;
+    assert_eq!((status, refused["code"].as_str()), (200, Some("80300002")));
+    admin(&app)
+        .patch(
+            &format!("/api/v1/projects/{}", app.info.project_id),
+            &json!({"push_enabled": true}),
+        )
+        .await
+        .unwrap();
+
     // Another device of the same app, and a test device of another app: refused.
     let (_other_device, other_token) = device_with_token(&app).await;
     let (status, _) = test_message(

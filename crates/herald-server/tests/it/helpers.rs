@@ -44,6 +44,7 @@ pub async fn spawn_app() -> TestApp {
             reason: Some("test chat app".into()),
             actor: "test".into(),
             at: herald_core::Clock::now_ms(&app.clock),
+            ..Default::default()
         })
         .await
         .expect("store")
@@ -259,6 +260,7 @@ impl TestApp {
                         reason: Some("markers".into()),
                         actor: "test".into(),
                         at: self.clock.now_ms(),
+                        ..Default::default()
                     })
                     .await
                     .expect("store")
@@ -639,6 +641,7 @@ pub async fn add_project_with_app(app: &TestApp, project_id: &str, client_id: &s
             project_id: project_id.into(),
             name: "Other".into(),
             created_at: now,
+            push_enabled: true,
         })
         .await
         .expect("project");

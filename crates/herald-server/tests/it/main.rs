@@ -18,6 +18,7 @@ mod push_types;
 mod readiness;
 mod receipts;
 mod rights_quotas;
+mod roles;
 mod sdk;
 mod send_api;
 mod tidy;

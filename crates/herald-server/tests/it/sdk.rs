@@ -695,6 +695,7 @@ async fn a_device_without_live_views_shows_title_and_content() {
             reason: None,
             actor: "test".into(),
             at: herald_core::Clock::now_ms(&server.clock),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -7,6 +7,7 @@ use herald_core::rights::RightState;
 use tokio_postgres::Row;
 
 use super::{PgResult, PgStore, execute, in_tx, query_opt};
+use crate::rights_change::{PreviousRight, next_right};
 use crate::{
     App, AppStore, AppUpdate, Project, Result, RightChange, RightEvent, RightRecord,
     ServiceAccount, StoreError,
@@ -59,6 +60,7 @@ fn project_from_row(r: &Row) -> Project {
         project_id: r.get(0),
         name: r.get(1),
         created_at: r.get(2),
+        push_enabled: r.get(3),
     }
 }
 
@@ -105,8 +107,8 @@ pub(super) async fn insert_service_account<C: GenericClient>(
 impl AppStore for PgStore {
     async fn create_project(&self, project: Project) -> Result<()> {
         self.write(
-            "INSERT INTO projects (project_id, name, created_at) VALUES ($1, $2, $3)",
-            &[&project.project_id, &project.name, &project.created_at],
+            "INSERT INTO projects (project_id, name, created_at, push_enabled) VALUES ($1, $2, $3, $4)",
+            &[&project.project_id, &project.name, &project.created_at, &project.push_enabled],
         )
         .await?;
         Ok(())
@@ -115,7 +117,7 @@ impl AppStore for PgStore {
     async fn project(&self, project_id: &str) -> Result<Option<Project>> {
         let row = self
             .read_opt(
-                "SELECT project_id, name, created_at FROM projects WHERE project_id = $1",
+                "SELECT project_id, name, created_at, push_enabled FROM projects WHERE project_id = $1",
                 &[&project_id],
             )
             .await?;
@@ -125,11 +127,22 @@ impl AppStore for PgStore {
     async fn list_projects(&self) -> Result<Vec<Project>> {
         let rows = self
             .read(
-                "SELECT project_id, name, created_at FROM projects ORDER BY created_at, project_id COLLATE \"C\"",
+                "SELECT project_id, name, created_at, push_enabled FROM projects ORDER BY created_at, project_id COLLATE \"C\"",
                 &[],
             )
             .await?;
         Ok(rows.iter().map(project_from_row).collect())
+    }
+
+    async fn set_push_enabled(&self, project_id: &str, enabled: bool) -> Result<Option<Project>> {
+        let row = self
+            .write_returning(
+                "UPDATE projects SET push_enabled = $2 WHERE project_id = $1
+                 RETURNING project_id, name, created_at, push_enabled",
+                &[&project_id, &enabled],
+            )
+            .await?;
+        Ok(row.as_ref().map(project_from_row))
     }
 
     async fn create_app(&self, app: App) -> Result<()> {
@@ -231,7 +244,7 @@ impl AppStore for PgStore {
     async fn rights(&self, client_id: &str) -> Result<Vec<RightRecord>> {
         let rows = self
             .read(
-                "SELECT client_id, name, state, reason, updated_at FROM rights WHERE client_id = $1 ORDER BY name COLLATE \"C\"",
+                "SELECT client_id, name, state, reason, updated_at, scenario, sample_message, confirmed_by, confirmed_at FROM rights WHERE client_id = $1 ORDER BY name COLLATE \"C\"",
                 &[&client_id],
             )
             .await?;
@@ -243,6 +256,10 @@ impl AppStore for PgStore {
                     state: right_state(r.get(2))?,
                     reason: r.get(3),
                     updated_at: r.get(4),
+                    scenario: r.get(5),
+                    sample_message: r.get(6),
+                    confirmed_by: r.get(7),
+                    confirmed_at: r.get(8),
                 })
             })
             .collect()
@@ -251,7 +268,7 @@ impl AppStore for PgStore {
     async fn right_history(&self, client_id: &str) -> Result<Vec<RightEvent>> {
         let rows = self
             .read(
-                "SELECT client_id, name, action, state, reason, actor, at FROM right_events WHERE client_id = $1 ORDER BY id",
+                "SELECT client_id, name, action, state, reason, actor, at, scenario, sample_message FROM right_events WHERE client_id = $1 ORDER BY id",
                 &[&client_id],
             )
             .await?;
@@ -265,6 +282,8 @@ impl AppStore for PgStore {
                     reason: r.get(4),
                     actor: r.get(5),
                     at: r.get(6),
+                    scenario: r.get(7),
+                    sample_message: r.get(8),
                 })
             })
             .collect()
@@ -279,35 +298,51 @@ impl AppStore for PgStore {
             // Row lock: two operators acting on one right at once apply one after the other.
             let current = query_opt(
                 tx,
-                "SELECT state, reason FROM rights WHERE client_id = $1 AND name = $2 FOR UPDATE",
+                "SELECT state, reason, scenario, sample_message, confirmed_by, confirmed_at FROM rights WHERE client_id = $1 AND name = $2 FOR UPDATE",
                 &[&change.client_id, &change.name],
             )
-            .await?
-            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
+            .await?;
             let from = current
                 .as_ref()
-                .map(|(s, _)| right_state(s))
+                .map(|r| right_state(r.get(0)))
                 .transpose()?;
             let state = match change.action.apply(from) {
                 Ok(s) => s,
                 Err(why) => return Ok(Err(why.to_owned())),
             };
-            // The scenario given with the request stays the right's reason unless the
-            // new action gives its own.
-            let reason = change
-                .reason
-                .clone()
-                .or_else(|| current.and_then(|(_, r)| r));
+            let before = current.map(|r| PreviousRight {
+                reason: r.get(1),
+                scenario: r.get(2),
+                sample_message: r.get(3),
+                confirmed_by: r.get(4),
+                confirmed_at: r.get(5),
+            });
+            let next = match next_right(&change, before) {
+                Ok(next) => next,
+                Err(why) => return Ok(Err(why)),
+            };
             execute(
                 tx,
-                "INSERT INTO rights (client_id, name, state, reason, updated_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (client_id, name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at",
-                &[&change.client_id, &change.name, &state.as_str(), &reason, &change.at],
+                "INSERT INTO rights (client_id, name, state, reason, updated_at, scenario, sample_message, confirmed_by, confirmed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (client_id, name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at,
+                   scenario = excluded.scenario, sample_message = excluded.sample_message, confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at",
+                &[
+                    &change.client_id,
+                    &change.name,
+                    &state.as_str(),
+                    &next.reason,
+                    &change.at,
+                    &next.scenario,
+                    &next.sample_message,
+                    &next.confirmed_by,
+                    &next.confirmed_at,
+                ],
             )
             .await?;
             execute(
                 tx,
-                "INSERT INTO right_events (client_id, name, action, state, reason, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO right_events (client_id, name, action, state, reason, actor, at, scenario, sample_message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     &change.client_id,
                     &change.name,
@@ -316,6 +351,8 @@ impl AppStore for PgStore {
                     &change.reason,
                     &change.actor,
                     &change.at,
+                    &change.scenario,
+                    &change.sample_message,
                 ],
             )
             .await?;
@@ -323,8 +360,12 @@ impl AppStore for PgStore {
                 client_id: change.client_id.clone(),
                 name: change.name.clone(),
                 state,
-                reason,
+                reason: next.reason,
                 updated_at: change.at,
+                scenario: next.scenario,
+                sample_message: next.sample_message,
+                confirmed_by: next.confirmed_by,
+                confirmed_at: next.confirmed_at,
             }))
         }
         .await

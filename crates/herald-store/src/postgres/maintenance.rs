@@ -118,6 +118,26 @@ impl Maintenance for PgStore {
         .await)?;
         pruned.devices = devices;
         pruned.tokens = tokens;
+
+        let cutoff = now_ms - r.audit_ms;
+        pruned.audit_rows = self
+            .write(
+                "DELETE FROM audit_log WHERE id IN
+               (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)",
+                &[&cutoff, &limit],
+            )
+            .await?;
+
+        // Sessions that ended: revoked, or past their expiry (an idle one ends sooner for
+        // the server, and is deleted at its expiry at the latest). The bootstrap token has
+        // no expiry and stays unless revoked.
+        pruned.sessions = self
+            .write(
+                "DELETE FROM admin_tokens WHERE token_hash IN
+               (SELECT token_hash FROM admin_tokens WHERE revoked_at < $1 OR expires_at < $1 LIMIT $2)",
+                &[&now_ms, &limit],
+            )
+            .await?;
         Ok(pruned)
     }
 

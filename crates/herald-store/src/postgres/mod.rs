@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/postgres/002_cluster.sql"),
     ),
     (
+        3,
+        "003_accounts.sql",
+        include_str!("../../migrations/postgres/003_accounts.sql"),
+    ),
+    (
         4,
         "004_console.sql",
         include_str!("../../migrations/postgres/004_console.sql"),
@@ -57,7 +62,12 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 3] = ["001_init.sql", "002_cluster.sql", "004_console.sql"];
+pub const MIGRATION_FILES: [&str; 4] = [
+    "001_init.sql",
+    "002_cluster.sql",
+    "003_accounts.sql",
+    "004_console.sql",
+];
 
 /// Advisory lock keys (`pg_advisory_xact_lock`); any two distinct 64-bit numbers would
 /// do, these spell "HERALD" and a purpose.

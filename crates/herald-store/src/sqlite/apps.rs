@@ -6,6 +6,7 @@ use herald_core::rights::RightState;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use crate::rights_change::{PreviousRight, next_right};
 use crate::{
     App, AppStore, AppUpdate, Project, Result, RightChange, RightEvent, RightRecord, ServiceAccount,
 };
@@ -40,6 +41,15 @@ fn service_account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceAc
         token_uri: r.get(4)?,
         created_at: r.get(5)?,
         revoked_at: r.get(6)?,
+    })
+}
+
+fn project_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
+    Ok(Project {
+        project_id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        push_enabled: r.get(3)?,
     })
 }
 
@@ -85,8 +95,8 @@ impl AppStore for SqliteStore {
     async fn create_project(&self, project: Project) -> Result<()> {
         self.write_conn(move |c| {
             c.execute(
-                "INSERT INTO projects (project_id, name, created_at) VALUES (?1, ?2, ?3)",
-                params![project.project_id, project.name, project.created_at],
+                "INSERT INTO projects (project_id, name, created_at, push_enabled) VALUES (?1, ?2, ?3, ?4)",
+                params![project.project_id, project.name, project.created_at, project.push_enabled],
             )?;
             Ok(())
         })
@@ -97,15 +107,9 @@ impl AppStore for SqliteStore {
         let id = project_id.to_owned();
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT project_id, name, created_at FROM projects WHERE project_id = ?1",
+                "SELECT project_id, name, created_at, push_enabled FROM projects WHERE project_id = ?1",
             )?
-            .query_row([id], |r| {
-                Ok(Project {
-                    project_id: r.get(0)?,
-                    name: r.get(1)?,
-                    created_at: r.get(2)?,
-                })
-            })
+            .query_row([id], project_from_row)
             .optional()?)
         })
         .await
@@ -114,16 +118,24 @@ impl AppStore for SqliteStore {
     async fn list_projects(&self) -> Result<Vec<Project>> {
         self.read(|c| {
             let rows = c
-                .prepare_cached("SELECT project_id, name, created_at FROM projects ORDER BY created_at, project_id")?
-                .query_map([], |r| {
-                    Ok(Project {
-                        project_id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                })?
+                .prepare_cached("SELECT project_id, name, created_at, push_enabled FROM projects ORDER BY created_at, project_id")?
+                .query_map([], project_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_push_enabled(&self, project_id: &str, enabled: bool) -> Result<Option<Project>> {
+        let id = project_id.to_owned();
+        self.write_conn(move |c| {
+            c.prepare_cached("UPDATE projects SET push_enabled = ?2 WHERE project_id = ?1")?
+                .execute(params![id, enabled])?;
+            Ok(c.prepare_cached(
+                "SELECT project_id, name, created_at, push_enabled FROM projects WHERE project_id = ?1",
+            )?
+            .query_row([id], project_from_row)
+            .optional()?)
         })
         .await
     }
@@ -232,7 +244,7 @@ impl AppStore for SqliteStore {
         self.read(move |c| {
             let rows = c
                 .prepare_cached(
-                    "SELECT client_id, name, state, reason, updated_at FROM rights WHERE client_id = ?1 ORDER BY name",
+                    "SELECT client_id, name, state, reason, updated_at, scenario, sample_message, confirmed_by, confirmed_at FROM rights WHERE client_id = ?1 ORDER BY name",
                 )?
                 .query_map([id], |r| {
                     Ok(RightRecord {
@@ -241,6 +253,10 @@ impl AppStore for SqliteStore {
                         state: right_state(r.get(2)?)?,
                         reason: r.get(3)?,
                         updated_at: r.get(4)?,
+                        scenario: r.get(5)?,
+                        sample_message: r.get(6)?,
+                        confirmed_by: r.get(7)?,
+                        confirmed_at: r.get(8)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -254,7 +270,7 @@ impl AppStore for SqliteStore {
         self.read(move |c| {
             let rows = c
                 .prepare_cached(
-                    "SELECT client_id, name, action, state, reason, actor, at FROM right_events WHERE client_id = ?1 ORDER BY id",
+                    "SELECT client_id, name, action, state, reason, actor, at, scenario, sample_message FROM right_events WHERE client_id = ?1 ORDER BY id",
                 )?
                 .query_map([id], |r| {
                     Ok(RightEvent {
@@ -265,6 +281,8 @@ impl AppStore for SqliteStore {
                         reason: r.get(4)?,
                         actor: r.get(5)?,
                         at: r.get(6)?,
+                        scenario: r.get(7)?,
+                        sample_message: r.get(8)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -278,31 +296,51 @@ impl AppStore for SqliteStore {
         change: RightChange,
     ) -> Result<std::result::Result<RightRecord, String>> {
         self.write_conn(move |c| {
-            let current: Option<(String, Option<String>)> = c
-                .prepare_cached("SELECT state, reason FROM rights WHERE client_id = ?1 AND name = ?2")?
-                .query_row(params![change.client_id, change.name], |r| Ok((r.get(0)?, r.get(1)?)))
+            type Current = (String, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>);
+            let current: Option<Current> = c
+                .prepare_cached("SELECT state, reason, scenario, sample_message, confirmed_by, confirmed_at FROM rights WHERE client_id = ?1 AND name = ?2")?
+                .query_row(params![change.client_id, change.name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })
                 .optional()?;
             let from = current
                 .as_ref()
-                .map(|(s, _)| right_state(s.clone()))
+                .map(|cur| right_state(cur.0.clone()))
                 .transpose()?;
             let state = match change.action.apply(from) {
                 Ok(s) => s,
                 Err(why) => return Ok(Err(why.to_owned())),
             };
-            // The scenario given with the request stays the right's reason unless the
-            // new action gives its own.
-            let reason = change
-                .reason
-                .clone()
-                .or_else(|| current.and_then(|(_, r)| r));
+            let before = current.map(|(_, reason, scenario, sample, by, at)| PreviousRight {
+                reason,
+                scenario,
+                sample_message: sample,
+                confirmed_by: by,
+                confirmed_at: at,
+            });
+            let next = match next_right(&change, before) {
+                Ok(next) => next,
+                Err(why) => return Ok(Err(why)),
+            };
             c.prepare_cached(
-                "INSERT INTO rights (client_id, name, state, reason, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (client_id, name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at",
+                "INSERT INTO rights (client_id, name, state, reason, updated_at, scenario, sample_message, confirmed_by, confirmed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (client_id, name) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at,
+                   scenario = excluded.scenario, sample_message = excluded.sample_message, confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at",
             )?
-            .execute(params![change.client_id, change.name, state.as_str(), reason, change.at])?;
+            .execute(params![
+                change.client_id,
+                change.name,
+                state.as_str(),
+                next.reason,
+                change.at,
+                next.scenario,
+                next.sample_message,
+                next.confirmed_by,
+                next.confirmed_at
+            ])?;
             c.prepare_cached(
-                "INSERT INTO right_events (client_id, name, action, state, reason, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO right_events (client_id, name, action, state, reason, actor, at, scenario, sample_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 change.client_id,
@@ -311,14 +349,20 @@ impl AppStore for SqliteStore {
                 state.as_str(),
                 change.reason,
                 change.actor,
-                change.at
+                change.at,
+                change.scenario,
+                change.sample_message
             ])?;
             Ok(Ok(RightRecord {
                 client_id: change.client_id,
                 name: change.name,
                 state,
-                reason,
+                reason: next.reason,
                 updated_at: change.at,
+                scenario: next.scenario,
+                sample_message: next.sample_message,
+                confirmed_by: next.confirmed_by,
+                confirmed_at: next.confirmed_at,
             }))
         })
         .await

@@ -123,6 +123,30 @@ impl Maintenance for SqliteStore {
             .await?;
         pruned.devices = devices;
         pruned.tokens = tokens;
+
+        pruned.audit_rows = self
+            .write_conn(move |c| {
+                Ok(c.prepare_cached(
+                    "DELETE FROM audit_log WHERE id IN
+                       (SELECT id FROM audit_log WHERE at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![now_ms - r.audit_ms, limit])? as u64)
+            })
+            .await?;
+
+        // Sessions that ended: revoked, or past their expiry (an idle one ends sooner for
+        // the server, and is deleted at its expiry at the latest). The bootstrap token has
+        // no expiry and stays unless revoked.
+        pruned.sessions = self
+            .write_conn(move |c| {
+                Ok(c.prepare_cached(
+                    "DELETE FROM admin_tokens WHERE token_hash IN
+                       (SELECT token_hash FROM admin_tokens
+                         WHERE revoked_at < ?1 OR expires_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![now_ms, limit])? as u64)
+            })
+            .await?;
         Ok(pruned)
     }
 

@@ -52,11 +52,12 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/sqlite/006_report.sql")),
     M::up(include_str!("../../migrations/sqlite/007_data_plane.sql")),
     M::up(include_str!("../../migrations/sqlite/008_cluster.sql")),
+    M::up(include_str!("../../migrations/sqlite/009_accounts.sql")),
     M::up(include_str!("../../migrations/sqlite/010_console.sql")),
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 8] = [
+pub const MIGRATION_FILES: [&str; 9] = [
     "001_init.sql",
     "002_rights_quotas.sql",
     "004_push_types.sql",
@@ -64,6 +65,7 @@ pub const MIGRATION_FILES: [&str; 8] = [
     "006_report.sql",
     "007_data_plane.sql",
     "008_cluster.sql",
+    "009_accounts.sql",
     "010_console.sql",
 ];
 

@@ -1,0 +1,53 @@
+-- Accounts, roles and an audit trail (issue 16). The `admins` table now holds every
+-- user (the bootstrap admin is the instance admin); `admin_tokens` every session.
+
+ALTER TABLE admins ADD COLUMN instance_admin INTEGER NOT NULL DEFAULT 0;
+UPDATE admins SET instance_admin = 1;
+
+-- kind: 'bootstrap' (the token in bootstrap.json: never expires), 'bearer' (a login for
+-- scripts) or 'cookie' (a console login, with its CSRF token's hash).
+ALTER TABLE admin_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'bearer';
+ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
+ALTER TABLE admin_tokens ADD COLUMN last_used_at INTEGER;
+ALTER TABLE admin_tokens ADD COLUMN revoked_at INTEGER;
+ALTER TABLE admin_tokens ADD COLUMN csrf_hash TEXT;
+-- Each admin's first token is the bootstrap one; the console tokens logins made before
+-- sessions expired end now.
+UPDATE admin_tokens SET kind = 'bootstrap'
+ WHERE created_at = (SELECT MIN(created_at) FROM admin_tokens o WHERE o.admin_id = admin_tokens.admin_id);
+UPDATE admin_tokens SET expires_at = created_at WHERE kind = 'bearer';
+UPDATE admin_tokens SET last_used_at = created_at;
+CREATE INDEX admin_tokens_by_user ON admin_tokens(admin_id);
+
+-- One role per member and project.
+CREATE TABLE members (
+    project_id TEXT NOT NULL REFERENCES projects(project_id),
+    user_id    INTEGER NOT NULL REFERENCES admins(id),
+    role       TEXT NOT NULL,
+    added_at   INTEGER NOT NULL,
+    PRIMARY KEY (project_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX members_by_user ON members(user_id);
+
+-- Every change: who, what, when, from which address (pruned after its retention).
+CREATE TABLE audit_log (
+    id         INTEGER PRIMARY KEY,
+    project_id TEXT,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE INDEX audit_log_by_project ON audit_log(project_id, id);
+CREATE INDEX audit_log_by_time ON audit_log(at);
+
+ALTER TABLE projects ADD COLUMN push_enabled INTEGER NOT NULL DEFAULT 1;
+
+-- A request carries its scenario and a sample message; product confirms the scenario.
+ALTER TABLE rights ADD COLUMN scenario TEXT;
+ALTER TABLE rights ADD COLUMN sample_message TEXT;
+ALTER TABLE rights ADD COLUMN confirmed_by TEXT;
+ALTER TABLE rights ADD COLUMN confirmed_at INTEGER;
+ALTER TABLE right_events ADD COLUMN scenario TEXT;
+ALTER TABLE right_events ADD COLUMN sample_message TEXT;
