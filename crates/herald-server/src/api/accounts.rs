@@ -99,7 +99,8 @@ fn valid_username(name: &str) -> bool {
 /// (or the instance admin) makes them a member.
 #[utoipa::path(post, path = "/api/v1/users", request_body = NewUserBody,
     responses((status = 201, body = UserView), (status = 403, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 409, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "Too many password hashes at once; see Retry-After.")))]
 pub(crate) async fn create_user(
     who: Principal,
     State(app): State<Shared>,

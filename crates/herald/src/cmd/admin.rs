@@ -66,6 +66,89 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Users (the instance admin creates them).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// A project's members and their roles (owner, operations, product,
+    /// backend_developer, app_developer).
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Your own password.
+    Password {
+        #[command(subcommand)]
+        command: PasswordCommand,
+    },
+    /// Who you are: your projects, your role and the actions it allows in each.
+    Me,
+    /// A project's audit log, newest first (owners and the instance admin).
+    Audit {
+        /// The project (default: the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a user; with no --password one is generated and printed (once).
+    Create {
+        #[arg(long)]
+        username: String,
+        /// 8 to 1024 characters.
+        #[arg(long, env = "HERALD_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MemberCommand {
+    /// Make a user a member of a project with a role (or change their role).
+    Add {
+        /// The project (default: the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+        #[arg(long)]
+        username: String,
+        /// owner | operations | product | backend_developer | app_developer
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a member from a project.
+    Remove {
+        /// The project (default: the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+        #[arg(long)]
+        username: String,
+    },
+    /// A project's members and their roles.
+    List {
+        /// The project (default: the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PasswordCommand {
+    /// Change the password of the user the token belongs to; their other sessions end.
+    /// Without the flags, the current and the new password are read from the first two
+    /// lines of standard input.
+    Change {
+        #[arg(long, env = "HERALD_CURRENT_PASSWORD", hide_env_values = true)]
+        current_password: Option<String>,
+        #[arg(long, env = "HERALD_NEW_PASSWORD", hide_env_values = true)]
+        new_password: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -113,16 +196,26 @@ pub struct RightArgs {
     /// The right: a category (IM, WORK, …), VOIP_CALL, LIVE_VIEW_<EVENT> or IM_BACKGROUND.
     #[arg(long, alias = "right")]
     pub category: String,
-    /// For `request`: the push scenario the right serves; otherwise why.
+    /// Why (for `grant`, `refuse`, `revoke`, `confirm`); for `request`, the scenario
+    /// when --scenario is not given.
     #[arg(long)]
     pub reason: Option<String>,
+    /// For `request`: the push scenario the right serves (required, or --reason).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// For `request`: a sample message of the scenario, for product to confirm.
+    #[arg(long)]
+    pub sample_message: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RightsCommand {
-    /// Apply for a right (operations), with the scenario it serves.
+    /// Apply for a right (operations, owner), with the scenario it serves and a sample
+    /// message.
     Request(RightArgs),
-    /// Grant a right.
+    /// Confirm that a requested right's scenario matches its category (product, owner).
+    Confirm(RightArgs),
+    /// Grant a right (the instance admin).
     Grant(RightArgs),
     /// Refuse a requested right.
     Refuse(RightArgs),
@@ -184,6 +277,14 @@ pub enum ProjectCommand {
     },
     /// List projects.
     List,
+    /// Switch a project's push service on or off (off: sends and revokes answer 80300002).
+    Update {
+        /// The project (default: the bootstrap file's).
+        #[arg(long)]
+        project_id: Option<String>,
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+        push_enabled: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -369,6 +470,28 @@ async fn revoke_key(
     })
 }
 
+/// A password for a new user: 24 random URL-safe characters (18 random bytes).
+fn generate_password() -> String {
+    herald_server::ids::secret(18)
+}
+
+/// The current and the new password, from the first two lines of standard input.
+fn passwords_from_stdin() -> anyhow::Result<(String, String)> {
+    let mut lines = std::io::stdin().lines();
+    let mut next = |what: &str| -> anyhow::Result<String> {
+        lines
+            .next()
+            .transpose()?
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .with_context(|| {
+                format!(
+                    "no {what} on standard input (or pass --current-password and --new-password)"
+                )
+            })
+    };
+    Ok((next("current password")?, next("new password")?))
+}
+
 /// Runs one admin command and prints its JSON answer; non-zero exit on an error answer.
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let connection = connect(&args)?;
@@ -381,11 +504,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     .await?
             }
             RightsCommand::Request(a)
+            | RightsCommand::Confirm(a)
             | RightsCommand::Grant(a)
             | RightsCommand::Refuse(a)
             | RightsCommand::Revoke(a) => {
                 let action = match command {
                     RightsCommand::Request(_) => "request",
+                    RightsCommand::Confirm(_) => "confirm",
                     RightsCommand::Grant(_) => "grant",
                     RightsCommand::Refuse(_) => "refuse",
                     _ => "revoke",
@@ -396,7 +521,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                             "/api/v1/apps/{}/rights/{}/{action}",
                             a.client_id, a.category
                         ),
-                        &json!({ "reason": a.reason }),
+                        &json!({ "reason": a.reason, "scenario": a.scenario,
+                                 "sample_message": a.sample_message }),
                     )
                     .await?
             }
@@ -455,7 +581,114 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                     .await?
             }
             ProjectCommand::List => client.get("/api/v1/projects").await?,
+            ProjectCommand::Update {
+                project_id,
+                push_enabled,
+            } => {
+                let project_id = connection.project_id(project_id, &None).await?;
+                client
+                    .patch(
+                        &format!("/api/v1/projects/{project_id}"),
+                        &json!({ "push_enabled": push_enabled }),
+                    )
+                    .await?
+            }
         },
+        AdminCommand::User { command } => match command {
+            UserCommand::List => client.get("/api/v1/users").await?,
+            UserCommand::Create { username, password } => {
+                let generated = password.is_none();
+                let password = password.clone().unwrap_or_else(generate_password);
+                let r = client
+                    .post(
+                        "/api/v1/users",
+                        &json!({"username": username, "password": password}),
+                    )
+                    .await?;
+                if r.is_success() && generated {
+                    let mut body = r.body;
+                    body["password"] = json!(password);
+                    AdminResponse {
+                        status: r.status,
+                        body,
+                    }
+                } else {
+                    r
+                }
+            }
+        },
+        AdminCommand::Member { command } => match command {
+            MemberCommand::Add {
+                project_id,
+                username,
+                role,
+            } => {
+                let project_id = connection.project_id(project_id, &None).await?;
+                client
+                    .post(
+                        &format!("/api/v1/projects/{project_id}/members"),
+                        &json!({"username": username, "role": role}),
+                    )
+                    .await?
+            }
+            MemberCommand::Remove {
+                project_id,
+                username,
+            } => {
+                let project_id = connection.project_id(project_id, &None).await?;
+                let r = client
+                    .delete(&format!("/api/v1/projects/{project_id}/members/{username}"))
+                    .await?;
+                if r.is_success() {
+                    AdminResponse {
+                        status: r.status,
+                        body: json!({"project_id": project_id, "username": username, "removed": true}),
+                    }
+                } else {
+                    r
+                }
+            }
+            MemberCommand::List { project_id } => {
+                let project_id = connection.project_id(project_id, &None).await?;
+                client
+                    .get(&format!("/api/v1/projects/{project_id}/members"))
+                    .await?
+            }
+        },
+        AdminCommand::Password { command } => match command {
+            PasswordCommand::Change {
+                current_password,
+                new_password,
+            } => {
+                let (current, new) = match (current_password, new_password) {
+                    (Some(c), Some(n)) => (c.clone(), n.clone()),
+                    _ => passwords_from_stdin()?,
+                };
+                let r = client
+                    .post(
+                        "/api/v1/users/me/password",
+                        &json!({"current_password": current, "new_password": new}),
+                    )
+                    .await?;
+                if r.is_success() {
+                    AdminResponse {
+                        status: r.status,
+                        body: json!({"changed": true}),
+                    }
+                } else {
+                    r
+                }
+            }
+        },
+        AdminCommand::Me => client.get("/api/v1/me").await?,
+        AdminCommand::Audit { project_id, limit } => {
+            let project_id = connection.project_id(project_id, &None).await?;
+            client
+                .get(&format!(
+                    "/api/v1/projects/{project_id}/audit?limit={limit}"
+                ))
+                .await?
+        }
         AdminCommand::Key { command } => match command {
             KeyCommand::Revoke { key_id, project_id } => {
                 revoke_key(client, key_id, project_id.as_deref()).await?

@@ -217,3 +217,202 @@ fn the_third_marketing_message_never_reaches_the_device() {
         .collect();
     assert_eq!(shown, ["promo 0", "promo 1"]);
 }
+
+/// Sign in through the API; the bearer token.
+fn sign_in(url: &str, username: &str, password: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let r: Value = reqwest::Client::new()
+            .post(format!("{url}/api/v1/sessions"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON");
+        r["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sign-in: {r}"))
+            .to_owned()
+    })
+}
+
+#[test]
+fn users_members_and_rights_steps_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let boot_path = dir.path().join("data/bootstrap.json");
+    let boot = server.bootstrap();
+    let client_id = boot["client_id"].as_str().unwrap().to_owned();
+
+    // The instance admin creates two users (one with a generated password) and makes
+    // them members.
+    let (ok, r) = admin(
+        &boot_path,
+        &[
+            "user",
+            "create",
+            "--username",
+            "olga",
+            "--password",
+            "olga-password",
+        ],
+    );
+    assert!(ok, "{r}");
+    assert!(
+        r.get("password").is_none(),
+        "a given password is not echoed"
+    );
+    let (ok, r) = admin(&boot_path, &["user", "create", "--username", "pete"]);
+    assert!(ok, "{r}");
+    let pete_password = r["password"]
+        .as_str()
+        .expect("generated password")
+        .to_owned();
+    let (ok, r) = admin(&boot_path, &["user", "list"]);
+    assert!(ok, "{r}");
+    let names: Vec<&str> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "olga", "pete"]);
+    for (user, role) in [("olga", "operations"), ("pete", "product")] {
+        let (ok, r) = admin(
+            &boot_path,
+            &["member", "add", "--username", user, "--role", role],
+        );
+        assert!(ok, "{r}");
+    }
+    let (ok, r) = admin(&boot_path, &["member", "list"]);
+    assert!(ok, "{r}");
+    assert_eq!(
+        r.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["username"].as_str().unwrap(), m["role"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("admin", "owner"),
+            ("olga", "operations"),
+            ("pete", "product")
+        ]
+    );
+
+    // Operations requests with a scenario and a sample message; product confirms; a
+    // member who may not is refused with the roles that may.
+    let olga = sign_in(&server.url, "olga", "olga-password");
+    let pete = sign_in(&server.url, "pete", &pete_password);
+    let right = |token: &str, step: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--token",
+            token,
+            "rights",
+            step,
+            "--client-id",
+            &client_id,
+            "--category",
+            "IM",
+        ];
+        args.extend_from_slice(extra);
+        admin(&boot_path, &args)
+    };
+    let (ok, r) = right(
+        &pete,
+        "request",
+        &["--scenario", "chat", "--sample-message", "Ann: hi"],
+    );
+    assert!(!ok, "product may not request");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("only owner, operations or the instance admin may request"),
+        "{r}"
+    );
+    let (ok, r) = right(
+        &olga,
+        "request",
+        &[
+            "--scenario",
+            "one-to-one chat",
+            "--sample-message",
+            "Ann: see you at 7?",
+        ],
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["sample_message"], "Ann: see you at 7?");
+    let (ok, r) = right(&pete, "confirm", &[]);
+    assert!(ok, "{r}");
+    assert_eq!(r["confirmed_by"], "pete");
+    let (ok, r) = right(&olga, "grant", &[]);
+    assert!(!ok, "only the instance admin grants: {r}");
+    let (ok, r) = admin(
+        &boot_path,
+        &[
+            "rights",
+            "grant",
+            "--client-id",
+            &client_id,
+            "--category",
+            "IM",
+        ],
+    );
+    assert!(ok, "{r}");
+
+    // Olga changes her password; her session stays, the old password is refused.
+    let (ok, r) = admin(
+        &boot_path,
+        &[
+            "--token",
+            &olga,
+            "password",
+            "change",
+            "--current-password",
+            "olga-password",
+            "--new-password",
+            "olga-new-password",
+        ],
+    );
+    assert!(ok, "{r}");
+    let (ok, r) = admin(&boot_path, &["--token", &olga, "me"]);
+    assert!(ok, "{r}");
+    assert_eq!(r["projects"][0]["role"], "operations");
+    sign_in(&server.url, "olga", "olga-new-password");
+
+    // The owner removes pete; the audit log tells who did what.
+    let (ok, r) = admin(&boot_path, &["member", "remove", "--username", "pete"]);
+    assert!(ok, "{r}");
+    let (ok, r) = admin(&boot_path, &["--token", &pete, "me"]);
+    assert!(ok, "{r}");
+    assert_eq!(r["projects"], json!([]));
+    let (ok, r) = admin(&boot_path, &["audit", "--limit", "5"]);
+    assert!(ok, "{r}");
+    let steps: Vec<(&str, &str)> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("admin", "member.remove"),
+            ("admin", "right.grant"),
+            ("pete", "right.confirm"),
+            ("olga", "right.request"),
+            ("admin", "member.add"),
+        ]
+    );
+    let (ok, r) = admin(
+        &boot_path,
+        &["project", "update", "--push-enabled", "false"],
+    );
+    assert!(ok, "{r}");
+    assert_eq!(r["push_enabled"], false);
+}
