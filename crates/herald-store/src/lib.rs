@@ -52,6 +52,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Live sessions one user may hold (the bootstrap token aside); the oldest is revoked
+/// when another opens.
+pub const MAX_SESSIONS_PER_USER: i64 = 64;
+
 /// Send-budget rows are kept this many seconds past their second, then pruned.
 pub const SEND_BUDGET_KEPT_SECS: i64 = 60;
 
@@ -69,7 +73,8 @@ pub trait AccountStore: Send + Sync {
     /// The session whose token hashes to `token_hash`, expired or revoked ones included
     /// (the caller decides), with its user.
     async fn session(&self, token_hash: &str) -> Result<Option<Session>>;
-    /// Open a session.
+    /// Open a session. A user keeps at most [`MAX_SESSIONS_PER_USER`] live sessions
+    /// besides the bootstrap one: opening another revokes their oldest.
     async fn create_session(&self, session: NewSession) -> Result<()>;
     /// Note that a request used the session at `now_ms` (for the idle expiry).
     async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<()>;

@@ -1083,6 +1083,41 @@ async fn users_sessions_members_and_audit<S: Store>(store: &S) {
         "a revoked session stays readable as revoked"
     );
 
+    // A user keeps a bounded number of live sessions: the oldest goes first.
+    for i in 0..MAX_SESSIONS_PER_USER {
+        store
+            .create_session(NewSession {
+                created_at: NOW + 100 + i,
+                ..open(&format!("s-pete-{i}"), pete.id, SessionKind::Bearer, None)
+            })
+            .await
+            .unwrap();
+    }
+    let live = |hash: String| async move {
+        store
+            .session(&hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    };
+    assert!(live("s-pete-0".into()).await);
+    store
+        .create_session(NewSession {
+            created_at: NOW + 500,
+            ..open("s-pete-new", pete.id, SessionKind::Bearer, None)
+        })
+        .await
+        .unwrap();
+    assert!(!live("s-pete-0".into()).await, "the oldest is revoked");
+    assert!(live("s-pete-1".into()).await);
+    assert!(live("s-pete-new".into()).await);
+    assert!(
+        live("s-bearer".into()).await,
+        "another user's sessions are theirs"
+    );
+
     // A password change replaces the hash and signs out the user's other sessions.
     store
         .create_session(open("s-other", olga.id, SessionKind::Bearer, None))
@@ -1182,7 +1217,11 @@ async fn users_sessions_members_and_audit<S: Store>(store: &S) {
     };
     let pruned = store.prune(&keep, NOW + 1001, 0, 100).await.unwrap();
     assert_eq!(pruned.audit_rows, 4, "{pruned:?}");
-    assert_eq!(pruned.sessions, 3, "expired and revoked ones: {pruned:?}");
+    assert_eq!(
+        pruned.sessions,
+        4 + MAX_SESSIONS_PER_USER as u64,
+        "expired and revoked ones: {pruned:?}"
+    );
     assert!(store.audit("p2", None, 10).await.unwrap().is_empty());
     assert_eq!(store.session("s-bearer").await.unwrap(), None);
     assert!(store.session("token-hash").await.unwrap().is_some());

@@ -296,6 +296,55 @@ async fn a_revoked_key_is_refused_by_every_node_at_once_with_the_bus() {
     revoked_keys_fail_everywhere(a, b, std::time::Duration::from_millis(300)).await;
 }
 
+/// The push service switched off through A: B, which had the project's switch in
+/// memory, answers 80300002 too, and sends again once it is back on.
+async fn the_push_switch_holds_everywhere(a: TestApp, b: TestApp, within: std::time::Duration) {
+    let admin = herald_client::admin::AdminClient::new(&a.url, &a.info.admin_token).unwrap();
+    let (_device, token) = device_with_token(&a).await;
+    let body = notification(&[&token], "n");
+    let jwt = a.jwt();
+    for node in [&a, &b] {
+        assert_eq!(send_with(node, &jwt, &body).await, (200, "80000000".into()));
+    }
+    let project = format!("/api/v1/projects/{}", a.info.project_id);
+    let r = admin
+        .patch(&project, &json!({"push_enabled": false}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(send_with(&a, &jwt, &body).await, (400, "80300002".into()));
+    let took = until_code(&b, &jwt, &body, "80300002", within).await;
+    eprintln!("the other node refused after {took:?}");
+    let r = admin
+        .patch(&project, &json!({"push_enabled": true}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    until_code(&b, &jwt, &body, "80000000", within).await;
+}
+
+#[tokio::test]
+async fn the_push_switch_reaches_every_node_without_a_bus() {
+    let test = "the_push_switch_reaches_every_node_without_a_bus";
+    let Some(pg) = postgres(test) else { return };
+    let schema = Schema::new(&pg, "switch");
+    let (a, b) = two_nodes(&schema, None).await;
+    // Without a bus B trusts no cache of shared state: it reads the switch every time.
+    the_push_switch_holds_everywhere(a, b, std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn the_push_switch_reaches_every_node_at_once_with_the_bus() {
+    let test = "the_push_switch_reaches_every_node_at_once_with_the_bus";
+    let (Some(pg), Some(bus)) = (postgres(test), nats(test)) else {
+        return;
+    };
+    let schema = Schema::new(&pg, "switchbus");
+    let (a, b) = two_nodes(&schema, Some(&bus)).await;
+    // B keeps the switch in memory; the bus notice makes it read it again.
+    the_push_switch_holds_everywhere(a, b, std::time::Duration::from_millis(300)).await;
+}
+
 /// A device deletes its token on A; sends to it through B are dropped (5) within a
 /// second, though B had the token cached.
 async fn deleted_tokens_stop_everywhere(a: TestApp, b: TestApp) {

@@ -118,6 +118,7 @@ const CHECKING_HELPERS: &[&str] = &[
     // drops sends to the deleted token within its deadline.
     "revoked_keys_fail_everywhere(",
     "deleted_tokens_stop_everywhere(",
+    "the_push_switch_holds_everywhere(",
     // The storage conformance story: every step asserts what the store read back; and
     // its throughput run, which asserts that every delivery it sent was acknowledged.
     "story(",

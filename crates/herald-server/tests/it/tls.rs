@@ -81,6 +81,25 @@ async fn everything_is_served_over_tls() {
         .await
         .unwrap();
     assert_eq!(projects.status(), 200);
+    // Over TLS the console's session cookie is `Secure` (the CSRF cookie too).
+    let login = app
+        .http
+        .post(format!("{}/api/v1/sessions", app.url))
+        .json(&serde_json::json!({"username": "admin", "password": app.info.admin_password, "cookie": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 201);
+    let cookies: Vec<&str> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for c in cookies {
+        assert!(c.contains("; Secure"), "{c}");
+    }
 
     // The device gateway over wss://, then a send over https:// that reaches it.
     let mut roots = rustls::RootCertStore::empty();

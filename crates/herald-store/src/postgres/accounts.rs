@@ -110,20 +110,37 @@ impl AccountStore for PgStore {
     }
 
     async fn create_session(&self, s: NewSession) -> Result<()> {
-        self.write(
-            "INSERT INTO admin_tokens (token_hash, admin_id, created_at, kind, csrf_hash, expires_at, last_used_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $3)",
-            &[
-                &s.token_hash,
-                &s.user_id,
-                &s.created_at,
-                &s.kind.as_str(),
-                &s.csrf_hash,
-                &s.expires_at,
-            ],
-        )
-        .await?;
-        Ok(())
+        in_tx!(self, |tx| {
+            async {
+                execute(
+                    tx,
+                    "INSERT INTO admin_tokens (token_hash, admin_id, created_at, kind, csrf_hash, expires_at, last_used_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $3)",
+                    &[
+                        &s.token_hash,
+                        &s.user_id,
+                        &s.created_at,
+                        &s.kind.as_str(),
+                        &s.csrf_hash,
+                        &s.expires_at,
+                    ],
+                )
+                .await?;
+                execute(
+                    tx,
+                    "UPDATE admin_tokens SET revoked_at = $2
+                     WHERE admin_id = $1 AND kind <> 'bootstrap' AND revoked_at IS NULL
+                       AND token_hash NOT IN (
+                         SELECT token_hash FROM admin_tokens
+                          WHERE admin_id = $1 AND kind <> 'bootstrap' AND revoked_at IS NULL
+                          ORDER BY created_at DESC, token_hash DESC LIMIT $3)",
+                    &[&s.user_id, &s.created_at, &crate::MAX_SESSIONS_PER_USER],
+                )
+                .await?;
+                Ok(())
+            }
+            .await
+        })
     }
 
     async fn touch_session(&self, token_hash: &str, now_ms: i64) -> Result<()> {

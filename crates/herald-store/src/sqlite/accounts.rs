@@ -119,6 +119,15 @@ impl AccountStore for SqliteStore {
                 s.csrf_hash,
                 s.expires_at
             ])?;
+            c.prepare_cached(
+                "UPDATE admin_tokens SET revoked_at = ?2
+                 WHERE admin_id = ?1 AND kind <> 'bootstrap' AND revoked_at IS NULL
+                   AND token_hash NOT IN (
+                     SELECT token_hash FROM admin_tokens
+                      WHERE admin_id = ?1 AND kind <> 'bootstrap' AND revoked_at IS NULL
+                      ORDER BY created_at DESC, rowid DESC LIMIT ?3)",
+            )?
+            .execute(params![s.user_id, s.created_at, crate::MAX_SESSIONS_PER_USER])?;
             Ok(())
         })
         .await

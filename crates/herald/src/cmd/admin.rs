@@ -82,6 +82,16 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: PasswordCommand,
     },
+    /// Sign in: prints a bearer token (valid `[auth] token_ttl_secs`) to pass as
+    /// --token or HERALD_ADMIN_TOKEN. Without --password it is read from standard input.
+    Login {
+        #[arg(long)]
+        username: String,
+        #[arg(long, env = "HERALD_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Sign out: the token (--token) stops working at once.
+    Logout,
     /// Who you are: your projects, your role and the actions it allows in each.
     Me,
     /// A project's audit log, newest first (owners and the instance admin).
@@ -355,8 +365,13 @@ fn connect(args: &AdminArgs) -> anyhow::Result<Connection> {
         .clone()
         .or_else(|| from_bootstrap("push_api_url"))
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-    let Some(token) = args.token.clone().or_else(|| from_bootstrap("admin_token")) else {
-        bail!("no admin token: pass --token, set HERALD_ADMIN_TOKEN or --bootstrap FILE");
+    let token = match args.token.clone().or_else(|| from_bootstrap("admin_token")) {
+        Some(token) => token,
+        // Signing in needs no token.
+        None if matches!(args.command, AdminCommand::Login { .. }) => String::new(),
+        None => {
+            bail!("no admin token: pass --token, set HERALD_ADMIN_TOKEN or --bootstrap FILE")
+        }
     };
     let ca = super::load_ca(args.ca_file.as_deref())?;
     Ok(Connection {
@@ -680,6 +695,33 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         },
+        AdminCommand::Login { username, password } => {
+            let password = match password {
+                Some(p) => p.clone(),
+                None => std::io::stdin()
+                    .lines()
+                    .next()
+                    .transpose()?
+                    .context("no password on standard input (or pass --password)")?,
+            };
+            client
+                .post(
+                    "/api/v1/sessions",
+                    &json!({"username": username, "password": password}),
+                )
+                .await?
+        }
+        AdminCommand::Logout => {
+            let r = client.delete("/api/v1/sessions/current").await?;
+            if r.is_success() {
+                AdminResponse {
+                    status: r.status,
+                    body: json!({"signed_out": true}),
+                }
+            } else {
+                r
+            }
+        }
         AdminCommand::Me => client.get("/api/v1/me").await?,
         AdminCommand::Audit { project_id, limit } => {
             let project_id = connection.project_id(project_id, &None).await?;

@@ -306,7 +306,12 @@ fn users_members_and_rights_steps_from_the_command_line() {
 
     // Operations requests with a scenario and a sample message; product confirms; a
     // member who may not is refused with the roles that may.
-    let olga = sign_in(&server.url, "olga", "olga-password");
+    let (ok, r) = admin(
+        &boot_path,
+        &["login", "--username", "olga", "--password", "olga-password"],
+    );
+    assert!(ok, "{r}");
+    let olga = r["token"].as_str().unwrap().to_owned();
     let pete = sign_in(&server.url, "pete", &pete_password);
     let right = |token: &str, step: &str, extra: &[&str]| {
         let mut args = vec![
@@ -415,4 +420,10 @@ fn users_members_and_rights_steps_from_the_command_line() {
     );
     assert!(ok, "{r}");
     assert_eq!(r["push_enabled"], false);
+
+    // Olga signs out: her token stops working.
+    let (ok, r) = admin(&boot_path, &["--token", &olga, "logout"]);
+    assert!(ok, "{r}");
+    let (ok, r) = admin(&boot_path, &["--token", &olga, "me"]);
+    assert!(!ok, "{r}");
 }

@@ -132,6 +132,49 @@ fn no_secret_reaches_a_log_or_the_database_in_clear() {
     );
     assert_eq!(status, 200, "{granted}");
 
+    // A user made through the CLI signs in to the console: a cookie session and its
+    // CSRF token (the cookie's value is the session's secret).
+    let user_password = "olga's own password, 7!";
+    let created = logged_cli(
+        &[
+            "admin",
+            "--bootstrap",
+            data.join("bootstrap.json").to_str().unwrap(),
+            "user",
+            "create",
+            "--username",
+            "olga",
+            "--password",
+            user_password,
+        ],
+        &logs.join("admin-user.log"),
+        &dir.path().join("cache"),
+    );
+    assert_eq!(created["username"], "olga");
+    let (cookie_token, csrf_token) = rt.block_on(async {
+        let resp = http
+            .post(format!("{}/api/v1/sessions", server.url))
+            .json(&json!({"username": "olga", "password": user_password, "cookie": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find_map(|c| {
+                c.split(';')
+                    .next()
+                    .and_then(|kv| kv.strip_prefix("herald_session="))
+                    .map(str::to_owned)
+            })
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        (cookie, body["csrf_token"].as_str().unwrap().to_owned())
+    });
+
     // Two receipt configurations: one with the operator's secret (through the CLI),
     // one with a secret Herald generates (through the API).
     let chosen_secret = "an operator's own receipt secret, 42!";
@@ -227,6 +270,9 @@ fn no_secret_reaches_a_log_or_the_database_in_clear() {
         ("the first JWT", jwts[0].clone()),
         ("the second JWT", jwts[1].clone()),
         ("the device secret", device_secret.clone()),
+        ("a user's password", user_password.to_owned()),
+        ("the console session cookie", cookie_token.clone()),
+        ("the console CSRF token", csrf_token.clone()),
     ];
     // `herald send` signed its own and keeps it in its cache.
     let cached = cache
@@ -252,7 +298,11 @@ fn no_secret_reaches_a_log_or_the_database_in_clear() {
         .map(|e| e.unwrap().path())
         .collect();
     log_files.sort();
-    assert_eq!(log_files.len(), 4, "server, device, admin and send logs");
+    assert_eq!(
+        log_files.len(),
+        5,
+        "server, device, two admin and send logs"
+    );
     for path in &log_files {
         let text = std::fs::read_to_string(path).unwrap();
         assert!(
@@ -288,6 +338,8 @@ fn no_secret_reaches_a_log_or_the_database_in_clear() {
         ("the admin token", field("admin_token")),
         ("the session token", session_token),
         ("the device secret", device_secret),
+        ("the console session cookie", cookie_token),
+        ("the console CSRF token", csrf_token),
     ] {
         assert!(
             stored.contains(&sha256_hex(&secret)),
