@@ -176,6 +176,11 @@ test("each role does its part in the console, and only its part", async () => {
   // The owner invites three colleagues.
   const owner = await signIn(people.owner.username, PASSWORD);
   assert.equal(await owner.page.textContent("#role"), "role: owner");
+  // The session is an HttpOnly cookie: nothing in the page's storage, nothing it can read.
+  assert.deepEqual(await owner.page.evaluate(() => [localStorage.length, sessionStorage.length]), [0, 0]);
+  assert.doesNotMatch(await owner.page.evaluate(() => document.cookie), /herald_session/);
+  const session = (await owner.context.cookies()).find((c) => c.name === "herald_session");
+  assert.ok(session && session.httpOnly && session.sameSite === "Strict", JSON.stringify(session));
   await openTab(owner.page, "members");
   for (const p of [people.operations, people.product, people.developer]) {
     await owner.page.fill("#member-user", p.username);
@@ -293,6 +298,12 @@ test("each role does its part in the console, and only its part", async () => {
   await openTab(owner.page, "audit");
   await owner.page.waitForFunction(() => document.getElementById("audit-table").textContent.includes("paula"));
   await screenshot(owner.page, "owner-audit-log");
+
+  // Signing out ends the session: the page asks for a password again, the cookie is gone.
+  await owner.page.click("#signout");
+  await owner.page.locator("#login").waitFor();
+  const me = await owner.page.evaluate(() => fetch("/api/v1/me").then((r) => r.status));
+  assert.equal(me, 401);
 
   for (const p of [owner, ops, product, admin, dev]) await p.context.close();
 });
