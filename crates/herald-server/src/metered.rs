@@ -135,7 +135,7 @@ impl AccountStore for MeteredStore {
 
     async fn audit(
         &self,
-        project_id: &str,
+        project_id: Option<&str>,
         before_ms: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {

@@ -111,11 +111,11 @@ pub trait AccountStore: Send + Sync {
     async fn memberships(&self, user_id: i64) -> Result<Vec<Member>>;
     /// Append to the audit log.
     async fn append_audit(&self, entry: AuditEntry) -> Result<()>;
-    /// A project's audit log, newest first, at most `limit` entries older than
-    /// `before_ms` (all when `None`).
+    /// A project's audit log (`None`: every entry, instance-wide ones included), newest
+    /// first, at most `limit` entries older than `before_ms` (all when `None`).
     async fn audit(
         &self,
-        project_id: &str,
+        project_id: Option<&str>,
         before_ms: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>>;

@@ -1196,7 +1196,7 @@ async fn users_sessions_members_and_audit<S: Store>(store: &S) {
         .append_audit(entry(Some("p2"), "key.revoke", NOW + 103))
         .await
         .unwrap();
-    let log = store.audit("p2", None, 10).await.unwrap();
+    let log = store.audit(Some("p2"), None, 10).await.unwrap();
     assert_eq!(
         log,
         [
@@ -1205,10 +1205,21 @@ async fn users_sessions_members_and_audit<S: Store>(store: &S) {
         ]
     );
     assert_eq!(
-        store.audit("p2", Some(NOW + 103), 10).await.unwrap(),
+        store.audit(Some("p2"), Some(NOW + 103), 10).await.unwrap(),
         [entry(Some("p2"), "member.add", NOW + 100)]
     );
-    assert_eq!(store.audit("p2", None, 1).await.unwrap().len(), 1);
+    assert_eq!(store.audit(Some("p2"), None, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .audit(None, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.action.as_str())
+            .collect::<Vec<_>>(),
+        ["key.revoke", "user.create", "key.create", "member.add"],
+        "every entry, instance-wide ones included"
+    );
 
     // Retention: old audit entries and ended sessions go; the bootstrap token stays.
     let keep = Retention {
@@ -1222,7 +1233,7 @@ async fn users_sessions_members_and_audit<S: Store>(store: &S) {
         4 + MAX_SESSIONS_PER_USER as u64,
         "expired and revoked ones: {pruned:?}"
     );
-    assert!(store.audit("p2", None, 10).await.unwrap().is_empty());
+    assert!(store.audit(Some("p2"), None, 10).await.unwrap().is_empty());
     assert_eq!(store.session("s-bearer").await.unwrap(), None);
     assert!(store.session("token-hash").await.unwrap().is_some());
 }

@@ -439,6 +439,8 @@ pub struct AuditQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
+    /// The project it concerns (`null`: instance-wide — users, sign-ins).
+    project_id: Option<String>,
     /// Who: the user name.
     actor: String,
     /// What: e.g. `member.add`, `key.revoke`, `right.grant`, `project.push_enabled`.
@@ -467,10 +469,40 @@ pub(crate) async fn show_audit(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
     Ok(Json(
         app.store
-            .audit(&project_id, q.before_ms, limit)
+            .audit(Some(&project_id), q.before_ms, limit)
             .await?
             .into_iter()
             .map(|e| AuditView {
+                project_id: e.project_id,
+                actor: e.actor,
+                action: e.action,
+                detail: e.detail,
+                address: e.address,
+                at: e.at,
+            })
+            .collect(),
+    ))
+}
+
+/// The whole instance's audit log, newest first: every project's entries and the
+/// instance-wide ones (users created, sign-ins, sign-outs, password changes). The
+/// instance admin only.
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery),
+    responses((status = 200, body = [AuditView]), (status = 403, body = ErrorBody)))]
+pub(crate) async fn show_instance_audit(
+    who: Principal,
+    State(app): State<Shared>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditView>>, AdminError> {
+    who.require_instance_admin("read the instance's audit log")?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    Ok(Json(
+        app.store
+            .audit(None, q.before_ms, limit)
+            .await?
+            .into_iter()
+            .map(|e| AuditView {
+                project_id: e.project_id,
                 actor: e.actor,
                 action: e.action,
                 detail: e.detail,

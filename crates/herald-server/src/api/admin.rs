@@ -42,6 +42,7 @@ use crate::state::Shared;
         super::accounts::change_password, super::accounts::list_members,
         super::accounts::add_member, super::accounts::remove_member,
         super::accounts::update_project, super::accounts::show_audit,
+        super::accounts::show_instance_audit,
     ),
     components(schemas(
         ProjectView, NewProjectBody, AppView, NewAppBody, AppPatch, LimitsView, KeyView,
@@ -221,6 +222,7 @@ pub fn routes() -> Router<Shared> {
             get(accounts::show_audit),
         )
         .route("/api/v1/me", get(accounts::me))
+        .route("/api/v1/audit", get(accounts::show_instance_audit))
         .route(
             "/api/v1/users",
             get(accounts::list_users).post(accounts::create_user),

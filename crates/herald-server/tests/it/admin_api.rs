@@ -40,6 +40,16 @@ async fn openapi_document_lists_the_admin_paths() {
         "/api/v1/apps/{client_id}/rights/{name}/{action}",
         "/api/v1/apps/{client_id}/quotas",
         "/api/v1/projects/{project_id}/keys",
+        "/api/v1/projects/{project_id}",
+        "/api/v1/projects/{project_id}/members",
+        "/api/v1/projects/{project_id}/members/{username}",
+        "/api/v1/projects/{project_id}/audit",
+        "/api/v1/me",
+        "/api/v1/users",
+        "/api/v1/users/me/password",
+        "/api/v1/sessions",
+        "/api/v1/sessions/current",
+        "/api/v1/audit",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }

@@ -1049,4 +1049,22 @@ async fn the_audit_log_tells_who_did_what_when_and_from_where() {
         "{actions:?}"
     );
     assert!(actions.contains(&"member.remove"));
+    // The instance's log: users created and sign-ins too, for the instance admin only.
+    let r = t.admin.get("/api/v1/audit?limit=1000").await.unwrap();
+    let all = r.body.as_array().unwrap();
+    assert!(
+        all.iter().any(|e| e["action"] == "user.create"
+            && e["detail"] == "created user outsider"
+            && e["project_id"].is_null()
+            && e["actor"] == "admin"),
+        "{}",
+        r.body
+    );
+    assert!(
+        all.iter()
+            .any(|e| e["action"] == "session.create" && e["actor"] == "owner-user")
+    );
+    assert!(all.iter().any(|e| e["project_id"] == p.as_str()));
+    let r = owner.get("/api/v1/audit").await.unwrap();
+    assert_eq!(r.status, 403);
 }

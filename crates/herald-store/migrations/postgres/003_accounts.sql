@@ -27,6 +27,11 @@ CREATE TABLE members (
     added_at   bigint NOT NULL,
     PRIMARY KEY (project_id, user_id)
 );
+-- Every project so far was made by the bootstrap admin: it is their owner.
+INSERT INTO members (project_id, user_id, role, added_at)
+SELECT p.project_id, a.id, 'owner', p.created_at
+  FROM projects p, (SELECT MIN(id) AS id FROM admins) a
+ WHERE a.id IS NOT NULL;
 CREATE INDEX members_by_user ON members (user_id);
 
 -- Every change: who, what, when, from which address (pruned after its retention).

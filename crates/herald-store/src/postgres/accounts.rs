@@ -285,7 +285,7 @@ impl AccountStore for PgStore {
 
     async fn audit(
         &self,
-        project_id: &str,
+        project_id: Option<&str>,
         before_ms: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
@@ -294,7 +294,7 @@ impl AccountStore for PgStore {
         let rows = self
             .read(
                 "SELECT project_id, actor, action, detail, address, at FROM audit_log
-                 WHERE project_id = $1 AND at < $2 ORDER BY id DESC LIMIT $3",
+                 WHERE ($1::text IS NULL OR project_id = $1) AND at < $2 ORDER BY id DESC LIMIT $3",
                 &[&project_id, &before, &limit],
             )
             .await?;

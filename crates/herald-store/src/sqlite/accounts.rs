@@ -286,18 +286,18 @@ impl AccountStore for SqliteStore {
 
     async fn audit(
         &self,
-        project_id: &str,
+        project_id: Option<&str>,
         before_ms: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
-        let project_id = project_id.to_owned();
+        let project_id = project_id.map(str::to_owned);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let before = before_ms.unwrap_or(i64::MAX);
         self.read(move |c| {
             let rows = c
                 .prepare_cached(
                     "SELECT project_id, actor, action, detail, address, at FROM audit_log
-                     WHERE project_id = ?1 AND at < ?2 ORDER BY id DESC LIMIT ?3",
+                     WHERE (?1 IS NULL OR project_id = ?1) AND at < ?2 ORDER BY id DESC LIMIT ?3",
                 )?
                 .query_map(params![project_id, before, limit], |r| {
                     Ok(AuditEntry {
