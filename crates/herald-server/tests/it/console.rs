@@ -411,3 +411,36 @@ async fn the_report_has_a_funnel_a_series_and_every_reason_not_shown() {
     let bad = a.get("/api/v1/report?period=year").await.unwrap();
     assert_eq!(bad.status, 400);
 }
+
+#[tokio::test]
+async fn the_console_paths_and_report_fields_are_in_the_openapi_document() {
+    let app = spawn_bare_app().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        ("/api/v1/apps/{client_id}/test-devices", "get"),
+        ("/api/v1/apps/{client_id}/test-devices", "post"),
+        ("/api/v1/apps/{client_id}/test-devices/{id}", "delete"),
+        ("/api/v1/apps/{client_id}/test-messages", "post"),
+        ("/api/v1/projects/{project_id}/checklist", "get"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing");
+        assert!(op["responses"]["401"].is_object(), "{method} {path}: 401");
+    }
+    let report = &doc["components"]["schemas"]["ReportView"]["properties"];
+    for field in ["summary", "lines", "funnel", "series", "not_shown"] {
+        assert!(report[field].is_object(), "ReportView.{field} missing");
+    }
+    let params = doc["paths"]["/api/v1/report"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert!(params.iter().any(|p| p["name"] == "period"));
+}
