@@ -241,6 +241,9 @@ test("each role does its part in the console, and only its part", async () => {
   assert.equal(step("grant")[3], boot.admin_username);
   assert.equal(step("grant")[4], "scenario checked");
   await screenshot(admin.page, "admin-granted");
+  await openTab(admin.page, "instance");
+  await admin.page.waitForFunction(() => document.getElementById("instance-audit").textContent.includes("olivia"));
+  for (const p of [ops, product]) assert.equal(await tabShown(p.page, "instance"), false);
 
   // The app developer, alone: a browser device, registered, sent a test message.
   const dev = await signIn(people.developer.username, PASSWORD);
@@ -297,6 +300,9 @@ test("each role does its part in the console, and only its part", async () => {
   // The owner's audit log tells who did what.
   await openTab(owner.page, "audit");
   await owner.page.waitForFunction(() => document.getElementById("audit-table").textContent.includes("paula"));
+  const audit = await owner.page.textContent("#audit-table");
+  assert.match(audit, /test_device\.add/);
+  assert.match(audit, /test_message\.send/);
   await screenshot(owner.page, "owner-audit-log");
 
   // Signing out ends the session: the page asks for a password again, the cookie is gone.
