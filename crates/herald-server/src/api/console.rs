@@ -129,6 +129,7 @@ impl From<TestDevice> for TestDeviceView {
     params(("client_id" = String, Path)), request_body = NewTestDeviceBody,
     responses((status = 201, body = TestDeviceView), (status = 200, body = TestDeviceView),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "The caller's role may not register test devices."),
               (status = 409, body = ErrorBody, description = "The app has 100 test devices.")))]
 async fn add_test_device(
     who: Principal,
@@ -202,7 +203,8 @@ async fn add_test_device(
 /// An app's test devices, oldest first.
 #[utoipa::path(get, path = "/api/v1/apps/{client_id}/test-devices",
     params(("client_id" = String, Path)),
-    responses((status = 200, body = [TestDeviceView]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = [TestDeviceView]), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "The caller's role may not send test messages.")))]
 async fn list_test_devices(
     who: Principal,
     State(app): State<Shared>,
@@ -220,7 +222,8 @@ async fn list_test_devices(
 /// Remove a test device (the token itself is untouched).
 #[utoipa::path(delete, path = "/api/v1/apps/{client_id}/test-devices/{id}",
     params(("client_id" = String, Path), ("id" = String, Path)),
-    responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "removed"), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "The caller's role may not remove test devices.")))]
 async fn remove_test_device(
     who: Principal,
     State(app): State<Shared>,
@@ -297,7 +300,7 @@ pub struct TestMessageView {
 #[utoipa::path(post, path = "/api/v1/apps/{client_id}/test-messages",
     params(("client_id" = String, Path)), request_body = TestMessageBody,
     responses((status = 200, body = TestMessageView, description = "The send path answered: `code` is what Push Kit answers (80000000 sent; 80300002 push service off; …)."),
-              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a test device of this app."),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a test device of this app, or the caller's role may not send test messages."),
               (status = 404, body = ErrorBody)))]
 async fn send_test_message(
     who: Principal,

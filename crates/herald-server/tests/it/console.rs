@@ -444,3 +444,97 @@ async fn the_console_paths_and_report_fields_are_in_the_openapi_document() {
         .unwrap();
     assert!(params.iter().any(|p| p["name"] == "period"));
 }
+
+/// A user with `role` in the bootstrap project, signed in with a bearer session.
+async fn member(app: &TestApp, username: &str, role: &str) -> AdminClient {
+    let password = format!("secret-{username}-123");
+    let a = admin(app);
+    let r = a
+        .post(
+            "/api/v1/users",
+            &json!({"username": username, "password": password}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = a
+        .post(
+            &format!("/api/v1/projects/{}/members", app.info.project_id),
+            &json!({"username": username, "role": role}),
+        )
+        .await
+        .unwrap();
+    assert!(r.is_success(), "{}", r.body);
+    let session: Value = app
+        .http
+        .post(format!("{}/api/v1/sessions", app.url))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    AdminClient::new(&app.url, session["token"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_app_developer_sends_a_test_message_alone_and_product_may_not() {
+    let app = spawn_bare_app().await;
+    let client = app.info.client_id.clone();
+    let developer = member(&app, "dev", "app_developer").await;
+    let product = member(&app, "paula", "product").await;
+    let (mut device, token) = device_with_token(&app).await;
+
+    let r = developer
+        .post(
+            &format!("/api/v1/apps/{client}/test-devices"),
+            &json!({"token": token}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["added_by"], "dev");
+    let r = developer
+        .post(
+            &format!("/api/v1/apps/{client}/test-messages"),
+            &json!({"token": token, "title": "Mine", "body": "alone"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body["code"].as_str()), (200, Some("80000000")));
+    assert_eq!(
+        device.message().await.payload["notification"]["title"],
+        "Mine"
+    );
+
+    // Product reads the project, but registers and sends nothing.
+    for (path, body) in [
+        ("test-devices", json!({"token": token})),
+        (
+            "test-messages",
+            json!({"token": token, "title": "t", "body": "b"}),
+        ),
+    ] {
+        let r = product
+            .post(&format!("/api/v1/apps/{client}/{path}"), &body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        let why = r.body["error"].as_str().unwrap();
+        assert!(
+            why.starts_with("your role in this project is product; only ")
+                && why.contains("app_developer"),
+            "{why}"
+        );
+    }
+    let checklist = product
+        .get(&format!(
+            "/api/v1/projects/{}/checklist",
+            app.info.project_id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(checklist.status, 200);
+    assert!(item(&checklist.body, "test_device_registered").0);
+}
