@@ -75,8 +75,8 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The answers every operation of a kind can give, added to the document so that it
-/// describes every answer the API gives (checked by `scripts/schemathesis`): 401 where a
-/// bearer token is needed, 400 where there are parameters or a body, 415 and 422 where
+/// describes every answer the API gives (checked by `scripts/schemathesis`): 401 and 403
+/// where a bearer token is needed (403: the role may not, see `authz.rs`), 400 where there are parameters or a body, 415 and 422 where
 /// there is a body (wrong `Content-Type`; JSON of the wrong shape). Every response gets
 /// a description (OpenAPI requires one). A right's name and action are listed as the
 /// values they take (from [`Right::all`]).
@@ -139,6 +139,9 @@ impl utoipa::Modify for CommonAnswers {
                     answers
                         .entry("401".into())
                         .or_insert_with(|| error("No valid bearer token.").into());
+                    answers.entry("403".into()).or_insert_with(|| {
+                        error("The caller's role may not do this (the sentence names who may), or a console request lacks its X-CSRF-Token.").into()
+                    });
                 }
                 if op.request_body.is_some()
                     || op.parameters.as_ref().is_some_and(|p| !p.is_empty())
@@ -451,7 +454,8 @@ async fn create_key(
 
 /// List a project's service-account keys (public parts only).
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}/keys",
-    params(("project_id" = String, Path)), responses((status = 200, body = [KeyView])))]
+    params(("project_id" = String, Path)),
+    responses((status = 200, body = [KeyView]), (status = 404, body = ErrorBody)))]
 async fn list_keys(
     who: Principal,
     State(app): State<Shared>,
