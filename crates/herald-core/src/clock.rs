@@ -85,9 +85,15 @@ impl ManualClock {
     }
 
     fn moved(&self) {
-        self.0.moves.fetch_add(1, Ordering::SeqCst);
-        let waiting =
-            std::mem::take(&mut *self.0.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        self.0.moved();
+    }
+}
+
+impl Manual {
+    /// Count a move and wake whoever waits for one.
+    fn moved(&self) {
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
         waiting.into_iter().for_each(Waker::wake);
     }
 }
@@ -105,7 +111,44 @@ impl Clock for ManualClock {
     }
 }
 
-/// The future of [`ManualClock::moved_since`].
+/// The wall clock plus an offset that can only grow (the emulator's clock: `POST
+/// /emulator/v1/clock`). Time runs as usual; [`OffsetClock::advance_ms`] jumps it
+/// forward and, like a [`ManualClock`] move, wakes the periodic work waiting in
+/// [`Clock::moved_since`]. Clones share the same offset.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetClock(Arc<Manual>);
+
+impl OffsetClock {
+    pub fn new() -> Self {
+        OffsetClock::default()
+    }
+
+    /// Jump forward by `ms` (negative values are ignored: time never runs backwards).
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.now.fetch_add(ms.max(0), Ordering::SeqCst);
+        self.0.moved();
+    }
+
+    /// How far ahead of the wall clock this clock is, in milliseconds.
+    pub fn offset_ms(&self) -> i64 {
+        self.0.now.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> Millis {
+        SystemClock.now_ms().saturating_add(self.offset_ms())
+    }
+
+    fn moved_since(&self, seen: u64) -> Moved {
+        Box::pin(MovedSince {
+            manual: self.0.clone(),
+            seen,
+        })
+    }
+}
+
+/// The future of [`ManualClock::moved_since`] and [`OffsetClock::moved_since`].
 struct MovedSince {
     manual: Arc<Manual>,
     seen: u64,
@@ -179,6 +222,28 @@ mod tests {
         assert_eq!(next.as_mut().poll(&mut cx), Poll::Pending);
         c.set_ms(5);
         assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(2));
+    }
+
+    #[test]
+    fn an_offset_clock_runs_with_the_wall_clock_and_jumps_forward_on_demand() {
+        let c = OffsetClock::new();
+        let before = SystemClock.now_ms();
+        assert!((c.now_ms() - before).abs() < 1_000);
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut moved = c.moved_since(0);
+        assert_eq!(moved.as_mut().poll(&mut cx), Poll::Pending);
+        c.clone().advance_ms(86_400_000);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the jump woke the waiter"
+        );
+        assert_eq!(moved.as_mut().poll(&mut cx), Poll::Ready(1));
+        assert!(c.now_ms() >= before + 86_400_000);
+        c.advance_ms(-5_000);
+        assert_eq!(c.offset_ms(), 86_400_000, "never backwards");
     }
 
     #[test]

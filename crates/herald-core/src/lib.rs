@@ -18,5 +18,5 @@ pub mod send;
 pub mod token;
 
 pub use category::Category;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use lifecycle::{DeliveryState, Outcome, ReceiptCode};

@@ -50,6 +50,8 @@ pub enum BootstrapError {
     Key(#[from] keys::KeyGenError),
     #[error("password hashing: {0}")]
     Hash(String),
+    #[error("{0}")]
+    Choice(String),
 }
 
 pub const SERVICE_ACCOUNT_FILE: &str = "service-account.json";
@@ -61,6 +63,49 @@ pub fn token_uri(public_url: &str) -> String {
     format!("{}/oauth2/v3/token", public_url.trim_end_matches('/'))
 }
 
+/// What a first start may be told instead of making it up (`herald serve --emulator
+/// --project-id … --client-id … --key-file …`, so that a CI configuration stays the same
+/// from run to run). Nothing set: every id and the key are new.
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    pub project_id: Option<String>,
+    pub client_id: Option<String>,
+    /// An existing service-account key file (Huawei's layout) to serve instead of a new
+    /// key: its `key_id`, `sub_account` and private key (whose public half is stored).
+    pub key_file: Option<KeyFile>,
+}
+
+impl Choices {
+    /// Check the choices agree with each other before anything is written.
+    pub fn check(&self) -> Result<(), BootstrapError> {
+        let bad = |why: String| Err(BootstrapError::Choice(why));
+        if let Some(id) = &self.project_id
+            && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return bad(format!("--project-id {id:?}: 1 to 64 letters or digits"));
+        }
+        if let Some(id) = &self.client_id
+            && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return bad(format!("--client-id {id:?}: 1 to 64 letters or digits"));
+        }
+        if let Some(key) = &self.key_file {
+            if keys::public_pem_of(&key.private_key).is_none() {
+                return bad("the key file's private_key is not a PKCS#8 RSA key in PEM".into());
+            }
+            if let Some(id) = &self.project_id
+                && *id != key.project_id
+            {
+                return bad(format!(
+                    "--project-id {id} differs from the key file's project_id {}",
+                    key.project_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Run the first-start bootstrap if the store is empty. Returns the info when this node
 /// did it; `None` when the store was already bootstrapped, or another node starting at
 /// the same moment won (the store answered `Conflict`).
@@ -70,15 +115,42 @@ pub async fn ensure(
     public_url: &str,
     now_ms: i64,
 ) -> Result<Option<BootstrapInfo>, BootstrapError> {
+    ensure_with(store, data_dir, public_url, now_ms, &Choices::default()).await
+}
+
+/// [`ensure`] with ids or a key chosen by the operator.
+pub async fn ensure_with(
+    store: &dyn Store,
+    data_dir: &Path,
+    public_url: &str,
+    now_ms: i64,
+    choices: &Choices,
+) -> Result<Option<BootstrapInfo>, BootstrapError> {
+    choices.check()?;
     if store.is_bootstrapped().await? {
         tracing::info!(data_dir = %data_dir.display(), "The store is already bootstrapped; serving its project.");
         return Ok(None);
     }
-    let project_id = ids::numeric_id(18);
-    let client_id = ids::numeric_id(19);
-    let key_id = ids::hex_id(32);
-    let sub_account = ids::numeric_id(17);
-    let key = keys::generate()?;
+    let given = choices.key_file.as_ref();
+    let project_id = choices
+        .project_id
+        .clone()
+        .or_else(|| given.map(|k| k.project_id.clone()))
+        .unwrap_or_else(|| ids::numeric_id(18));
+    let client_id = choices
+        .client_id
+        .clone()
+        .unwrap_or_else(|| ids::numeric_id(19));
+    let key_id = given.map_or_else(|| ids::hex_id(32), |k| k.key_id.clone());
+    let sub_account = given.map_or_else(|| ids::numeric_id(17), |k| k.sub_account.clone());
+    let key = match given {
+        None => keys::generate()?,
+        Some(k) => keys::GeneratedKey {
+            private_key_pem: k.private_key.clone(),
+            public_key_pem: keys::public_pem_of(&k.private_key)
+                .ok_or_else(|| BootstrapError::Choice("unreadable private_key".into()))?,
+        },
+    };
     let admin_password = ids::secret(18);
     let admin_token = ids::secret(32);
     let password_hash = argon2::Argon2::default()
@@ -89,9 +161,10 @@ pub async fn ensure(
         )
         .map_err(|e| BootstrapError::Hash(e.to_string()))?
         .to_string();
-    let token_uri = token_uri(public_url);
+    // A given key keeps its own token URI: the `aud` its backends already sign.
+    let token_uri = given.map_or_else(|| token_uri(public_url), |k| k.token_uri.clone());
 
-    let key_file = KeyFile {
+    let key_file = given.cloned().unwrap_or_else(|| KeyFile {
         project_id: project_id.clone(),
         key_id: key_id.clone(),
         private_key: key.private_key_pem.clone(),
@@ -103,7 +176,7 @@ pub async fn ensure(
             "{}/oauth2/v3/x509?client_id=",
             public_url.trim_end_matches('/')
         ),
-    };
+    });
     // Several nodes may race here against one shared store: the store lets exactly one
     // bootstrap through. Only that node writes the key file and bootstrap.json, and only
     // once the store has accepted them, so no node keeps a key the store does not know.

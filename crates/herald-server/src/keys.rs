@@ -43,6 +43,20 @@ pub fn generate() -> Result<GeneratedKey, KeyGenError> {
     })
 }
 
+/// The public key (SPKI PEM) of a PKCS#8 RSA private key in PEM, as a key file's
+/// `private_key` holds it (one line or wrapped); `None` when it is not one.
+pub fn public_pem_of(private_key_pem: &str) -> Option<String> {
+    let body: String = private_key_pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    let der = STANDARD.decode(body).ok()?;
+    let pair = KeyPair::from_pkcs8(&der).ok()?;
+    let spki: PublicKeyX509Der<'static> = pair.public_key().as_der().ok()?;
+    Some(wrapped_pem("PUBLIC KEY", spki.as_ref()))
+}
+
 /// Standard PEM with 64-column lines (for keys Herald reads itself).
 fn wrapped_pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
@@ -70,5 +84,15 @@ mod tests {
         assert_eq!(lines[3], "");
         assert!(jsonwebtoken::DecodingKey::from_rsa_pem(k.public_key_pem.as_bytes()).is_ok());
         assert!(jsonwebtoken::EncodingKey::from_rsa_pem(k.private_key_pem.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_public_key_of_a_key_files_private_key_is_the_generated_one() {
+        let k = generate().unwrap();
+        assert_eq!(public_pem_of(&k.private_key_pem), Some(k.public_key_pem));
+        assert_eq!(
+            public_pem_of("-----BEGIN PRIVATE KEY-----\nbm9wZQ==\n-----END PRIVATE KEY-----\n"),
+            None
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod bus;
 pub mod config;
 pub mod delivery;
+pub mod emulator;
 pub mod fuzzing;
 pub mod gateway;
 pub mod ids;
@@ -36,7 +37,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use herald_core::{Clock, SystemClock};
+use herald_core::{Clock, OffsetClock, SystemClock};
 use herald_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -123,6 +124,32 @@ impl Herald {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Herald, ServerError> {
+        Herald::prepare_node(listener, config, clock, None).await
+    }
+
+    /// Open in emulator mode (`herald serve --emulator`): the clock is the wall clock
+    /// plus what `POST /emulator/v1/clock` adds, the `/emulator/v1` API is served, and a
+    /// first start uses the ids and key `choices` name.
+    pub async fn prepare_emulator(
+        listener: TcpListener,
+        config: Config,
+        choices: bootstrap::Choices,
+    ) -> Result<Herald, ServerError> {
+        let clock = OffsetClock::new();
+        let emulator = Arc::new(emulator::Emulator::new(clock.clone()));
+        Herald::prepare_node(listener, config, Arc::new(clock), Some((emulator, choices))).await
+    }
+
+    async fn prepare_node(
+        listener: TcpListener,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        emulator: Option<(Arc<emulator::Emulator>, bootstrap::Choices)>,
+    ) -> Result<Herald, ServerError> {
+        let (emulator, choices) = match emulator {
+            Some((e, c)) => (Some(e), c),
+            None => (None, bootstrap::Choices::default()),
+        };
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -171,13 +198,25 @@ impl Herald {
         } else {
             config.public_url.trim_end_matches('/').to_owned()
         };
-        let bootstrap = bootstrap::ensure(
+        let bootstrap = bootstrap::ensure_with(
             store.as_ref(),
             &config.data_dir,
             &public_url,
             clock.now_ms(),
+            &choices,
         )
         .await?;
+        if let Some(emulator) = &emulator {
+            // A reused data directory: its bootstrap.json names the app.
+            let stored = || {
+                let path = config.data_dir.join(bootstrap::BOOTSTRAP_FILE);
+                let text = std::fs::read_to_string(path).ok()?;
+                serde_json::from_str::<BootstrapInfo>(&text).ok()
+            };
+            if let Some(info) = bootstrap.clone().or_else(stored) {
+                emulator.set_default_client_id(&info.client_id);
+            }
+        }
         let calendar = herald_core::quota::QuotaCalendar::new(&config.quota_time_zone)
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let limits = herald_core::quota::DefaultLimits {
@@ -222,6 +261,7 @@ impl Herald {
             metrics: metrics_handle(),
             reports: Default::default(),
             guards: Arc::new(guards),
+            emulator,
         });
         Ok(Herald {
             state,
@@ -320,6 +360,11 @@ impl Herald {
 
 /// Build the HTTP router.
 pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router {
+    // The emulator API exists only in emulator mode (elsewhere it is the fallback's 404).
+    let emulator = match state.emulator {
+        Some(_) => emulator::routes(),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route(
@@ -341,6 +386,7 @@ pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router 
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())
         .merge(api::console::routes())
+        .merge(emulator)
         .merge(web::routes())
         .fallback(not_found)
         .with_state(state)
@@ -376,10 +422,13 @@ async fn metrics_text(
     answer.into_response()
 }
 
-async fn openapi() -> impl IntoResponse {
+async fn openapi(State(state): State<Shared>) -> impl IntoResponse {
     use utoipa::OpenApi;
     let mut doc = api::admin::AdminApi::openapi();
     doc.merge(api::console::ConsoleApi::openapi());
+    if state.emulator.is_some() {
+        doc.merge(emulator::EmulatorApi::openapi());
+    }
     axum::Json(doc)
 }
 
@@ -393,7 +442,7 @@ async fn not_found() -> impl IntoResponse {
 }
 
 /// Deliveries one expiry write ends at most (a sweep keeps going while there are more).
-const EXPIRE_BATCH: usize = 10_000;
+pub(crate) const EXPIRE_BATCH: usize = 10_000;
 
 /// Delete what is past its retention, a small batch of each kind at a time, so the
 /// database levels off under any load and sends never wait long behind a prune.

@@ -459,3 +459,10 @@ impl Maintenance for MeteredStore {
         self.inner.close().await
     }
 }
+
+#[async_trait]
+impl EmulatorStore for MeteredStore {
+    async fn forget_traffic(&self) -> Result<()> {
+        timed("forget_traffic", self.inner.forget_traffic()).await
+    }
+}

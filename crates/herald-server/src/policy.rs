@@ -150,6 +150,11 @@ impl QuotaBook {
     pub fn forget_before(&self, today: i32) {
         self.used.retain(|k, _| k.day >= today);
     }
+
+    /// Forget every counter (the emulator's reset emptied the stored ones).
+    pub fn clear(&self) {
+        self.used.clear();
+    }
 }
 
 /// Per-app send rates (`send_rate_per_sec`, requests per second).
@@ -294,6 +299,11 @@ impl LiveViewBook {
     pub fn with_entry<T>(&self, key: &LiveViewKey, f: impl FnOnce(&mut LiveEntry) -> T) -> T {
         let mut entry = self.map.entry(key.clone()).or_default();
         f(&mut entry)
+    }
+
+    /// Forget every activity (the emulator's reset emptied the stored states).
+    pub fn clear(&self) {
+        self.map.clear();
     }
 
     /// Put back states a request changed but failed to store.

@@ -188,6 +188,8 @@ struct Dispatcher {
     /// When a config's not-yet-full batch was first seen (the batch window runs from it).
     partial_since: HashMap<String, Instant>,
     gauge_at: Option<Instant>,
+    /// Emulator mode: the resets seen (a reset forgets the endpoints' backoff too).
+    resets_seen: u64,
 }
 
 /// Run until shutdown, then wait for batches on the wire (bounded by the callback
@@ -212,6 +214,7 @@ pub async fn run(state: Shared) {
         blocked_until: HashMap::new(),
         partial_since: HashMap::new(),
         gauge_at: None,
+        resets_seen: 0,
     };
     let wake = d.state.receipt_wake.clone();
     loop {
@@ -260,6 +263,15 @@ impl Dispatcher {
     /// Start every batch that is ready; returns when a waiting partial batch will be.
     async fn pass(&mut self) -> Option<Instant> {
         self.refresh_gauge().await;
+        if let Some(emulator) = &self.state.emulator
+            && emulator.resets() != self.resets_seen
+        {
+            // Between an emulated backend's tests, an endpoint that failed in one test
+            // holds up nothing in the next.
+            self.resets_seen = emulator.resets();
+            self.blocked_until.clear();
+            self.partial_since.clear();
+        }
         let now = self.state.clock.now_ms();
         let due = match self.state.store.due_receipts(now, MAX_STATUSES).await {
             Ok(d) => d,
@@ -322,6 +334,9 @@ async fn deliver(state: Shared, policy: RetryPolicy, batch: DueReceipts) -> Fini
     };
     let outcome = post(&state.receipt_http, &config, &body, state.clock.now_ms()).await;
     let now = state.clock.now_ms();
+    if let Some(emulator) = &state.emulator {
+        emulator.log_receipt(&config, &body, &outcome, now);
+    }
     let n = receipts.len() as u64;
     let receipt_id = config.receipt_id.clone();
     if outcome.success {

@@ -55,6 +55,8 @@ pub struct AppState {
     /// This node's name (`DATA_DIR/node-id`; `local` for a node on its own store with
     /// no bus), the `node_id` label of its per-node metrics.
     pub node_id: String,
+    /// Emulator mode (`herald serve --emulator`): virtual devices, the clock, faults.
+    pub emulator: Option<Arc<crate::emulator::Emulator>>,
 }
 
 impl AppState {

@@ -309,6 +309,17 @@ pub trait Maintenance: Send + Sync {
     async fn close(&self);
 }
 
+/// What the emulator (`herald serve --emulator`) needs beyond the rest: a clean slate
+/// between a backend's tests.
+#[async_trait]
+pub trait EmulatorStore: Send + Sync {
+    /// Forget all traffic in one transaction: devices, tokens (and the test devices
+    /// registered with them), messages, deliveries,
+    /// drops, receipts, report counters, quota counters, Live View states and send
+    /// budgets. Admins, projects, apps, keys, rights and receipt configurations stay.
+    async fn forget_traffic(&self) -> Result<()>;
+}
+
 /// Everything Herald keeps: every concern above, from one engine.
 pub trait Store:
     AccountStore
@@ -320,6 +331,7 @@ pub trait Store:
     + ReportStore
     + ConsoleStore
     + Maintenance
+    + EmulatorStore
     + std::fmt::Debug
     + 'static
 {
@@ -335,6 +347,7 @@ impl<T> Store for T where
         + ReportStore
         + ConsoleStore
         + Maintenance
+        + EmulatorStore
         + std::fmt::Debug
         + 'static
 {

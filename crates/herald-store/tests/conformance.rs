@@ -103,6 +103,10 @@ async fn story<E: Engine>(engine: &E) {
     retention(&store).await;
     store.close().await;
 
+    let store = engine.open("emulator").await;
+    forgetting_traffic(&store).await;
+    store.close().await;
+
     let store = engine.open("console").await;
     console_facts(&store).await;
     store.close().await;
@@ -3866,6 +3870,93 @@ async fn throughput_of_the_send_path() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The emulator's clean slate
+// ---------------------------------------------------------------------------------------
+
+/// `forget_traffic` (between an emulated backend's tests): devices, tokens, messages,
+/// deliveries, drops, receipts, report and quota counters go; the project, its app, key
+/// and receipt configuration stay, and the store takes new traffic at once.
+async fn forgetting_traffic<S: Store>(store: &S) {
+    store.bootstrap(bootstrap()).await.unwrap();
+    store
+        .create_receipt_config(receipt_config("rc", None, NOW))
+        .await
+        .unwrap();
+    let t = device(store, "de", "c1").await;
+    let key = CounterKey::per_device(Counter::Marketing, "c1", "de", 20270101);
+    let mut charged = to(&t);
+    charged.charges = marketing(&t, 5);
+    let m = store
+        .enqueue(Enqueue {
+            drops: vec![NewDrop {
+                token: "unknown-token".into(),
+                known: None,
+                client_id: None,
+                code: ReceiptCode::TOKEN_INVALID,
+            }],
+            ..batch(message("r-e1", NOW), vec![charged])
+        })
+        .await
+        .unwrap()
+        .message;
+    tell(store, vec![ack(&t, id(m, &t), NOW + 1)]).await;
+    assert!(store.pending_receipts().await.unwrap() > 0);
+    assert_eq!(
+        store.quota_usage(std::slice::from_ref(&key)).await.unwrap(),
+        [(key.clone(), 1)]
+    );
+
+    store.forget_traffic().await.unwrap();
+
+    assert!(
+        store
+            .lookup_tokens(&[t.token.clone()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.device_auth("de", NOW).await.unwrap().is_none());
+    assert!(
+        store
+            .events_of_request("r-e1", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.pending(t.device, NOW).await.unwrap().is_empty());
+    assert_eq!(store.pending_receipts().await.unwrap(), 0);
+    assert!(store.due_receipts(NOW + DAY, 100).await.unwrap().is_empty());
+    let usage = store.quota_usage(std::slice::from_ref(&key)).await.unwrap();
+    assert!(usage.iter().all(|(_, n)| *n == 0), "{usage:?}");
+    let report = store
+        .report(ReportFilter {
+            project_id: None,
+            client_id: None,
+            since_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert!(report.is_empty(), "{report:?}");
+    // What the operator set up stays.
+    assert!(store.is_bootstrapped().await.unwrap());
+    assert!(store.app("c1").await.unwrap().is_some());
+    assert!(store.service_account("k1").await.unwrap().is_some());
+    assert_eq!(store.list_receipt_configs("p1").await.unwrap().len(), 1);
+    // New traffic starts from nothing, numbered afresh or not, and moves as before.
+    let t2 = device(store, "de2", "c1").await;
+    let m2 = send(store, message("r-e2", NOW + 2), &[&t2]).await;
+    assert_eq!(pending_ids(store, &t2, NOW + 3).await, [id(m2, &t2)]);
+    tell(store, vec![ack(&t2, id(m2, &t2), NOW + 4)]).await;
+    assert_eq!(
+        events(store, id(m2, &t2)).await,
+        [
+            ev(id(m2, &t2), Outcome::Queued, NOW + 2),
+            ev(id(m2, &t2), Outcome::Delivered, NOW + 4)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // The console: test devices, the checklist's facts, the report's series
 // ---------------------------------------------------------------------------------------
 
@@ -4074,4 +4165,9 @@ async fn console_facts<S: Store>(store: &S) {
             .unwrap()
             .is_empty()
     );
+
+    // The emulator's clean slate takes the test devices with the tokens.
+    store.forget_traffic().await.unwrap();
+    assert!(store.test_devices("c1").await.unwrap().is_empty());
+    assert!(store.test_devices("c3").await.unwrap().is_empty());
 }

@@ -30,10 +30,40 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Emulator mode, for a backend's own tests: the `/emulator/v1` API (virtual devices,
+    /// the clock, faults, receipts; see docs/emulator.md), and, without --data-dir, a
+    /// throwaway data directory deleted on exit.
+    #[arg(long, env = "HERALD_EMULATOR")]
+    pub emulator: bool,
+    /// With --emulator: the project id of a first start (default: a new one).
+    #[arg(long, requires = "emulator")]
+    pub project_id: Option<String>,
+    /// With --emulator: the client id of the first start's app (default: a new one).
+    #[arg(long, requires = "emulator")]
+    pub client_id: Option<String>,
+    /// With --emulator: a service-account key file (Huawei's layout) to serve instead of
+    /// a new key, so a backend's configuration stays the same from run to run.
+    #[arg(long, requires = "emulator")]
+    pub key_file: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    // Emulator mode without --data-dir: a throwaway directory, removed when this returns.
+    let mut throwaway = None;
+    // (A data directory named by the flag, HERALD_DATA_DIR or the config file is kept.)
+    if args.emulator && args.data_dir.is_none() && config.data_dir == Config::default().data_dir {
+        let dir = tempfile::Builder::new()
+            .prefix("herald-emulator-")
+            .tempdir()
+            .context("cannot create a throwaway data directory")?;
+        config.data_dir = dir.path().to_owned();
+        // Nothing here outlives the process: commit without waiting for the disk.
+        if std::env::var_os("HERALD_SQLITE_SYNCHRONOUS").is_none() {
+            config.sqlite_synchronous = "normal".into();
+        }
+        throwaway = Some(dir);
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -54,6 +84,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let data_dir = config.data_dir.clone();
+    if args.emulator {
+        let choices = herald_server::bootstrap::Choices {
+            project_id: args.project_id,
+            client_id: args.client_id,
+            key_file: match &args.key_file {
+                Some(path) => Some(herald_client::sender::load_key_file(path)?),
+                None => None,
+            },
+        };
+        let herald = Herald::prepare_emulator(listener, config, choices).await?;
+        print_emulator(&herald, &data_dir, throwaway.is_some());
+        herald.run(shutdown_signal()).await?;
+        drop(throwaway);
+        return Ok(ExitCode::SUCCESS);
+    }
     let herald = Herald::prepare_with_system_clock(listener, config).await?;
     match herald.bootstrap_info() {
         Some(info) => print_what_next(info, &data_dir),
@@ -99,6 +144,36 @@ What next:
         user = info.admin_username,
         console = info.console_url,
         key = info.service_account_file,
+    );
+}
+
+/// Where an emulator's files and API are, for the person or the test suite that started it.
+fn print_emulator(herald: &Herald, data_dir: &std::path::Path, throwaway: bool) {
+    let url = herald.public_url();
+    let bootstrap = data_dir.join(herald_server::bootstrap::BOOTSTRAP_FILE);
+    let key = data_dir.join(herald_server::bootstrap::SERVICE_ACCOUNT_FILE);
+    let lifetime = if throwaway {
+        "throwaway: deleted on exit"
+    } else {
+        "kept"
+    };
+    let ids = match herald.bootstrap_info() {
+        Some(info) => format!(
+            "  project_id  {}\n  client_id   {}\n",
+            info.project_id, info.client_id
+        ),
+        None => String::new(),
+    };
+    eprintln!(
+        "\
+Herald emulator is serving at {url}
+  bootstrap   {bootstrap}
+  key file    {key}
+  data        {dir} ({lifetime})
+{ids}  emulator API {url}/emulator/v1 (admin token in bootstrap.json; docs/emulator.md)",
+        bootstrap = bootstrap.display(),
+        key = key.display(),
+        dir = data_dir.display(),
     );
 }
 

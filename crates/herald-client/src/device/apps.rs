@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use herald_proto::device::DeviceMessage;
+use herald_proto::device::{DeviceMessage, ReportStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -266,6 +266,30 @@ pub enum Decision {
     Badge { count: u32 },
     /// A push type this device does not model: passed through.
     PassThrough,
+}
+
+impl Decision {
+    /// What the device reports to the server about a message it decided this way: shown
+    /// (which covers handed to the app, applied and written), suppressed with the receipt
+    /// code, or nothing (a repeat within the `appMessageId` window is not reported).
+    pub fn report(&self) -> Option<(ReportStatus, Option<u32>)> {
+        match self {
+            Decision::Suppress {
+                receipt: Some(code),
+                ..
+            } => Some((ReportStatus::Suppressed, Some(*code))),
+            Decision::Suppress { receipt: None, .. } => None,
+            // Push Kit's receipt 27: the app's process is absent, the message is cached.
+            Decision::Cache(_) => Some((ReportStatus::Suppressed, Some(27))),
+            Decision::Show { .. }
+            | Decision::ProxyWrite(_)
+            | Decision::ToApp { .. }
+            | Decision::Form { .. }
+            | Decision::LiveView { .. }
+            | Decision::Badge { .. }
+            | Decision::PassThrough => Some((ReportStatus::Shown, None)),
+        }
+    }
 }
 
 /// How a permission request ended without asking the user.

@@ -49,9 +49,9 @@ pub use ability::{
     route_click,
 };
 pub use apps::{
-    APP_MESSAGE_ID_WINDOW_MS, LiveViewDisplay, MAX_PROFILES, MAX_PROXY_ROWS, Profile, ProfileType,
-    ProxyRow, PushKind, PushPayload, RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState,
-    ShownNotification,
+    APP_MESSAGE_ID_WINDOW_MS, AppCore, AppFile, Decision, LiveViewDisplay, MAX_PROFILES,
+    MAX_PROXY_ROWS, PermissionGate, Profile, ProfileType, ProxyRow, PushKind, PushPayload,
+    RECEIPT_PROFILE_MISMATCH, RECEIPT_SWITCH_OFF, RunState, ShownNotification,
 };
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::{PushError, codes};

@@ -559,6 +559,8 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
         (decision, badge)
     };
     let client_id = message.client_id.clone();
+    // What the server hears, decided by the rules (`Decision::report`), after the event.
+    let report = decision.report();
     match decision {
         Decision::Show { shown, replaced } => {
             inner.emit(SdkEvent::Notification {
@@ -569,11 +571,9 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
             if let Some(count) = badge {
                 inner.emit(SdkEvent::Badge { client_id, count });
             }
-            inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::ProxyWrite(row) => {
             inner.emit(SdkEvent::ProxyData { client_id, row });
-            inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::Suppress { receipt, reason } => {
             inner.emit(SdkEvent::Suppressed {
@@ -583,21 +583,15 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
                 receipt,
                 reason: reason.to_owned(),
             });
-            if let Some(code) = receipt {
-                inner.report(&message.id, ReportStatus::Suppressed, Some(code));
-            }
         }
         Decision::ToApp { kind, payload } => {
             inner.hand_over(&client_id, kind, payload);
-            inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::Cache(_) => {
             inner.emit(SdkEvent::Cached {
                 client_id,
                 message_id: message.id.clone(),
             });
-            // Push Kit's receipt 27: the app's process is absent, the message is cached.
-            inner.report(&message.id, ReportStatus::Suppressed, Some(27));
         }
         Decision::Form {
             form_id,
@@ -611,7 +605,6 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
                 version,
                 form_data,
             });
-            inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::LiveView {
             activity_id,
@@ -625,17 +618,16 @@ fn on_message(inner: &Inner, message: DeviceMessage) {
                 operation,
                 state,
             });
-            inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::Badge { count } => {
             inner.emit(SdkEvent::Badge { client_id, count });
-            inner.report(&message.id, ReportStatus::Shown, None);
         }
         Decision::PassThrough => {
-            let id = message.id.clone();
-            inner.emit(SdkEvent::Message(message));
-            inner.report(&id, ReportStatus::Shown, None);
+            inner.emit(SdkEvent::Message(message.clone()));
         }
+    }
+    if let Some((status, code)) = report {
+        inner.report(&message.id, status, code);
     }
 }
 

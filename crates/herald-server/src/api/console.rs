@@ -371,7 +371,9 @@ async fn send_test_message(
     let bytes = serde_json::to_vec(&request).unwrap_or_default();
     let outcome = match parse_send(PushType::Alert, &bytes) {
         Ok(parsed) => match super::push::push_service_on(&app, &project_id).await {
-            Ok(()) => super::push::send_parsed(&app, &project_id, &parsed, now, &request_id).await,
+            Ok(()) => {
+                super::push::send_parsed(&app, &project_id, &parsed, &bytes, now, &request_id).await
+            }
             Err(off) => Err(off),
         },
         Err(rejection) => Err(rejection),

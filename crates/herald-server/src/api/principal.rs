@@ -322,3 +322,18 @@ impl Principal {
         }
     }
 }
+
+/// The instance admin, for instance-wide tools such as the emulator API: 401 without a
+/// valid session, 403 for any other user.
+#[derive(Debug, Clone)]
+pub struct InstanceAdmin(pub Principal);
+
+impl FromRequestParts<Shared> for InstanceAdmin {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        let who = Principal::from_request_parts(parts, app).await?;
+        who.require_instance_admin("use this API")?;
+        Ok(InstanceAdmin(who))
+    }
+}

@@ -37,8 +37,25 @@ pub async fn send(
 ) -> Response {
     let now = app.clock.now_ms();
     let request_id = ids::request_id(now);
-    let outcome = handle_send(&app, &project_id, &headers, body, now, &request_id).await;
-    answer(outcome, &request_id)
+    match handle_send(&app, &project_id, &headers, body, now, &request_id).await {
+        Ok(accepted) => answer(Ok(accepted), &request_id),
+        Err(Refused::Rejected(r)) => answer(Err(r), &request_id),
+        Err(Refused::Faulted(fault)) => fault.response(&request_id),
+    }
+}
+
+/// Why a send was not accepted.
+enum Refused {
+    /// Push Kit's answer for what is wrong with it.
+    Rejected(Rejection),
+    /// Emulator mode: a fault set up by `POST /emulator/v1/faults` answered it.
+    Faulted(crate::emulator::FaultAnswer),
+}
+
+impl From<Rejection> for Refused {
+    fn from(r: Rejection) -> Self {
+        Refused::Rejected(r)
+    }
 }
 
 fn inner_error(e: StoreError) -> Rejection {
@@ -53,7 +70,7 @@ async fn handle_send(
     body: Body,
     now: i64,
     request_id: &str,
-) -> Result<(Code, String), Rejection> {
+) -> Result<(Code, String), Refused> {
     app.jwt
         .authenticate(authorization(headers), project_id)
         .await
@@ -63,7 +80,15 @@ async fn handle_send(
     let push_type = push_type(headers)?;
     let bytes = read_body(body).await?;
     let parsed = parse_send(push_type, &bytes)?;
-    send_parsed(app, project_id, &parsed, now, request_id).await
+    if let Some(fault) = app
+        .emulator
+        .as_ref()
+        .and_then(|e| e.take_fault(&parsed.tokens))
+    {
+        // As Push Kit answers that failure; nothing is stored or delivered.
+        return Err(Refused::Faulted(fault));
+    }
+    Ok(send_parsed(app, project_id, &parsed, &bytes, now, request_id).await?)
 }
 
 /// `80300002` when the project's push service is off (`PATCH /api/v1/projects/{id}`).
@@ -86,10 +111,12 @@ pub(crate) async fn push_service_on(app: &Shared, project_id: &str) -> Result<()
 /// The send path after authentication and parsing, shared by `messages:send` and the
 /// console's test messages (`api/console.rs`): decide per token (rights, quotas), store
 /// the request and its deliveries durably, route them, and say what became of each token.
+/// `bytes` is the request body as sent (the emulator records it).
 pub(crate) async fn send_parsed(
     app: &Shared,
     project_id: &str,
     parsed: &ParsedSend,
+    bytes: &[u8],
     now: i64,
     request_id: &str,
 ) -> Result<(Code, String), Rejection> {
@@ -102,6 +129,7 @@ pub(crate) async fn send_parsed(
         return Ok((Code::AllTokensInvalid, failures.to_msg()));
     }
     let urgent = push_type == PushType::Voip;
+    let notify_id = plan.enqueue.message.notify_id;
     let enqueue = plan.enqueue;
     let mut drops: Vec<ReceiptCode> = enqueue.drops.iter().map(|d| d.code).collect();
     let result = match app.store.enqueue(enqueue).await {
@@ -112,6 +140,15 @@ pub(crate) async fn send_parsed(
             return Err(inner_error(e));
         }
     };
+    if let Some(emulator) = &app.emulator {
+        emulator.record_send(crate::emulator::SentMessage {
+            request_id,
+            body: bytes,
+            parsed,
+            notify_id,
+            categories: &plan.categories,
+        });
+    }
     // The store took the counters again as it committed: what another node took
     // meanwhile (a shared store) refused some deliveries, which are dropped, not sent.
     let refused: HashSet<i64> = result.refused.iter().map(|(token, _)| *token).collect();
@@ -175,6 +212,9 @@ struct Plan {
     routes: Vec<Route>,
     /// Live View states before this request changed them (restored if it is not stored).
     live_previous: Vec<(LiveViewKey, Option<LiveViewState>)>,
+    /// Emulator mode only: each admitted token's effective category (virtual devices'
+    /// inboxes show it).
+    categories: Vec<(String, Option<Category>)>,
 }
 
 /// Where one queued delivery goes once stored.
@@ -376,6 +416,7 @@ async fn plan_deliveries(
     let mut drops = Vec::new();
     let mut live_views = Vec::new();
     let mut live_previous = Vec::new();
+    let mut categories = Vec::new();
     for (token, record, admission) in admissions {
         let (record, admitted) = match (admission, record) {
             (Admission::Fail(reason), _) => {
@@ -436,6 +477,9 @@ async fn plan_deliveries(
             }
         };
         failures.success += 1;
+        if app.emulator.is_some() {
+            categories.push((token.to_owned(), admitted.category));
+        }
         match decision {
             Err(code) => drops.push(NewDrop {
                 token: token.to_owned(),
@@ -504,6 +548,7 @@ async fn plan_deliveries(
             failures,
             routes,
             live_previous,
+            categories,
         },
         reservation,
     ))

@@ -577,6 +577,8 @@ async fn a_node_serves_its_devices_through_a_bus_outage_and_catches_up_after() {
     assert_eq!(m.payload["notification"]["title"], "during, via A");
     eprintln!("caught up {:?} after the bus came back", started.elapsed());
     device.ack(&[&m.id]).await;
+    let before = device.frames_before_marker(&b).await;
+    assert!(before.is_empty(), "{before:?}");
     // Nothing twice: a later send through B (a marker of the same app) comes next.
     let (_, answer) = b.send(notification(&[&token], "after")).await;
     assert_eq!(answer["code"], "80000000");

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod console;
 mod docs;
+mod emulator;
 mod faults;
 mod fuzz_corpus;
 mod gateway;

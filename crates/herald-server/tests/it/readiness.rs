@@ -156,11 +156,29 @@ async fn readyz_follows_postgresql_going_away_and_coming_back() {
 }
 
 /// Drop a test schema with `psql` (the test has no PostgreSQL client of its own).
+///
+/// It runs while the test's runtime is blocked (a `Drop`, or the test's last line), so
+/// the in-process nodes' connections cannot finish what they were doing: a transaction
+/// one of them had open when the test ended (a receipt claim, say) would hold its locks
+/// and make `DROP SCHEMA` wait forever. So the sessions holding locks in this schema
+/// (only this test's nodes use it) are ended first, and the drop gives up after a bound.
 pub fn drop_schema(url: &str, schema: &str) {
+    let end_holders = format!(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+         JOIN pg_class c ON c.oid = l.relation \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = '{schema}' AND l.pid <> pg_backend_pid()"
+    );
     let out = std::process::Command::new("psql")
         .arg(url)
         .args([
             "-q",
+            "-o",
+            "/dev/null",
+            "-c",
+            &end_holders,
+            "-c",
+            "SET lock_timeout = '10s'",
             "-c",
             &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
         ])

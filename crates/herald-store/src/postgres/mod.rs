@@ -17,6 +17,7 @@ mod accounts;
 mod apps;
 mod console;
 mod devices;
+mod emulator;
 mod maintenance;
 mod messages;
 mod receipts;

@@ -13,6 +13,7 @@ mod accounts;
 mod apps;
 mod console;
 mod devices;
+mod emulator;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod maintenance;

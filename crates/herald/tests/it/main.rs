@@ -8,6 +8,7 @@ mod cluster;
 mod commands;
 mod compat;
 mod disk_full;
+mod emulator;
 mod exactly_once;
 mod newcomer;
 mod operator;

@@ -85,6 +85,25 @@ impl Server {
         }
     }
 
+    /// `herald serve --listen 127.0.0.1:PORT ARGS…` on a free port (no `--data-dir`
+    /// unless `args` has one), its log (at `warn`) written to `log`; returns at once
+    /// (see [`Server::wait_healthy`]). `data_dir` is left empty.
+    pub fn launch_args(args: &[&str], log: &Path) -> Server {
+        let port = free_port();
+        let child = herald()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("herald serve starts");
+        Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: PathBuf::new(),
+        }
+    }
+
     /// Wait (at most 30 s) until `/healthz` answers 200.
     pub fn wait_healthy(&self) {
         let port = self.port();
