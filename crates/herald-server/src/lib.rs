@@ -385,6 +385,7 @@ pub fn router(state: Shared, images: Arc<api::images::ImageVerifier>) -> Router 
         .route(herald_proto::device::WS_PATH, get(gateway::upgrade))
         .route("/openapi.json", get(openapi))
         .merge(api::admin::routes())
+        .merge(api::console::routes())
         .merge(emulator)
         .merge(web::routes())
         .fallback(not_found)
@@ -424,6 +425,7 @@ async fn metrics_text(
 async fn openapi(State(state): State<Shared>) -> impl IntoResponse {
     use utoipa::OpenApi;
     let mut doc = api::admin::AdminApi::openapi();
+    doc.merge(api::console::ConsoleApi::openapi());
     if state.emulator.is_some() {
         doc.merge(emulator::EmulatorApi::openapi());
     }

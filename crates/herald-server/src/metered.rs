@@ -406,6 +406,33 @@ impl ReportStore for MeteredStore {
     async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>> {
         timed("report", self.inner.report(filter)).await
     }
+
+    async fn report_series(&self, filter: ReportFilter) -> Result<Vec<SeriesRow>> {
+        timed("report_series", self.inner.report_series(filter)).await
+    }
+}
+
+#[async_trait]
+impl ConsoleStore for MeteredStore {
+    async fn add_test_device(&self, device: TestDevice) -> Result<TestDeviceAdded> {
+        timed("add_test_device", self.inner.add_test_device(device)).await
+    }
+
+    async fn test_devices(&self, client_id: &str) -> Result<Vec<TestDevice>> {
+        timed("test_devices", self.inner.test_devices(client_id)).await
+    }
+
+    async fn remove_test_device(&self, client_id: &str, id: &str) -> Result<bool> {
+        timed(
+            "remove_test_device",
+            self.inner.remove_test_device(client_id, id),
+        )
+        .await
+    }
+
+    async fn checklist_facts(&self, project_id: &str) -> Result<ChecklistFacts> {
+        timed("checklist_facts", self.inner.checklist_facts(project_id)).await
+    }
 }
 
 #[async_trait]

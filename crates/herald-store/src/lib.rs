@@ -11,6 +11,7 @@
 
 mod charges;
 mod codes;
+mod console;
 mod model;
 mod open;
 pub mod postgres;
@@ -26,6 +27,7 @@ use herald_core::quota::CounterKey;
 use herald_core::receipt::ReceiptFate;
 use tokio::sync::Notify;
 
+pub use console::*;
 pub use model::*;
 pub use open::{OpenOptions, StoreUrl, migrate_store, open_store};
 pub use receipt_choice::{ConfigEntry, ConfigIndex};
@@ -283,6 +285,9 @@ pub trait ReportStore: Send + Sync {
     /// Counts by outcome and receipt code since `since_ms`, optionally of one project or
     /// one app.
     async fn report(&self, filter: ReportFilter) -> Result<Vec<ReportRow>>;
+    /// The same counters by hour (hours since the epoch), push type, category (`""`:
+    /// none) and outcome, for the report's series over time.
+    async fn report_series(&self, filter: ReportFilter) -> Result<Vec<SeriesRow>>;
 }
 
 /// Retention and lifecycle of the store itself.
@@ -308,7 +313,8 @@ pub trait Maintenance: Send + Sync {
 /// between a backend's tests.
 #[async_trait]
 pub trait EmulatorStore: Send + Sync {
-    /// Forget all traffic in one transaction: devices, tokens, messages, deliveries,
+    /// Forget all traffic in one transaction: devices, tokens (and the test devices
+    /// registered with them), messages, deliveries,
     /// drops, receipts, report counters, quota counters, Live View states and send
     /// budgets. Admins, projects, apps, keys, rights and receipt configurations stay.
     async fn forget_traffic(&self) -> Result<()>;
@@ -323,6 +329,7 @@ pub trait Store:
     + MessageStore
     + ReceiptStore
     + ReportStore
+    + ConsoleStore
     + Maintenance
     + EmulatorStore
     + std::fmt::Debug
@@ -338,6 +345,7 @@ impl<T> Store for T where
         + MessageStore
         + ReceiptStore
         + ReportStore
+        + ConsoleStore
         + Maintenance
         + EmulatorStore
         + std::fmt::Debug

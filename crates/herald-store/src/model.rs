@@ -633,3 +633,14 @@ pub struct ReportRow {
     pub code: Option<u32>,
     pub count: u64,
 }
+
+/// One counter of the report's series: how many reached `outcome` in `hour` (hours since
+/// the epoch) for messages of `push_type` and `category` (`""` when none applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRow {
+    pub hour: i64,
+    pub push_type: u8,
+    pub category: String,
+    pub outcome: String,
+    pub count: u64,
+}

@@ -107,6 +107,10 @@ async fn story<E: Engine>(engine: &E) {
     forgetting_traffic(&store).await;
     store.close().await;
 
+    let store = engine.open("console").await;
+    console_facts(&store).await;
+    store.close().await;
+
     let store = engine.open("reopen").await;
     let before = state_before_reopening(&store).await;
     store.close().await;
@@ -3950,4 +3954,220 @@ async fn forgetting_traffic<S: Store>(store: &S) {
             ev(id(m2, &t2), Outcome::Delivered, NOW + 4)
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The console: test devices, the checklist's facts, the report's series
+// ---------------------------------------------------------------------------------------
+
+fn test_device(id: &str, client_id: &str, token: &str, at: i64) -> TestDevice {
+    TestDevice {
+        id: id.into(),
+        project_id: "p1".into(),
+        client_id: client_id.into(),
+        token: token.into(),
+        name: format!("device {id}"),
+        added_by: "dev".into(),
+        created_at: at,
+    }
+}
+
+/// Test devices are kept per app (once per token, at most 100), and each integration
+/// step's first time is read from what the other concerns stored, per project.
+async fn console_facts<S: Store>(store: &S) {
+    store.bootstrap(bootstrap()).await.unwrap();
+    store
+        .create_app(app("c3", "p1", "com.example.three"))
+        .await
+        .unwrap();
+    store.create_project(project("p2")).await.unwrap();
+    store
+        .create_app(app("c2", "p2", "com.example.two"))
+        .await
+        .unwrap();
+    let fresh = store.checklist_facts("p1").await.unwrap();
+    assert_eq!(
+        fresh,
+        ChecklistFacts {
+            project_created_at: Some(NOW),
+            key_created_at: Some(NOW),
+            ..Default::default()
+        },
+        "a bootstrapped project has its project and key, nothing else"
+    );
+    assert_eq!(
+        store.checklist_facts("nope").await.unwrap(),
+        ChecklistFacts::default()
+    );
+
+    // Test devices.
+    let t1 = device(store, "d1", "c1").await;
+    let first = test_device("td1", "c1", &t1.token, NOW + 5);
+    assert_eq!(
+        store.add_test_device(first.clone()).await.unwrap(),
+        TestDeviceAdded::Added(first.clone())
+    );
+    assert_eq!(
+        store
+            .add_test_device(test_device("td1-again", "c1", &t1.token, NOW + 6))
+            .await
+            .unwrap(),
+        TestDeviceAdded::Exists(first.clone()),
+        "a token is registered once per app"
+    );
+    assert_eq!(store.test_devices("c1").await.unwrap(), vec![first.clone()]);
+    assert!(store.test_devices("c3").await.unwrap().is_empty());
+    assert!(!store.remove_test_device("c3", "td1").await.unwrap());
+    assert!(store.remove_test_device("c1", "td1").await.unwrap());
+    assert!(!store.remove_test_device("c1", "td1").await.unwrap());
+    assert!(store.test_devices("c1").await.unwrap().is_empty());
+    for i in 0..MAX_TEST_DEVICES_PER_APP {
+        let added = store
+            .add_test_device(test_device(
+                &format!("tdx{i:03}"),
+                "c3",
+                &format!("tok-{i}"),
+                NOW + 7,
+            ))
+            .await
+            .unwrap();
+        assert!(matches!(added, TestDeviceAdded::Added(_)), "{i}: {added:?}");
+    }
+    assert_eq!(
+        store
+            .add_test_device(test_device("tdx-over", "c3", "tok-over", NOW + 8))
+            .await
+            .unwrap(),
+        TestDeviceAdded::Full
+    );
+    let listed = store.test_devices("c3").await.unwrap();
+    assert_eq!(listed.len(), MAX_TEST_DEVICES_PER_APP);
+    assert_eq!(listed[0].id, "tdx000", "oldest first, then by id");
+    store.add_test_device(first.clone()).await.unwrap();
+
+    // Rights, a receipt configuration, a send that is shown and tapped, its receipt.
+    let change = |action, at| RightChange {
+        client_id: "c1".into(),
+        name: "IM".into(),
+        action,
+        reason: Some("chat".into()),
+        scenario: Some("chat".into()),
+        sample_message: Some("Hi!".into()),
+        actor: "someone".into(),
+        at,
+    };
+    store
+        .change_right(change(RightAction::Request, NOW + 10))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .change_right(change(RightAction::Confirm, NOW + 15))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .change_right(change(RightAction::Grant, NOW + 20))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_receipt_config(receipt_config("rc1", None, NOW + 30))
+        .await
+        .unwrap();
+    let m = send(store, message("r-console", NOW + 2 * HOUR + 5), &[&t1]).await;
+    tell(
+        store,
+        vec![
+            ack(&t1, id(m, &t1), NOW + 2 * HOUR + 6),
+            says(&t1, id(m, &t1), SHOWN, NOW + 3 * HOUR + 1),
+            says(&t1, id(m, &t1), CLICKED, NOW + 3 * HOUR + 2),
+        ],
+    )
+    .await;
+    let due = store.due_receipts(i64::MAX, 10).await.unwrap();
+    let fates: Vec<(i64, ReceiptFate)> = due
+        .iter()
+        .flat_map(|d| d.receipts.iter().map(|r| (r.id, ReceiptFate::Sent)))
+        .collect();
+    assert!(!fates.is_empty(), "the delivery queued a receipt");
+    store.settle_receipts(&fates, NOW + 4 * HOUR).await.unwrap();
+
+    assert_eq!(
+        store.checklist_facts("p1").await.unwrap(),
+        ChecklistFacts {
+            project_created_at: Some(NOW),
+            right_requested_at: Some(NOW + 10),
+            right_confirmed_at: Some(NOW + 15),
+            right_granted_at: Some(NOW + 20),
+            key_created_at: Some(NOW),
+            receipt_configured_at: Some(NOW + 30),
+            receipt_answered_at: Some(NOW + 4 * HOUR),
+            token_at: Some(NOW),
+            test_device_at: Some(NOW + 5),
+            sent_at: Some(NOW + 2 * HOUR),
+            shown_at: Some(NOW + 3 * HOUR),
+            clicked_at: Some(NOW + 3 * HOUR),
+        },
+        "times from report counters are their hour's start"
+    );
+    assert_eq!(
+        store.checklist_facts("p2").await.unwrap(),
+        ChecklistFacts {
+            project_created_at: Some(NOW + 1),
+            ..Default::default()
+        },
+        "another project's steps are its own"
+    );
+
+    // The report's series: the same counters by hour, push type, category, outcome.
+    let filter = ReportFilter {
+        project_id: Some("p1".into()),
+        client_id: None,
+        since_ms: NOW,
+    };
+    let series = store.report_series(filter.clone()).await.unwrap();
+    let at = |hour: i64, outcome: &str| SeriesRow {
+        hour: (NOW + hour * HOUR) / HOUR,
+        push_type: 0,
+        category: "IM".into(),
+        outcome: outcome.into(),
+        count: 1,
+    };
+    assert_eq!(
+        series,
+        vec![
+            at(2, "delivered"),
+            at(2, "queued"),
+            at(3, "clicked"),
+            at(3, "shown")
+        ]
+    );
+    assert!(
+        store
+            .report_series(ReportFilter {
+                since_ms: NOW + 3 * HOUR,
+                ..filter.clone()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.hour == (NOW + 3 * HOUR) / HOUR),
+        "from the window's first hour"
+    );
+    assert!(
+        store
+            .report_series(ReportFilter {
+                project_id: Some("p2".into()),
+                ..filter
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The emulator's clean slate takes the test devices with the tokens.
+    store.forget_traffic().await.unwrap();
+    assert!(store.test_devices("c1").await.unwrap().is_empty());
+    assert!(store.test_devices("c3").await.unwrap().is_empty());
 }

@@ -61,7 +61,7 @@ use crate::state::Shared;
 #[derive(Debug)]
 pub struct AdminApi;
 
-struct BearerAuth;
+pub(crate) struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -80,7 +80,7 @@ impl utoipa::Modify for BearerAuth {
 /// there is a body (wrong `Content-Type`; JSON of the wrong shape). Every response gets
 /// a description (OpenAPI requires one). A right's name and action are listed as the
 /// values they take (from [`Right::all`]).
-struct CommonAnswers;
+pub(crate) struct CommonAnswers;
 
 impl utoipa::Modify for CommonAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -180,7 +180,7 @@ impl utoipa::Modify for CommonAnswers {
 /// Every error of the admin API is `{"error": "…"}` as the document says, including the
 /// framework's own refusals (a body that is not JSON, a wrong `Content-Type`, a query
 /// that does not parse, a wrong method), which come as plain text: this layer wraps them.
-async fn json_errors(resp: Response) -> Response {
+pub(crate) async fn json_errors(resp: Response) -> Response {
     let is_json = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -1300,8 +1300,11 @@ async fn test_receipt(
 pub struct ReportQuery {
     project_id: Option<String>,
     client_id: Option<String>,
-    /// Start of the window, ms since the epoch (default: 24 hours ago).
+    /// Start of the window, ms since the epoch (default: the period's start).
     since_ms: Option<i64>,
+    /// The series' period: `day` (24 hourly buckets, the default) or `month` (30 daily
+    /// buckets); without `since_ms`, also the window of the summary and lines.
+    period: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -1336,6 +1339,13 @@ pub struct ReportView {
     lines: Vec<ReportLine>,
     /// Receipt callbacks by state (pending, sent, dropped).
     receipts: std::collections::BTreeMap<String, u64>,
+    /// sent → delivered → shown → clicked, in the window.
+    funnel: Vec<super::console::FunnelStage>,
+    /// The period's counts over time, in total, by category and by push type.
+    series: super::console::SeriesView,
+    /// Every reason a message was not shown, with its meaning and count (known reasons
+    /// with none in the window count 0), most frequent first.
+    not_shown: Vec<super::console::NotShownReason>,
 }
 
 /// The report filters the caller may read: the app or project asked for (404 when
@@ -1394,7 +1404,8 @@ pub(crate) async fn scoped_report(
 }
 
 /// The push report: what happened to the messages of a window, by outcome and reason,
-/// over the caller's projects (or the one app or project asked for). Receipt counts
+/// over the caller's projects (or the one app or project asked for); the funnel, the
+/// period's series over time and every reason a message was not shown. Receipt counts
 /// are the whole instance's: the instance admin's only.
 #[utoipa::path(get, path = "/api/v1/report", params(ReportQuery),
     responses((status = 200, body = ReportView), (status = 404, body = ErrorBody)))]
@@ -1404,8 +1415,24 @@ async fn show_report(
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<ReportView>, AdminError> {
     let now = app.clock.now_ms();
-    let since_ms = q.since_ms.unwrap_or(now - 86_400_000);
+    let period = super::console::Period::parse(q.period.as_deref(), now)
+        .ok_or_else(|| bad_request("period must be day or month"))?;
+    let since_ms = q.since_ms.unwrap_or(match period.name {
+        "day" => now - 86_400_000,
+        _ => period.since_ms(),
+    });
     let scope = report_scope(&who, &app, q.project_id, q.client_id, since_ms).await?;
+    let mut series_rows = Vec::new();
+    for filter in &scope {
+        series_rows.extend(
+            app.store
+                .report_series(herald_store::ReportFilter {
+                    since_ms: period.since_ms(),
+                    ..filter.clone()
+                })
+                .await?,
+        );
+    }
     let rows = scoped_report(&app, scope).await?;
     let count = |names: &[&str]| -> u64 {
         rows.iter()
@@ -1430,6 +1457,9 @@ async fn show_report(
         since_ms,
         until_ms: now,
         summary,
+        funnel: super::console::funnel(&rows),
+        series: super::console::series(&app, &period, now, &series_rows),
+        not_shown: super::console::not_shown(&rows),
         lines: rows
             .into_iter()
             .map(|r| ReportLine {

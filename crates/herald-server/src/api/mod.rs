@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod console;
 pub mod images;
 pub mod principal;
 pub mod push;

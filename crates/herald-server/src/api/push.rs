@@ -75,14 +75,7 @@ async fn handle_send(
         .authenticate(authorization(headers), project_id)
         .await
         .map_err(|e| Rejection::new(e.code(), e.code().default_msg()))?;
-    if !app
-        .projects
-        .push_enabled(app.store.as_ref(), project_id, app.caches_trusted())
-        .await
-        .map_err(inner_error)?
-    {
-        return Err(Rejection::new(Code::NoPermission, Code::NoPermission.default_msg()).into());
-    }
+    push_service_on(app, project_id).await?;
 
     let push_type = push_type(headers)?;
     let bytes = read_body(body).await?;
@@ -95,8 +88,40 @@ async fn handle_send(
         // As Push Kit answers that failure; nothing is stored or delivered.
         return Err(Refused::Faulted(fault));
     }
+    Ok(send_parsed(app, project_id, &parsed, &bytes, now, request_id).await?)
+}
 
-    let (plan, reservation) = plan_deliveries(app, project_id, &parsed, now, request_id).await?;
+/// `80300002` when the project's push service is off (`PATCH /api/v1/projects/{id}`).
+pub(crate) async fn push_service_on(app: &Shared, project_id: &str) -> Result<(), Rejection> {
+    if app
+        .projects
+        .push_enabled(app.store.as_ref(), project_id, app.caches_trusted())
+        .await
+        .map_err(inner_error)?
+    {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            Code::NoPermission,
+            Code::NoPermission.default_msg(),
+        ))
+    }
+}
+
+/// The send path after authentication and parsing, shared by `messages:send` and the
+/// console's test messages (`api/console.rs`): decide per token (rights, quotas), store
+/// the request and its deliveries durably, route them, and say what became of each token.
+/// `bytes` is the request body as sent (the emulator records it).
+pub(crate) async fn send_parsed(
+    app: &Shared,
+    project_id: &str,
+    parsed: &ParsedSend,
+    bytes: &[u8],
+    now: i64,
+    request_id: &str,
+) -> Result<(Code, String), Rejection> {
+    let push_type = parsed.push_type;
+    let (plan, reservation) = plan_deliveries(app, project_id, parsed, now, request_id).await?;
     let failures = plan.failures;
     if plan.enqueue.deliveries.is_empty() && plan.enqueue.drops.is_empty() {
         app.quotas.release(reservation);
@@ -112,14 +137,14 @@ async fn handle_send(
         Err(e) => {
             app.quotas.release(reservation);
             app.live_views.restore(plan.live_previous);
-            return Err(inner_error(e).into());
+            return Err(inner_error(e));
         }
     };
     if let Some(emulator) = &app.emulator {
         emulator.record_send(crate::emulator::SentMessage {
             request_id,
-            body: &bytes,
-            parsed: &parsed,
+            body: bytes,
+            parsed,
             notify_id,
             categories: &plan.categories,
         });

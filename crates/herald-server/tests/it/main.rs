@@ -6,6 +6,7 @@
 mod admin_api;
 mod auth;
 mod cluster;
+mod console;
 mod docs;
 mod emulator;
 mod faults;

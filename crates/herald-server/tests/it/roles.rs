@@ -243,9 +243,10 @@ impl Team {
                 .get(&format!("/api/v1/projects/{p}/audit"))
                 .await
                 .unwrap(),
-            // Test devices and test messages are the console's endpoints (another
-            // branch); the matrix's answer for them is checked through /api/v1/me.
-            "send_test" => return None,
+            "send_test" => client
+                .get(&format!("/api/v1/apps/{c}/test-devices"))
+                .await
+                .unwrap(),
             other => panic!("no probe for {other}"),
         })
     }
@@ -294,7 +295,7 @@ async fn every_role_may_do_exactly_its_part() {
             }
         }
     }
-    assert_eq!(checked, 7 * 7, "seven actions probed by seven callers");
+    assert_eq!(checked, 8 * 7, "eight actions probed by seven callers");
 
     // The project-scoped routes of each action, for a non-member: 404 (as if the project
     // did not exist), the same for a member's route with an unknown project.
@@ -313,6 +314,8 @@ async fn every_role_may_do_exactly_its_part() {
         format!("/api/v1/apps?project_id={p}"),
         format!("/api/v1/report?project_id={p}"),
         format!("/api/v1/apps/{}/quotas", t.client_id),
+        format!("/api/v1/projects/{p}/checklist"),
+        format!("/api/v1/apps/{}/test-devices", t.client_id),
     ] {
         let r = outsider.get(&path).await.unwrap();
         assert_eq!(r.status, 404, "{path}: {}", r.body);

@@ -94,6 +94,11 @@ const SLEEPS_ALLOWED: &[(&str, usize, &str)] = &[
         "waiting for a child `herald serve` to answer /healthz, and polling the frames \
          playwright recorded from the page's WebSocket",
     ),
+    (
+        "tests/browser/console.test.mjs",
+        1,
+        "waiting for a child `herald serve` to answer /healthz",
+    ),
 ];
 
 /// What counts as a check in a test's body.

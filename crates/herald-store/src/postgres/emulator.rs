@@ -23,6 +23,7 @@ impl EmulatorStore for PgStore {
                 "quota_usage",
                 "live_views",
                 "send_budget",
+                "test_device",
             ] {
                 execute(tx, &format!("DELETE FROM {table}"), &[]).await?;
             }

@@ -15,6 +15,7 @@
 
 mod accounts;
 mod apps;
+mod console;
 mod devices;
 mod emulator;
 mod maintenance;
@@ -54,10 +55,20 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "003_accounts.sql",
         include_str!("../../migrations/postgres/003_accounts.sql"),
     ),
+    (
+        4,
+        "004_console.sql",
+        include_str!("../../migrations/postgres/004_console.sql"),
+    ),
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 3] = ["001_init.sql", "002_cluster.sql", "003_accounts.sql"];
+pub const MIGRATION_FILES: [&str; 4] = [
+    "001_init.sql",
+    "002_cluster.sql",
+    "003_accounts.sql",
+    "004_console.sql",
+];
 
 /// Advisory lock keys (`pg_advisory_xact_lock`); any two distinct 64-bit numbers would
 /// do, these spell "HERALD" and a purpose.

@@ -13,7 +13,8 @@ use herald_core::{Category, Outcome, ReceiptCode};
 
 use super::{PgResult, PgStore, execute, query};
 use crate::{
-    ConfigEntry, ConfigIndex, DeliveryId, MessageKind, ReportFilter, ReportRow, ReportStore, Result,
+    ConfigEntry, ConfigIndex, DeliveryId, MessageKind, ReportFilter, ReportRow, ReportStore,
+    Result, SeriesRow,
 };
 
 /// What a transition needs to know about its message.
@@ -356,6 +357,34 @@ impl ReportStore for PgStore {
                     code: u32::try_from(code).ok(),
                     count: r.get::<_, i64>(2).max(0) as u64,
                 }
+            })
+            .collect())
+    }
+
+    async fn report_series(&self, filter: ReportFilter) -> Result<Vec<SeriesRow>> {
+        let rows = self
+            .read(
+                "SELECT hour, push_type, category, outcome, SUM(n)::int8 FROM report_counter
+                 WHERE hour >= $1
+                   AND ($2::text IS NULL OR project_id = $2)
+                   AND ($3::text IS NULL OR client_id = $3)
+                 GROUP BY hour, push_type, category, outcome
+                 ORDER BY hour, push_type, category COLLATE \"C\", outcome COLLATE \"C\"",
+                &[
+                    &filter.since_ms.div_euclid(3_600_000),
+                    &filter.project_id,
+                    &filter.client_id,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SeriesRow {
+                hour: r.get(0),
+                push_type: u8::try_from(r.get::<_, i16>(1)).unwrap_or(0),
+                category: r.get(2),
+                outcome: r.get(3),
+                count: r.get::<_, i64>(4).max(0) as u64,
             })
             .collect())
     }

@@ -9,7 +9,7 @@ use crate::{EmulatorStore, Result};
 
 /// Every table of traffic; accounts, projects, apps, keys, rights and receipt
 /// configurations are not in it.
-const TRAFFIC_TABLES: [&str; 10] = [
+const TRAFFIC_TABLES: [&str; 11] = [
     "delivery",
     "unknown_drop",
     "receipt",
@@ -20,6 +20,8 @@ const TRAFFIC_TABLES: [&str; 10] = [
     "quota_usage",
     "live_views",
     "send_budget",
+    // Registrations of tokens that go with them.
+    "test_device",
 ];
 
 #[async_trait]

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod apps;
+mod console;
 mod devices;
 mod emulator;
 #[cfg(feature = "fault-injection")]
@@ -53,10 +54,11 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/sqlite/007_data_plane.sql")),
     M::up(include_str!("../../migrations/sqlite/008_cluster.sql")),
     M::up(include_str!("../../migrations/sqlite/009_accounts.sql")),
+    M::up(include_str!("../../migrations/sqlite/010_console.sql")),
 ];
 
 /// The migration files, for the documentation test.
-pub const MIGRATION_FILES: [&str; 8] = [
+pub const MIGRATION_FILES: [&str; 9] = [
     "001_init.sql",
     "002_rights_quotas.sql",
     "004_push_types.sql",
@@ -65,6 +67,7 @@ pub const MIGRATION_FILES: [&str; 8] = [
     "007_data_plane.sql",
     "008_cluster.sql",
     "009_accounts.sql",
+    "010_console.sql",
 ];
 
 impl From<rusqlite::Error> for StoreError {

@@ -9,7 +9,7 @@ use herald_core::{Category, Outcome};
 use rusqlite::{Connection, params};
 
 use super::{SqliteStore, Tx};
-use crate::{ReportFilter, ReportRow, ReportStore, Result};
+use crate::{ReportFilter, ReportRow, ReportStore, Result, SeriesRow};
 
 /// One counter of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,6 +101,39 @@ impl ReportStore for SqliteStore {
                             outcome: r.get(0)?,
                             code: u32::try_from(code).ok(),
                             count: r.get::<_, i64>(2)?.max(0) as u64,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn report_series(&self, filter: ReportFilter) -> Result<Vec<SeriesRow>> {
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT hour, push_type, category, outcome, SUM(n) FROM report_counter
+                     WHERE hour >= ?1
+                       AND (?2 IS NULL OR project_id = ?2)
+                       AND (?3 IS NULL OR client_id = ?3)
+                     GROUP BY hour, push_type, category, outcome
+                     ORDER BY hour, push_type, category, outcome",
+                )?
+                .query_map(
+                    params![
+                        filter.since_ms.div_euclid(3_600_000),
+                        filter.project_id,
+                        filter.client_id
+                    ],
+                    |r| {
+                        Ok(SeriesRow {
+                            hour: r.get(0)?,
+                            push_type: r.get(1)?,
+                            category: r.get(2)?,
+                            outcome: r.get(3)?,
+                            count: r.get::<_, i64>(4)?.max(0) as u64,
                         })
                     },
                 )?

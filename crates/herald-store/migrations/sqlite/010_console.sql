@@ -1,0 +1,14 @@
+-- The console: test devices, the push tokens an app's developers registered to receive
+-- test messages (`POST /api/v1/apps/{client_id}/test-messages` sends only to these).
+-- Bounded: at most 100 per app (MAX_TEST_DEVICES_PER_APP), checked as each is added.
+CREATE TABLE test_device (
+    id         TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    token      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    added_by   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (client_id, token)
+);
+CREATE INDEX test_device_by_project ON test_device(project_id, created_at);
