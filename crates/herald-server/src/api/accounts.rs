@@ -453,6 +453,19 @@ pub struct AuditView {
     at: i64,
 }
 
+impl From<herald_store::AuditEntry> for AuditView {
+    fn from(e: herald_store::AuditEntry) -> Self {
+        AuditView {
+            project_id: e.project_id,
+            actor: e.actor,
+            action: e.action,
+            detail: e.detail,
+            address: e.address,
+            at: e.at,
+        }
+    }
+}
+
 /// A project's audit log, newest first (owners and the instance admin).
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}/audit",
     params(("project_id" = String, Path), AuditQuery),
@@ -472,14 +485,7 @@ pub(crate) async fn show_audit(
             .audit(Some(&project_id), q.before_ms, limit)
             .await?
             .into_iter()
-            .map(|e| AuditView {
-                project_id: e.project_id,
-                actor: e.actor,
-                action: e.action,
-                detail: e.detail,
-                address: e.address,
-                at: e.at,
-            })
+            .map(AuditView::from)
             .collect(),
     ))
 }
@@ -501,14 +507,7 @@ pub(crate) async fn show_instance_audit(
             .audit(None, q.before_ms, limit)
             .await?
             .into_iter()
-            .map(|e| AuditView {
-                project_id: e.project_id,
-                actor: e.actor,
-                action: e.action,
-                detail: e.detail,
-                address: e.address,
-                at: e.at,
-            })
+            .map(AuditView::from)
             .collect(),
     ))
 }

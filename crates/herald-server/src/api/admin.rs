@@ -1198,18 +1198,7 @@ async fn delete_receipt(
     State(app): State<Shared>,
     Path(receipt_id): Path<String>,
 ) -> Result<Json<DeletedReceiptView>, AdminError> {
-    let config = app
-        .store
-        .receipt_config(&receipt_id)
-        .await?
-        .ok_or_else(|| not_found("receipt configuration"))?;
-    who.require_in(
-        &app,
-        &config.project_id,
-        Action::ManageCredentials,
-        "receipt configuration",
-    )
-    .await?;
+    let config = managed_receipt_config(&who, &app, &receipt_id).await?;
     let dropped = app
         .store
         .delete_receipt_config(&receipt_id, app.clock.now_ms())
@@ -1233,6 +1222,28 @@ async fn delete_receipt(
     }))
 }
 
+/// The receipt configuration `receipt_id`, if `who` may manage its project's credentials
+/// (404 when there is none, or for a non-member; 403 for a role that may not).
+async fn managed_receipt_config(
+    who: &Principal,
+    app: &Shared,
+    receipt_id: &str,
+) -> Result<ReceiptConfig, AdminError> {
+    let config = app
+        .store
+        .receipt_config(receipt_id)
+        .await?
+        .ok_or_else(|| not_found("receipt configuration"))?;
+    who.require_in(
+        app,
+        &config.project_id,
+        Action::ManageCredentials,
+        "receipt configuration",
+    )
+    .await?;
+    Ok(config)
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReceiptTestView {
     /// The endpoint answered HTTP 2xx with `{"code":"0"}`.
@@ -1254,18 +1265,7 @@ async fn test_receipt(
     State(app): State<Shared>,
     Path(receipt_id): Path<String>,
 ) -> Result<Json<ReceiptTestView>, AdminError> {
-    let config = app
-        .store
-        .receipt_config(&receipt_id)
-        .await?
-        .ok_or_else(|| not_found("receipt configuration"))?;
-    who.require_in(
-        &app,
-        &config.project_id,
-        Action::ManageCredentials,
-        "receipt configuration",
-    )
-    .await?;
+    let config = managed_receipt_config(&who, &app, &receipt_id).await?;
     let package = match &config.client_id {
         Some(c) => app
             .store
