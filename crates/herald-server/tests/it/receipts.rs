@@ -518,6 +518,13 @@ async fn failed_callbacks_are_retried_until_the_endpoint_answers_success() {
         (receiver.calls_to("/flaky").len() == 2).then_some(())
     })
     .await;
+    // The dispatcher settles an attempt after the endpoint answered: the next backoff
+    // must run from this clock, not from one the test has already moved on.
+    eventually("the second attempt settled", || async {
+        let due = app.state.store.due_receipts(i64::MAX, 100).await.unwrap();
+        (due[0].receipts[0].attempts == 2).then_some(())
+    })
+    .await;
 
     receiver.answer(Answer::Success);
     app.clock.advance_secs(301);
@@ -543,8 +550,16 @@ async fn failed_callbacks_are_retried_until_the_endpoint_answers_success() {
     poke(&app);
     marker_receipt(&app, &receiver, marker).await;
     assert_eq!(receiver.calls_to("/flaky").len(), 3);
-    let counts = app.state.store.receipt_counts().await.unwrap();
-    assert_eq!(counts, [("sent".to_owned(), 3)], "the one and two markers");
+    // The dispatcher marks a receipt sent after the endpoint's answer reached it, so the
+    // receiver may have seen the second marker a moment before the store says so.
+    eventually(
+        "the flaky receipt and the two markers marked sent",
+        || async {
+            let counts = app.state.store.receipt_counts().await.unwrap();
+            (counts == [("sent".to_owned(), 3)]).then_some(())
+        },
+    )
+    .await;
     let metrics = app
         .http
         .get(format!("{}/metrics", app.url))
