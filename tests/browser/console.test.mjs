@@ -9,62 +9,15 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createSign, constants } from "node:crypto";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join, resolve, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { TARGET, HERALD, CHROMIUM, CHROMIUM_ARGS, freePort, waitHealthy, signJwt } from "./support.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const TARGET = resolve(here, "../..", process.env.CARGO_TARGET_DIR || "target");
-const HERALD = process.env.HERALD_BIN || join(TARGET, "debug/herald");
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const ARTIFACTS = join(TARGET, "browser-artifacts");
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
-
 let server, url, boot, browser;
 const temp = mkdtempSync(join(tmpdir(), "herald-console-"));
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => ok(port));
-    });
-  });
-}
-
-async function waitHealthy(base, deadlineMs) {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      const r = await fetch(`${base}/healthz`);
-      if (r.ok) return;
-    } catch (_) { /* not listening yet */ }
-    if (Date.now() > deadline) throw new Error("herald serve did not become healthy");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const b64url = (buf) => Buffer.from(buf).toString("base64url");
-
-/** A PS256 JWT from a Huawei-layout service-account key file, as a backend signs it. */
-function signJwt(keyFile) {
-  const now = Math.floor(Date.now() / 1000);
-  const header = b64url(JSON.stringify({ alg: "PS256", typ: "JWT", kid: keyFile.key_id }));
-  const claims = b64url(JSON.stringify({ iss: keyFile.sub_account, aud: "https://oauth-login.cloud.huawei.com/oauth2/v3/token", iat: now, exp: now + 3600 }));
-  const signer = createSign("sha256");
-  signer.update(`${header}.${claims}`);
-  const sig = signer.sign({ key: keyFile.private_key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
-  return `${header}.${claims}.${b64url(sig)}`;
-}
 
 /** The admin API as the instance admin, with the bootstrap bearer token. */
 async function asAdmin(method, path, body) {
