@@ -90,12 +90,11 @@ const SLEEPS_ALLOWED: &[(&str, usize, &str)] = &[
     ),
     (
         "tests/browser/device.test.mjs",
-        2,
-        "waiting for a child `herald serve` to answer /healthz, and polling the frames \
-         playwright recorded from the page's WebSocket",
+        1,
+        "polling the frames playwright recorded from the page's WebSocket",
     ),
     (
-        "tests/browser/console.test.mjs",
+        "tests/browser/support.mjs",
         1,
         "waiting for a child `herald serve` to answer /healthz",
     ),
